@@ -1,0 +1,71 @@
+"""Eager argument validation shared by every public function.
+
+Shapes are static under ``jax.jit``, so shape errors are raised eagerly as
+``ValueError``. Values (e.g. a standard deviation) are checked eagerly when they
+are concrete; when they are traced, :func:`positive_or_error` attaches a runtime
+check with :func:`equinox.error_if`, so bad input still fails loudly under jit
+instead of propagating a silent NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds concrete values (not a tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def positive_or_error(name: str, x: Any) -> jax.Array:
+    """Return ``x`` as an array, raising if any entry is not strictly positive.
+
+    Concrete input raises ``ValueError`` immediately; traced input gets a
+    runtime check that raises an ``EqxRuntimeError`` when the compiled function
+    runs with non-positive entries.
+    """
+    if is_concrete(x):
+        arr = np.asarray(x)
+        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{name} must be positive and finite, got {arr!r}")
+        return jnp.asarray(x)
+    x = jnp.asarray(x)
+    return eqx.error_if(x, jnp.any(x <= 0) | ~jnp.all(jnp.isfinite(x)), f"{name} must be positive")
+
+
+def check_ensemble(E: Any, name: str = "ensemble", min_members: int = 2) -> None:
+    """Validate a members-first ensemble of shape ``(N, n)`` with ``N >= min_members``."""
+    shape = jnp.shape(E)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must have shape (N, n) (members first), got shape {shape}")
+    if shape[0] < min_members:
+        raise ValueError(
+            f"{name} needs at least {min_members} members (N >= {min_members}), got N={shape[0]}"
+        )
+
+
+def check_vector(x: Any, name: str, size: int | None = None) -> None:
+    """Validate a 1-D array, optionally of a given length."""
+    shape = jnp.shape(x)
+    if len(shape) != 1:
+        raise ValueError(f"{name} must be a 1-D vector, got shape {shape}")
+    if size is not None and shape[0] != size:
+        raise ValueError(f"{name} must have length {size}, got {shape[0]}")
+
+
+def check_in_range(
+    name: str, value: float, low: float, high: float, *, closed_low: bool = True
+) -> None:
+    """Validate a concrete scalar hyper-parameter lies in ``[low, high]`` (or ``(low, high]``)."""
+    if not is_concrete(value):
+        return
+    v = float(value)
+    ok = (low <= v if closed_low else low < v) and v <= high
+    if not ok:
+        bracket = "[" if closed_low else "("
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {v}")

@@ -1,0 +1,83 @@
+r"""Ensemble-space linear algebra shared by the ensemble Kalman methods.
+
+Notation (members first): ensemble ``E`` of shape ``(N, n)``, mean ``x̄``,
+scaled anomalies ``X = (E - x̄)/√(N-1)`` so that ``P = Xᵀ X``; predicted
+observations ``Y_i = H(E_i)``, whitened scaled observation anomalies
+``S = (Y - ȳ) R^{-T/2} / √(N-1)`` of shape ``(N, m)``.
+
+The Kalman gain ``K = P Hᵀ (H P Hᵀ + R)^{-1}`` is never formed as ``n×n`` (nor
+``m×m``): by the push-through identity
+
+.. math:: K\,d = Xᵀ (I_N + S Sᵀ)^{-1} S\, R^{-1/2} d,
+
+so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jaxtyping import Array, Float
+
+from ..observations import ObservationModel
+
+
+class ObsSpace(NamedTuple):
+    """Ensemble quantities in observation space."""
+
+    Y: Float[Array, "N m"]  # predicted observations H(E_i)
+    y_mean: Float[Array, " m"]
+    S: Float[Array, "N m"]  # whitened, scaled anomalies
+
+
+def mean_and_anomalies(E: Float[Array, "N n"]) -> tuple[Float[Array, " n"], Float[Array, "N n"]]:
+    """Ensemble mean and *unscaled* anomalies ``E - x̄``."""
+    mean = jnp.mean(E, axis=0)
+    return mean, E - mean
+
+
+def scaled_anomalies(E: Float[Array, "N n"]) -> tuple[Float[Array, " n"], Float[Array, "N n"]]:
+    """Mean and anomalies scaled by ``1/√(N-1)`` (so ``P = Xᵀ X``)."""
+    mean, A = mean_and_anomalies(E)
+    return mean, A / jnp.sqrt(E.shape[0] - 1.0)
+
+
+def obs_space(E: Float[Array, "N n"], obs: ObservationModel) -> ObsSpace:
+    """Apply ``H`` to each member (vmapped) and whiten the scaled anomalies."""
+    Y = jax.vmap(obs.operator.fn)(E)
+    return obs_space_from_predictions(Y, obs.noise)
+
+
+def obs_space_from_predictions(Y: Float[Array, "N m"], noise) -> ObsSpace:
+    """Same as :func:`obs_space` when the predictions ``Y`` are already computed."""
+    y_mean, dY = mean_and_anomalies(Y)
+    S = noise.whiten(dY) / jnp.sqrt(Y.shape[0] - 1.0)
+    return ObsSpace(Y, y_mean, S)
+
+
+def ensemble_solve(S: Float[Array, "N m"], rhs: Float[Array, "N k"]) -> Float[Array, "N k"]:
+    """Solve ``(I_N + S Sᵀ) Z = rhs`` by Cholesky (symmetric positive definite)."""
+    N = S.shape[0]
+    C = jnp.eye(N, dtype=S.dtype) + S @ S.T
+    cf = jsl.cho_factor(C, lower=True)
+    return jsl.cho_solve(cf, rhs)
+
+
+def kalman_increments(
+    X: Float[Array, "N n"], S: Float[Array, "N m"], Dw: Float[Array, "k m"]
+) -> Float[Array, "k n"]:
+    r"""Increments ``K d_j`` for whitened innovations ``Dw[j] = R^{-1/2} d_j``.
+
+    .. math:: K d_j = Xᵀ (I + SSᵀ)^{-1} S\,(R^{-1/2} d_j)
+    """
+    G = ensemble_solve(S, S @ Dw.T)  # (N, k)
+    return G.T @ X
+
+
+def kalman_gain(X: Float[Array, "N n"], S: Float[Array, "N m"], noise) -> Float[Array, "n m"]:
+    r"""Explicit gain ``K`` (``n×m``), only needed for gain localization on small problems."""
+    Z = S.T @ ensemble_solve(S, X)  # (m, n) = Sᵀ C^{-1} X
+    return noise.whiten_t(Z).T

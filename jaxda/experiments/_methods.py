@@ -1,0 +1,81 @@
+"""Named analysis methods for the twin-experiment driver and the CLI.
+
+Each factory takes the observation model and options and returns an
+``analysis(key, E_forecast, y) -> E_analysis`` function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..ensemble import (
+    enkf_analysis,
+    etkf_analysis,
+    gain_taper,
+    mean_and_anomalies,
+    mean_preserving_rotation,
+)
+from ..observations import ObservationModel
+from ._twin import AnalysisFn
+
+
+def make_enkf(
+    obs: ObservationModel,
+    *,
+    localization_radius: float | None = None,
+    n: int | None = None,
+    center_perturbations: bool = True,
+) -> AnalysisFn:
+    """Stochastic (perturbed-observations) EnKF; optional Gaspari–Cohn gain localization."""
+    taper = None
+    if localization_radius is not None:
+        if n is None or obs.operator.indices is None:
+            raise ValueError(
+                "gain localization needs the state size n and an observation operator with indices"
+            )
+        taper = gain_taper(n, obs.operator.indices, localization_radius)
+
+    def analysis(key, E, y):
+        return enkf_analysis(
+            key, E, y, obs, center_perturbations=center_perturbations, localization=taper
+        )
+
+    return analysis
+
+
+def make_etkf(obs: ObservationModel, *, rotate: bool = False) -> AnalysisFn:
+    """ETKF with the symmetric square root; ``rotate=True`` adds DAPPER's random mean-preserving rotation."""
+
+    def analysis(key, E, y):
+        Ea = etkf_analysis(E, y, obs)
+        if rotate:
+            mean, A = mean_and_anomalies(Ea)
+            Ea = mean + mean_preserving_rotation(key, E.shape[0]) @ A
+        return Ea
+
+    return analysis
+
+
+_FACTORIES: dict[str, Callable[..., AnalysisFn]] = {
+    "enkf": make_enkf,
+    "etkf": make_etkf,
+}
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`make_analysis` (and ``jaxda run --method``)."""
+    return sorted(_FACTORIES)
+
+
+def make_analysis(method: str, obs: ObservationModel, **options) -> AnalysisFn:
+    """Build a named analysis function ``analysis(key, E, y)``.
+
+    Raises ``ValueError`` listing the known methods for an unknown name.
+    """
+    try:
+        factory = _FACTORIES[method.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {method!r}; choose one of {available_methods()}"
+        ) from None
+    return factory(obs, **options)

@@ -1,0 +1,26 @@
+"""Observation operators and Gaussian observation noise."""
+
+from ._noise import DiagonalNoise, FullNoise, Noise, gaussian_noise
+from ._operators import (
+    ObservationModel,
+    ObsOperator,
+    from_callable,
+    identity,
+    linear,
+    observation_model,
+    subset,
+)
+
+__all__ = [
+    "DiagonalNoise",
+    "FullNoise",
+    "Noise",
+    "ObsOperator",
+    "ObservationModel",
+    "from_callable",
+    "gaussian_noise",
+    "identity",
+    "linear",
+    "observation_model",
+    "subset",
+]
