@@ -1,0 +1,173 @@
+r"""Damped Newton's method with an exact Hessian (``jax.hessian``) and a line search.
+
+The seeds' Newton step
+
+.. math:: x^{(k+1)} = x^{(k)} - α_k (H_k + λI)^{-1} ∇J(x^{(k)}),\qquad H_k = ∇^2 J(x^{(k)})
+
+with a Levenberg-style damping :math:`λ ≥ 0` (default 0) and a step :math:`α_k`
+either fixed (``line_search=None``: :math:`α_k = ` ``step_size``, the seeds'
+formula) or found by backtracking Armijo / strong-Wolfe starting from ``step_size``.
+The linear system is solved by Cholesky. If :math:`H_k + λI` is not positive
+definite (the factorization fails), the fallback is the *modified Newton* step of
+Nocedal & Wright §3.4: eigen-decompose and replace each eigenvalue by
+:math:`\max(|μ_i|, δ)`, which always gives a descent direction. Near a
+nondegenerate minimum, with :math:`λ = 0` and unit steps, convergence is quadratic.
+
+Each iteration costs one gradient and one dense Hessian (:math:`O(n^2)` memory,
+:math:`O(n^3)` solve): use BFGS for large ``n``.
+
+Reference:
+    Nocedal & Wright, *Numerical Optimization* (2006), §3.3–3.4.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> res = newton(lambda x: jnp.sum(jnp.cosh(x - 1.0)), jnp.zeros(3))
+    >>> int(res.status), [round(float(v), 6) for v in res.x]
+    (0, [1.0, 1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._checks import is_concrete
+from ._linesearch import backtracking_armijo, strong_wolfe
+from ._status import (
+    RUNNING,
+    OptimizeResult,
+    SolverStatus,
+    check_iterations,
+    final_status,
+    flatten_problem,
+    grad_norm,
+    raise_on_failure,
+    step_status,
+)
+
+LINE_SEARCHES = ("armijo", "wolfe", None)
+
+
+def newton_direction(
+    H: Float[Array, "n n"], g: Float[Array, " n"], damping: float | Array = 0.0
+) -> Float[Array, " n"]:
+    r"""Solve :math:`(H + λI)p = -g` by Cholesky, with the eigenvalue-modification fallback.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> newton_direction(jnp.diag(jnp.array([2.0, -4.0])), jnp.array([2.0, 4.0])).tolist()
+        [-1.0, -1.0]
+    """
+    n = g.shape[0]
+    A = H + damping * jnp.eye(n, dtype=H.dtype)
+    A = 0.5 * (A + A.T)
+    L = jnp.linalg.cholesky(A)
+    chol_ok = jnp.all(jnp.isfinite(L))
+
+    def by_cholesky(_):
+        z = jax.scipy.linalg.solve_triangular(L, -g, lower=True)
+        return jax.scipy.linalg.solve_triangular(L.T, z, lower=False)
+
+    def by_eigen(_):
+        mu, Q = jnp.linalg.eigh(A)
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(mu)))
+        mu = jnp.maximum(jnp.abs(mu), 1e-8 * scale)
+        return -Q @ ((Q.T @ g) / mu)
+
+    return jax.lax.cond(chol_ok, by_cholesky, by_eigen, None)
+
+
+def newton(
+    objective: Callable[..., Array],
+    x0: Any,
+    args: tuple = (),
+    *,
+    max_iter: int = 100,
+    gtol: float = 1e-8,
+    norm: float = jnp.inf,
+    step_size: float = 1.0,
+    damping: float = 0.0,
+    line_search: str | None = "armijo",
+    max_linesearch: int = 40,
+    throw: bool = False,
+) -> OptimizeResult:
+    """Minimize ``objective(x, *args)`` with damped Newton steps.
+
+    Args:
+        objective: twice-differentiable scalar function of a pytree ``x``.
+        x0: starting point (any pytree of float arrays).
+        args: extra arguments for ``objective``.
+        max_iter: iteration bound.
+        gtol: stop when ``||∇J||_norm <= gtol``.
+        norm: ``jnp.inf`` or ``2``.
+        step_size: the seeds' α (fixed step, or the first trial of the line search).
+        damping: Levenberg-style λ added to the Hessian diagonal.
+        line_search: ``"armijo"`` (backtracking), ``"wolfe"`` (strong Wolfe) or ``None``.
+        max_linesearch: evaluations allowed per line search.
+        throw: raise unless converged.
+    """
+    check_iterations(max_iter, gtol)
+    if line_search not in LINE_SEARCHES:
+        raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
+    if is_concrete(step_size) and not float(step_size) > 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    if is_concrete(damping) and not float(damping) >= 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    x_flat, unravel, fun = flatten_problem(objective, x0, args)
+    vg = jax.value_and_grad(fun)
+    hess = jax.hessian(fun)
+    dt = x_flat.dtype
+
+    f0, g0 = vg(x_flat)
+    gn0 = grad_norm(g0, norm)
+    nan_hist = jnp.full((max_iter + 1,), jnp.nan, dt)
+    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_iter, gtol)
+    init = (
+        jnp.asarray(0),
+        x_flat,
+        f0,
+        g0,
+        gn0,
+        jnp.asarray(1),
+        status0,
+        nan_hist.at[0].set(f0),
+        nan_hist.at[0].set(gn0),
+    )
+
+    def body(s):
+        k, x, f, g, _, nfev, _, fh, gh = s
+        p = newton_direction(hess(x), g, damping)
+        p = jnp.where(jnp.vdot(g, p) < 0, p, -g)
+        if line_search is None:
+            f_new, g_new = vg(x + step_size * p)
+            alpha, n_ls, ok = jnp.asarray(step_size, dt), 1, jnp.asarray(True)
+        else:
+            search = backtracking_armijo if line_search == "armijo" else strong_wolfe
+            ls = search(vg, x, p, f, g, alpha_init=step_size, max_steps=max_linesearch)
+            f_new, g_new, alpha, n_ls, ok = ls.f, ls.grad, ls.alpha, ls.n_evaluations, ls.success
+        x_new = x + alpha * p
+        gn = grad_norm(g_new, norm)
+        k1 = k + 1
+        status = step_status(f_new, g_new, gn, k1, max_iter, gtol)
+        stuck = (~ok) & (alpha == 0)
+        status = jnp.where(
+            stuck & (status == RUNNING), SolverStatus.LINESEARCH_FAILED, status
+        ).astype(jnp.int32)
+        return (k1, x_new, f_new, g_new, gn, nfev + n_ls, status, fh.at[k1].set(f_new), gh.at[k1].set(gn))
+
+    k, x, f, _, gn, nfev, status, fh, gh = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
+    res = OptimizeResult(
+        x=unravel(x),
+        f=f,
+        grad_norm=gn,
+        n_iterations=k,
+        n_evaluations=nfev,
+        status=final_status(status),
+        f_history=fh,
+        grad_norm_history=gh,
+    )
+    return raise_on_failure(res) if throw else res
