@@ -8,6 +8,7 @@ from ._core import (
     mean_and_anomalies,
     obs_space,
     obs_space_from_predictions,
+    obs_space_solve,
     scaled_anomalies,
 )
 from ._enkf import enkf_analysis, perturbed_observations
@@ -30,6 +31,7 @@ __all__ = [
     "mean_preserving_rotation",
     "obs_space",
     "obs_space_from_predictions",
+    "obs_space_solve",
     "periodic_distance",
     "perturbed_observations",
     "rtps",

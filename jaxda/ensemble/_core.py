@@ -71,13 +71,30 @@ def kalman_increments(
 ) -> Float[Array, "k n"]:
     r"""Increments ``K d_j`` for whitened innovations ``Dw[j] = R^{-1/2} d_j``.
 
-    .. math:: K d_j = Xᵀ (I + SSᵀ)^{-1} S\,(R^{-1/2} d_j)
+    .. math:: K d_j = Xᵀ (I_N + SSᵀ)^{-1} S\,(R^{-1/2} d_j) = Xᵀ S (I_m + SᵀS)^{-1} (R^{-1/2} d_j)
+
+    The smaller of the two systems (``N×N`` or ``m×m``) is solved.
     """
+    N, m = S.shape
+    if m < N:
+        return (obs_space_solve(S, Dw.T).T @ S.T) @ X
     G = ensemble_solve(S, S @ Dw.T)  # (N, k)
     return G.T @ X
 
 
+def obs_space_solve(S: Float[Array, "N m"], rhs: Float[Array, "m k"]) -> Float[Array, "m k"]:
+    """Solve ``(I_m + Sᵀ S) Z = rhs`` by Cholesky (used when ``m < N``)."""
+    m = S.shape[1]
+    C = jnp.eye(m, dtype=S.dtype) + S.T @ S
+    cf = jsl.cho_factor(C, lower=True)
+    return jsl.cho_solve(cf, rhs)
+
+
 def kalman_gain(X: Float[Array, "N n"], S: Float[Array, "N m"], noise) -> Float[Array, "n m"]:
     r"""Explicit gain ``K`` (``n×m``), only needed for gain localization on small problems."""
-    Z = S.T @ ensemble_solve(S, X)  # (m, n) = Sᵀ C^{-1} X
+    N, m = S.shape
+    if m < N:
+        Z = obs_space_solve(S, S.T @ X)  # (m, n) = (I + SᵀS)^{-1} Sᵀ X
+    else:
+        Z = S.T @ ensemble_solve(S, X)  # (m, n) = Sᵀ (I + SSᵀ)^{-1} X
     return noise.whiten_t(Z).T

@@ -1,0 +1,194 @@
+"""EnKF / ETKF against the exact Kalman filter (linear-Gaussian references)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxda.ensemble import enkf_analysis, etkf_analysis, gain_taper, inflate, rtps
+from jaxda.experiments import TwinSetup, initial_ensemble, run_filter, simulate
+from jaxda.models import Model
+from jaxda.observations import linear, observation_model, subset
+
+
+def _kalman_update(mean, P, H, R, y):
+    S = H @ P @ H.T + R
+    K = np.linalg.solve(S, H @ P).T
+    return mean + K @ (y - H @ mean), (np.eye(len(mean)) - K @ H) @ P
+
+
+@pytest.fixture
+def problem():
+    key = jax.random.key(0)
+    k1, k2 = jax.random.split(key)
+    n, N = 6, 30
+    E = jax.random.normal(k1, (N, n)) @ jnp.diag(jnp.linspace(0.5, 2.0, n)) + 1.0
+    H = np.zeros((3, n))
+    H[0, 0], H[1, 2], H[2, 5] = 1.0, 1.0, 1.0
+    H[1, 3] = 0.5
+    R = np.array([[0.5, 0.1, 0.0], [0.1, 0.8, 0.0], [0.0, 0.0, 0.3]])
+    y = jax.random.normal(k2, (3,))
+    return E, H, R, y
+
+
+def test_etkf_equals_kalman_update_of_sample_statistics(problem):
+    E, H, R, y = problem
+    obs = observation_model(linear(H), cov=R)
+    Ea = etkf_analysis(E, y, obs)
+    xb, Pb = np.mean(E, 0), np.cov(np.asarray(E).T)
+    xa, Pa = _kalman_update(xb, Pb, H, R, np.asarray(y))
+    np.testing.assert_allclose(Ea.mean(0), xa, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.cov(np.asarray(Ea).T), Pa, rtol=1e-9, atol=1e-10)
+
+
+def test_enkf_mean_is_kalman_mean_with_centred_perturbations(problem):
+    E, H, R, y = problem
+    obs = observation_model(linear(H), cov=R)
+    Ea = enkf_analysis(jax.random.key(3), E, y, obs)
+    xa, _ = _kalman_update(np.mean(E, 0), np.cov(np.asarray(E).T), H, R, np.asarray(y))
+    np.testing.assert_allclose(Ea.mean(0), xa, rtol=1e-10, atol=1e-10)
+
+
+def test_enkf_gain_is_ensemble_space_form_of_PHt(problem):
+    # member-wise: x_i + K (y + eps_i - H x_i), K = P Hᵀ (H P Hᵀ + R)^{-1}, written out densely
+    E, H, R, y = problem
+    obs = observation_model(linear(H), cov=R)
+    key = jax.random.key(4)
+    Ea = enkf_analysis(key, E, y, obs, center_perturbations=False)
+    eps = obs.noise.sample(key, (E.shape[0],))
+    P = np.cov(np.asarray(E).T)
+    K = P @ H.T @ np.linalg.inv(H @ P @ H.T + R)
+    ref = np.asarray(E) + (np.asarray(y + eps) - np.asarray(E) @ H.T) @ K.T
+    np.testing.assert_allclose(Ea, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_m_smaller_and_larger_than_N_agree():
+    # m < N uses the m×m system, m >= N the N×N one: same answer
+    n = 12
+    E = jax.random.normal(jax.random.key(5), (8, n))
+    y = jnp.arange(n) / n
+    big = observation_model(subset(np.arange(n), n), std=0.7)
+    Ea_big = enkf_analysis(jax.random.key(6), E, y, big)
+    H = np.eye(n)
+    ref = enkf_analysis(jax.random.key(6), E, y, observation_model(linear(H), std=0.7))
+    np.testing.assert_allclose(Ea_big, ref, rtol=1e-10)
+    few = observation_model(subset([1, 5], n), std=0.7)
+    Efew = jax.random.normal(jax.random.key(7), (30, n))
+    P = np.cov(np.asarray(Efew).T)
+    Hs = np.eye(n)[[1, 5]]
+    xa, _ = _kalman_update(
+        np.mean(Efew, 0), P, Hs, 0.49 * np.eye(2), np.asarray(y[jnp.array([1, 5])])
+    )
+    np.testing.assert_allclose(
+        enkf_analysis(jax.random.key(8), Efew, y[jnp.array([1, 5])], few).mean(0), xa, rtol=1e-9
+    )
+
+
+def test_full_and_diagonal_noise_give_the_same_update(problem):
+    E, H, _, y = problem
+    std = jnp.array([0.5, 1.5, 0.9])
+    a = enkf_analysis(jax.random.key(1), E, y, observation_model(linear(H), std=std))
+    b = enkf_analysis(jax.random.key(1), E, y, observation_model(linear(H), cov=jnp.diag(std**2)))
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_localization_with_huge_radius_is_no_localization():
+    n = 10
+    E = jax.random.normal(jax.random.key(2), (6, n))
+    obs = observation_model(subset(np.arange(0, n, 2), n), std=1.0)
+    y = jnp.ones(5)
+    taper = gain_taper(n, obs.operator.indices, radius=1e7)
+    a = enkf_analysis(jax.random.key(3), E, y, obs)
+    b = enkf_analysis(jax.random.key(3), E, y, obs, localization=taper)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    # and a short radius really cuts far-away increments
+    c = enkf_analysis(
+        jax.random.key(3), E, y, obs, localization=gain_taper(n, obs.operator.indices, 0.25)
+    )
+    np.testing.assert_allclose(c[:, 1], E[:, 1], atol=1e-12)  # odd variables are > 2c from any obs
+
+
+def test_inflation_and_rtps():
+    E = jax.random.normal(jax.random.key(0), (50, 3))
+    Ei = inflate(E, 1.5)
+    np.testing.assert_allclose(Ei.mean(0), E.mean(0), atol=1e-12)
+    np.testing.assert_allclose(Ei.std(0), 1.5 * E.std(0), rtol=1e-12)
+    Ea = 0.5 * E
+    Er = rtps(Ea, E, 1.0)
+    np.testing.assert_allclose(Er.std(0), E.std(0), rtol=1e-12)
+    np.testing.assert_allclose(rtps(Ea, E, 0.0), Ea, rtol=1e-12)
+
+
+def test_bad_input_errors(problem):
+    E, H, R, y = problem
+    obs = observation_model(linear(H), cov=R)
+    with pytest.raises(ValueError, match="N >= 2"):
+        enkf_analysis(jax.random.key(0), E[:1], y, obs)
+    with pytest.raises(ValueError, match="members first"):
+        etkf_analysis(E[0], y, obs)
+    with pytest.raises(ValueError, match="length 3"):
+        etkf_analysis(E, jnp.ones(4), obs)
+
+
+# ---------------------------------------------------------------- cycled, large ensemble
+def _linear_setup(n_cycles=12):
+    theta = 0.3
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    M = 0.97 * np.block([[rot, np.zeros((2, 2))], [np.zeros((2, 2)), rot.T]])
+    Mj = jnp.asarray(M)
+    model = Model(
+        step=lambda x: Mj @ x, dim=4, dt=1.0, name="linear", x0=jnp.array([1.0, 0, -1, 0.5])
+    )
+    obs = observation_model(subset([0, 3], 4), std=jnp.array([0.7, 0.4]))
+    setup = TwinSetup(model, obs, n_cycles=n_cycles, init_std=1.0, model_noise_std=0.3)
+    return setup, M
+
+
+def _exact_kalman(setup, M, data):
+    n = setup.model.dim
+    H = np.eye(n)[[0, 3]]
+    R = np.diag([0.49, 0.16])
+    Q = 0.09 * np.eye(n)
+    m, P = np.asarray(setup.center), np.eye(n)
+    means, covs = [], []
+    for y in np.asarray(data.observations):
+        m, P = M @ m, M @ P @ M.T + Q
+        m, P = _kalman_update(m, P, H, R, y)
+        means.append(m)
+        covs.append(P)
+    return np.array(means), np.array(covs)
+
+
+@pytest.mark.parametrize(("method", "N"), [("enkf", 2000), ("etkf", 400)])
+def test_cycled_filter_matches_exact_kalman_filter(method, N):
+    setup, M = _linear_setup()
+    data = simulate(jax.random.key(10), setup)
+    E0 = initial_ensemble(jax.random.key(11), setup, N)
+    if method == "enkf":
+        analysis = lambda k, E, y: enkf_analysis(k, E, y, setup.obs)  # noqa: E731
+    else:
+        analysis = lambda k, E, y: etkf_analysis(E, y, setup.obs)  # noqa: E731
+    record = lambda E: (E.mean(0), jnp.cov(E.T))  # noqa: E731
+    _, hist = jax.jit(lambda k: run_filter(k, setup, analysis, E0, data, record=record))(
+        jax.random.key(12)
+    )
+    means, covs = hist.record
+    km, kP = _exact_kalman(setup, M, data)
+    sd = np.sqrt(np.diagonal(kP, axis1=1, axis2=2))
+    # Mean errors in units of the Monte-Carlo error sd/sqrt(N) of an ensemble mean.
+    z = (np.asarray(means) - km) / (sd / np.sqrt(N))
+    # Covariance: relative error of the variances in units of sqrt(2/N).
+    var = np.diagonal(np.asarray(covs), axis1=1, axis2=2)
+    zc = (var / np.diagonal(kP, axis1=1, axis2=2) - 1) / np.sqrt(2.0 / N)
+    print(
+        method,
+        "rms z",
+        np.sqrt(np.mean(z**2)),
+        "max",
+        np.abs(z).max(),
+        "cov rms",
+        np.sqrt(np.mean(zc**2)),
+        np.abs(zc).max(),
+    )
+    assert np.sqrt(np.mean(z**2)) < 3.0 and np.abs(z).max() < 8.0
+    assert np.sqrt(np.mean(zc**2)) < 3.0 and np.abs(zc).max() < 8.0
