@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -169,7 +170,7 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> dict:
 
         bar = tqdm(total=K, unit="cycle", file=sys.stderr, desc=f"{args.method} {args.model}")
     t_run = time.perf_counter()
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         E, h = chunk(E, keys[a:b], data.observations[a:b], data.truth[a:b])
         if bar is not None:
             jax.block_until_ready(E)

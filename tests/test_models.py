@@ -39,7 +39,7 @@ def test_lorenz63_rhs_by_hand():
 def test_rk4_is_fourth_order():
     # dx/dt = -x has the exact solution exp(-t)
     def err(dt):
-        steps = int(round(1.0 / dt))
+        steps = round(1.0 / dt)
         x = trajectory(lambda x: rk4_step(lambda v: -v, x, dt), jnp.ones(1), steps)[-1]
         return abs(float(x[0]) - np.exp(-1.0))
 
