@@ -1,0 +1,210 @@
+"""LETKF: local observation tables, local analyses against a dense Hunt et al. (2007)
+reference, memory (no n×m intermediates), and the Sakov (2008) Lorenz-96 benchmark."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg as sla
+
+from jaxda.ensemble import etkf_analysis, gaspari_cohn
+from jaxda.ensemble._etkf import etkf_transform
+from jaxda.ensemble._letkf import (
+    LocalObs,
+    letkf_analysis,
+    letkf_transform,
+    local_observations,
+    make_letkf,
+)
+from jaxda.experiments import sakov2008, twin_experiment
+from jaxda.observations import from_callable, identity, observation_model, subset
+
+# jit once per (obs, batch_size): eager op-by-op dispatch of the vmapped local analyses is slow
+letkf = jax.jit(letkf_analysis, static_argnames=("obs", "batch_size"))
+
+
+def dense_taper(n, obs_loc, radius, periodic=True, L=None):
+    """Independent reference: the full n×m Gaspari–Cohn matrix from pairwise distances."""
+    L = n if L is None else L
+    d = np.abs(np.arange(n)[:, None] - np.asarray(obs_loc, float)[None, :])
+    if periodic:
+        d = np.minimum(d % L, L - d % L)
+    return np.asarray(gaspari_cohn(jnp.asarray(d), radius))
+
+
+def table_to_dense(local: LocalObs, m):
+    idx, c = np.asarray(local.indices), np.asarray(local.coeffs)
+    D = np.zeros((idx.shape[0], m))
+    np.add.at(D, (np.repeat(np.arange(idx.shape[0]), idx.shape[1]), idx.ravel()), c.ravel())
+    return D
+
+
+@pytest.mark.parametrize(
+    "n, obs_loc, radius, periodic",
+    [
+        (40, np.arange(40), 4.0, True),
+        (50, np.arange(1, 50, 3), 2.5, True),
+        (50, np.arange(1, 50, 3), 2.5, False),
+        (30, np.array([29, 0, 5, 14, 14]), 1.7, True),  # unsorted, repeated location
+        (20, np.arange(20), 10.0, True),  # support wider than the ring
+    ],
+)
+def test_local_observations_match_dense_taper(n, obs_loc, radius, periodic):
+    local = local_observations(n, obs_loc, radius, periodic=periodic)
+    ref = dense_taper(n, obs_loc, radius, periodic)
+    np.testing.assert_allclose(table_to_dense(local, len(obs_loc)), ref, atol=1e-12)
+    # static width = the largest number of non-zero coefficients in a row
+    assert local.indices.shape[1] == max(int((ref > 0).sum(axis=1).max()), 1)
+
+
+def test_local_observations_cutoff_and_width():
+    local = local_observations(1000, np.arange(1000), 4.0)
+    assert local.indices.shape == (1000, 29)  # |d| < 2·4·√(10/3) ≈ 14.6
+    cut = local_observations(1000, np.arange(1000), 4.0, cutoff=1e-3)
+    assert cut.indices.shape[1] < 29
+    assert np.all((np.asarray(cut.coeffs) > 1e-3) | (np.asarray(cut.coeffs) == 0))
+
+
+def dense_letkf(E, y, H, obs_std, taper):
+    """Dense LETKF of Hunt et al. (2007, eqs. 20-24) with R_loc^{-1} = diag(ρ_i)/σ², via scipy sqrtm."""
+    E, y, H, taper = (np.asarray(a, float) for a in (E, y, H, taper))
+    N, n = E.shape
+    xb = E.mean(0)
+    X = (E - xb).T  # (n, N)
+    Yf = E @ H.T
+    yb = Yf.mean(0)
+    Y = (Yf - yb).T  # (m, N)
+    Ea = np.empty_like(E)
+    for i in range(n):
+        Rinv = np.diag(taper[i] / obs_std**2)
+        Pa = np.linalg.inv((N - 1) * np.eye(N) + Y.T @ Rinv @ Y)
+        wbar = Pa @ Y.T @ Rinv @ (y - yb)
+        W = np.real(sla.sqrtm((N - 1) * Pa))
+        Ea[:, i] = xb[i] + X[i] @ (wbar[:, None] + W)
+    return Ea
+
+
+# k >= N (N×N eigen-decomposition) and k < N (k×k form) local problems
+@pytest.mark.parametrize("N, stride, radius", [(6, 1, 2.0), (12, 2, 1.5)])
+def test_letkf_matches_dense_hunt_reference(N, stride, radius):
+    n = 24
+    idx = np.arange(0, n, stride)
+    H = np.eye(n)[idx]
+    std = np.linspace(0.5, 1.5, idx.size)
+    obs = observation_model(subset(idx, n), std=std)
+    k1, k2 = jax.random.split(jax.random.key(0))
+    E = 3.0 * jax.random.normal(k1, (N, n))
+    y = jax.random.normal(k2, (idx.size,))
+    local = local_observations(n, idx, radius)
+    Ea = letkf(E, y, obs, local)
+    ref = dense_letkf(E, y, H, std, dense_taper(n, idx, radius))
+    np.testing.assert_allclose(Ea, ref, atol=1e-10)
+    # batching and jit do not change the result
+    Eb = letkf(E, y, obs, local, batch_size=5)
+    np.testing.assert_allclose(Eb, Ea, atol=1e-12)
+
+
+def test_letkf_transform_small_and_large_forms_agree():
+    S = jax.random.normal(jax.random.key(1), (9, 4))
+    d = jax.random.normal(jax.random.key(2), (4,))
+    w, T = jax.jit(letkf_transform)(S, d)  # k < N: k×k form
+    w_ref, T_ref = jax.jit(etkf_transform)(S, d)  # N×N form
+    np.testing.assert_allclose(w, w_ref, atol=1e-12)
+    np.testing.assert_allclose(T, T_ref, atol=1e-12)
+    # zero (padded) columns change nothing
+    Sp = jnp.concatenate([S, jnp.zeros((9, 3))], axis=1)
+    wp, Tp = jax.jit(letkf_transform)(Sp, jnp.concatenate([d, jnp.ones(3)]))
+    np.testing.assert_allclose(wp, w_ref, atol=1e-12)
+    np.testing.assert_allclose(Tp, T_ref, atol=1e-12)
+
+
+def test_huge_radius_gives_global_etkf():
+    n, N = 16, 8
+    obs = observation_model(identity(n), std=0.7)
+    E = jax.random.normal(jax.random.key(3), (N, n))
+    y = jax.random.normal(jax.random.key(4), (n,))
+    local = local_observations(n, np.arange(n), 1e7)  # every coefficient 1 - O(1e-13)
+    np.testing.assert_allclose(letkf(E, y, obs, local), etkf_analysis(E, y, obs), atol=1e-9)
+
+
+def test_unobserved_points_are_unchanged_and_mean_weights_local():
+    n = 60
+    idx = np.arange(0, 10)
+    obs = observation_model(subset(idx, n), std=1.0)
+    local = local_observations(n, idx, 2.0, periodic=False)
+    E = jax.random.normal(jax.random.key(5), (10, n))
+    Ea = letkf(E, jnp.ones(10), obs, local)
+    far = np.asarray(dense_taper(n, idx, 2.0, periodic=False)).sum(1) == 0
+    assert far.sum() > 30
+    np.testing.assert_allclose(np.asarray(Ea)[:, far], np.asarray(E)[:, far], atol=1e-14)
+    assert not np.allclose(Ea[:, :10], E[:, :10])
+
+
+def test_vmap_over_ensembles():
+    n = 20
+    obs = observation_model(identity(n), std=1.0)
+    local = local_observations(n, np.arange(n), 2.0)
+    Es = jax.random.normal(jax.random.key(6), (3, 5, n))
+    y = jnp.zeros(n)
+    batched = jax.jit(jax.vmap(lambda E: letkf_analysis(E, y, obs, local)))(Es)
+    for b in range(3):
+        np.testing.assert_allclose(batched[b], letkf(Es[b], y, obs, local), atol=1e-12)
+
+
+def _max_intermediate_size(jaxpr):
+    size = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            size = max(size, int(np.prod(getattr(v.aval, "shape", ()))))
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, list | tuple) else [p]:
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    size = max(size, _max_intermediate_size(getattr(inner, "jaxpr", inner)))
+    return size
+
+
+def test_memory_is_linear_no_n_by_m_intermediate():
+    n, N = 4000, 10
+    idx = np.arange(0, n, 2)
+    obs = observation_model(subset(idx, n), std=1.0)
+    f = make_letkf(obs, n, 4.0, batch_size=256)
+    E = jnp.zeros((N, n))
+    jaxpr = jax.make_jaxpr(f)(jax.random.key(0), E, jnp.zeros(idx.size))
+    biggest = _max_intermediate_size(jaxpr.jaxpr)
+    assert biggest <= 4 * n * N, biggest  # O(nN + mN + nk); n·m would be 8e6
+    assert biggest < n * idx.size / 50
+
+
+def test_validation_errors():
+    obs = observation_model(identity(10), std=1.0)
+    with pytest.raises(ValueError, match="radius must be positive"):
+        local_observations(10, np.arange(10), -1.0)
+    with pytest.raises(ValueError, match="obs_locations must not be empty"):
+        local_observations(10, [], 1.0)
+    local = local_observations(10, np.arange(10), 1.0)
+    E = jnp.zeros((4, 12))
+    with pytest.raises(ValueError, match="local.indices must have shape"):
+        letkf_analysis(E, jnp.zeros(12), observation_model(identity(12), std=1.0), local)
+    with pytest.raises(ValueError, match="batch_size"):
+        letkf_analysis(jnp.zeros((4, 10)), jnp.zeros(10), obs, local, batch_size=0)
+    nonlinear = observation_model(from_callable(lambda x: x**2, 10), std=1.0)
+    with pytest.raises(ValueError, match="observation locations"):
+        make_letkf(nonlinear, 10, 2.0)
+    with pytest.raises(ValueError, match="obs_locations must have length"):
+        make_letkf(obs, 10, 2.0, obs_locations=np.arange(5))
+
+
+def test_sakov2008_letkf_rmse():
+    """Sakov & Oke (2008) L96: LETKF N=7, inflation 1.04, radius 4 (DAPPER lists 0.22).
+
+    Shorter than the 10,000-cycle benchmark (1500 cycles, 300 burn-in); over seeds the
+    time mean lies in 0.21-0.23 (std of a 1200-cycle mean ≈ 0.005), so 0.24 is > 3σ away.
+    """
+    setup = sakov2008(n_cycles=1500, burn_in=300)
+    letkf = make_letkf(setup.obs, 40, localization_radius=4.0)
+    res = jax.jit(lambda k: twin_experiment(k, setup, letkf, 7, 1.04))(jax.random.key(0))
+    assert bool(jnp.all(jnp.isfinite(res.history.rmse_analysis)))
+    assert float(res.rmse_analysis) <= 0.24
+    # a filter that tracks the truth: spread of the same order as the error
+    assert 0.5 < float(res.spread_analysis / res.rmse_analysis) < 1.5
