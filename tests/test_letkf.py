@@ -184,7 +184,7 @@ def test_validation_errors():
         local_observations(10, [], 1.0)
     local = local_observations(10, np.arange(10), 1.0)
     E = jnp.zeros((4, 12))
-    with pytest.raises(ValueError, match="local.indices must have shape"):
+    with pytest.raises(ValueError, match=r"local\.indices must have shape"):
         letkf_analysis(E, jnp.zeros(12), observation_model(identity(12), std=1.0), local)
     with pytest.raises(ValueError, match="batch_size"):
         letkf_analysis(jnp.zeros((4, 10)), jnp.zeros(10), obs, local, batch_size=0)
