@@ -1,0 +1,65 @@
+"""Diffusion-model data assimilation: SDEs, score networks, samplers, guidance and EnSF.
+
+* SDEs: :func:`vp_linear`, :func:`vp_cosine`, :func:`ve` (and :func:`ddpm_schedule`).
+* Networks (flax.nnx): :class:`ResidualMLP`, :class:`PeriodicConvNet`, :func:`score_fn_from_model`.
+* Training: :func:`dsm_loss`, :func:`train` (optax, jit, tqdm, orbax checkpoints).
+* Samplers: :func:`reverse_sde`, :func:`probability_flow`, :func:`predictor_corrector`,
+  :func:`ddpm_ancestral`, :func:`sample`.
+* Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
+  (windowed trajectories), :func:`make_ensf` (ensemble score filter).
+* Data: :func:`lorenz63_trajectories`, :func:`sliding_windows`, :data:`LORENZ63_STANDARDIZER`.
+"""
+
+from ._data import (
+    LORENZ63_STANDARDIZER,
+    Standardizer,
+    lorenz63_trajectories,
+    noisy_lorenz63_step,
+    sliding_windows,
+)
+from ._ensf import ensf_sde, make_ensf
+from ._guidance import local_score, posterior_score
+from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
+from ._samplers import ddpm_ancestral, predictor_corrector, probability_flow, reverse_sde, sample
+from ._sde import SDE, DDPMSchedule, ddpm_schedule, ve, vp_cosine, vp_linear
+from ._training import (
+    TrainHistory,
+    dsm_loss,
+    latest_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    train,
+)
+
+__all__ = [
+    "LORENZ63_STANDARDIZER",
+    "SDE",
+    "DDPMSchedule",
+    "PeriodicConvNet",
+    "ResidualMLP",
+    "Standardizer",
+    "TrainHistory",
+    "ddpm_ancestral",
+    "ddpm_schedule",
+    "dsm_loss",
+    "ensf_sde",
+    "latest_checkpoint",
+    "local_score",
+    "lorenz63_trajectories",
+    "make_ensf",
+    "noisy_lorenz63_step",
+    "posterior_score",
+    "predictor_corrector",
+    "probability_flow",
+    "restore_checkpoint",
+    "reverse_sde",
+    "sample",
+    "save_checkpoint",
+    "score_fn_from_model",
+    "sinusoidal_embedding",
+    "sliding_windows",
+    "train",
+    "ve",
+    "vp_cosine",
+    "vp_linear",
+]
