@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from jaxda.cli import main
+
+
+def test_cli_json_summary(capsys):
+    code = main(
+        ["run", "--model", "lorenz96", "--method", "etkf", "-N", "20", "--cycles", "300", "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("rmse_analysis", "spread_analysis", "cycles", "seconds", "compile_seconds"):
+        assert key in out
+    assert out["cycles"] == 300
+    assert 0 < out["rmse_analysis"] < 1.0  # all 40 variables observed with R = I
+
+
+def test_cli_table_and_plot(tmp_path, capsys):
+    png = tmp_path / "rmse.png"
+    code = main(
+        [
+            "run",
+            "--model",
+            "lorenz63",
+            "--method",
+            "enkf",
+            "--cycles",
+            "100",
+            "--plot",
+            str(png),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert "analysis RMSE" in capsys.readouterr().out
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--model", "lorenz99"], "unknown model"),
+        (["run", "--method", "magic"], "unknown method"),
+        (["run", "-N", "1", "--cycles", "10"], "ensemble-size must be >= 2"),
+        (["run", "--inflation", "0"], "inflation must be positive"),
+        (["run", "--cycles", "-5"], "cycles must be >= 1"),
+    ],
+)
+def test_cli_bad_input_gives_clear_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
