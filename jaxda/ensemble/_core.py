@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
 from ..observations import ObservationModel
@@ -58,12 +57,20 @@ def obs_space_from_predictions(Y: Float[Array, "N m"], noise) -> ObsSpace:
     return ObsSpace(Y, y_mean, S)
 
 
+def _identity_plus_gram_solve(G: Float[Array, "k k"], rhs: Float[Array, "k r"]) -> Float[Array, "k r"]:
+    """Solve ``(I + G) Z = rhs`` for a symmetric positive semi-definite Gram matrix ``G``.
+
+    Uses the eigen-decomposition ``G = V Λ Vᵀ``: ``Z = V (I+Λ)^{-1} Vᵀ rhs``. ``I + G`` has
+    eigenvalues ``>= 1`` so this is well conditioned, and on CPU XLA's eigh (LAPACK) is
+    much faster than its triangular solves for these small ensemble-space systems.
+    """
+    lam, V = jnp.linalg.eigh(G)
+    return V @ ((V.T @ rhs) / (1.0 + jnp.maximum(lam, 0.0))[:, None])
+
+
 def ensemble_solve(S: Float[Array, "N m"], rhs: Float[Array, "N k"]) -> Float[Array, "N k"]:
-    """Solve ``(I_N + S Sᵀ) Z = rhs`` by Cholesky (symmetric positive definite)."""
-    N = S.shape[0]
-    C = jnp.eye(N, dtype=S.dtype) + S @ S.T
-    cf = jsl.cho_factor(C, lower=True)
-    return jsl.cho_solve(cf, rhs)
+    """Solve ``(I_N + S Sᵀ) Z = rhs`` (symmetric positive definite, ``N×N``)."""
+    return _identity_plus_gram_solve(S @ S.T, rhs)
 
 
 def kalman_increments(
@@ -83,11 +90,8 @@ def kalman_increments(
 
 
 def obs_space_solve(S: Float[Array, "N m"], rhs: Float[Array, "m k"]) -> Float[Array, "m k"]:
-    """Solve ``(I_m + Sᵀ S) Z = rhs`` by Cholesky (used when ``m < N``)."""
-    m = S.shape[1]
-    C = jnp.eye(m, dtype=S.dtype) + S.T @ S
-    cf = jsl.cho_factor(C, lower=True)
-    return jsl.cho_solve(cf, rhs)
+    """Solve ``(I_m + Sᵀ S) Z = rhs`` (used when ``m < N``)."""
+    return _identity_plus_gram_solve(S.T @ S, rhs)
 
 
 def kalman_gain(X: Float[Array, "N n"], S: Float[Array, "N m"], noise) -> Float[Array, "n m"]:

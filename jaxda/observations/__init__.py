@@ -1,6 +1,6 @@
 """Observation operators and Gaussian observation noise."""
 
-from ._noise import DiagonalNoise, FullNoise, Noise, gaussian_noise
+from ._noise import DiagonalNoise, FullNoise, Noise, full_noise_from_cholesky, gaussian_noise
 from ._operators import (
     ObservationModel,
     ObsOperator,
@@ -18,6 +18,7 @@ __all__ = [
     "ObsOperator",
     "ObservationModel",
     "from_callable",
+    "full_noise_from_cholesky",
     "gaussian_noise",
     "identity",
     "linear",

@@ -65,9 +65,14 @@ class DiagonalNoise(NamedTuple):
 
 
 class FullNoise(NamedTuple):
-    """Correlated Gaussian noise with covariance ``R = chol @ chol.T``."""
+    """Correlated Gaussian noise with covariance ``R = chol @ chol.T``.
+
+    ``chol_inv`` (``L^{-1}``) is computed once at construction so that whitening
+    is a matrix product (one triangular solve when the noise is built).
+    """
 
     chol: Float[Array, "m m"]
+    chol_inv: Float[Array, "m m"]
 
     @property
     def dim(self) -> int:
@@ -78,15 +83,12 @@ class FullNoise(NamedTuple):
         return z @ self.chol.T
 
     def whiten(self, r: Float[Array, "... m"]) -> Float[Array, "... m"]:
-        """``L^{-1} r`` applied to the last axis (triangular solve, no inverse)."""
-        flat = r.reshape(-1, self.dim).T
-        out = jsl.solve_triangular(self.chol, flat, lower=True)
-        return out.T.reshape(r.shape)
+        """``L^{-1} r`` applied to the last axis."""
+        return r @ self.chol_inv.T
 
     def whiten_t(self, z: Float[Array, "m ..."]) -> Float[Array, "m ..."]:
         """``L^{-T} z`` applied to the first axis."""
-        flat = z.reshape(self.dim, -1)
-        return jsl.solve_triangular(self.chol.T, flat, lower=False).reshape(z.shape)
+        return jnp.tensordot(self.chol_inv.T, z, axes=1)
 
     def cov(self) -> Float[Array, "m m"]:
         return self.chol @ self.chol.T
@@ -99,7 +101,7 @@ class FullNoise(NamedTuple):
         return jnp.sqrt(self.variance())
 
     def scale(self, alpha: float | Array) -> FullNoise:
-        return FullNoise(self.chol * jnp.sqrt(alpha))
+        return FullNoise(self.chol * jnp.sqrt(alpha), self.chol_inv / jnp.sqrt(alpha))
 
     def log_prob(self, r: Float[Array, " m"]) -> Float[Array, ""]:
         z = self.whiten(r)
@@ -146,4 +148,10 @@ def gaussian_noise(
             raise ValueError("obs cov must be symmetric")
         if np.any(np.linalg.eigvalsh(cn) <= 0):
             raise ValueError("obs cov must be positive definite")
-    return FullNoise(jnp.linalg.cholesky(c))
+    return full_noise_from_cholesky(jnp.linalg.cholesky(c))
+
+
+def full_noise_from_cholesky(chol: Float[Array, "m m"]) -> FullNoise:
+    """:class:`FullNoise` from a lower Cholesky factor ``L`` of ``R = L Lᵀ``."""
+    eye = jnp.eye(chol.shape[0], dtype=chol.dtype)
+    return FullNoise(chol, jsl.solve_triangular(chol, eye, lower=True))
