@@ -70,6 +70,18 @@ def make_result(
     )
 
 
+def result_from_history(
+    x_best: Array, f_best: Array, history: Array, n_init: int, n_per_iter: int
+) -> GradientFreeResult:
+    """Result for a method spending ``n_init`` evaluations, then ``n_per_iter`` per history step.
+
+    ``history[0]`` is the best value after the initialization.
+    """
+    idx_dtype = jnp.result_type(int)
+    hist_evals = n_init + jnp.arange(history.shape[0], dtype=idx_dtype) * n_per_iter
+    return make_result(x_best, f_best, history, hist_evals)
+
+
 def evaluations_to_target(result: GradientFreeResult, target: float | Array) -> Int[Array, "..."]:
     """Number of evaluations after which ``history <= target`` first held, else ``-1``.
 
