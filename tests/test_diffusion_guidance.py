@@ -121,3 +121,21 @@ def test_guidance_validation():
         posterior_score(lambda x, t: -x, sde, lambda x: x, jnp.ones((2, 2)), 1.0)
     with pytest.raises(ValueError, match="odd"):
         local_score(lambda w, t: -w, 4)
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "vp_cosine", "ve"])
+def test_sde_coefficients_are_consistent(name):
+    """f = d log μ/dt and g² = dσ²/dt - 2fσ² (checked with autodiff), and the DDPM chain."""
+    from jaxda.diffusion import ddpm_schedule, ve, vp_cosine
+
+    sde = {"vp_linear": vp_linear, "vp_cosine": vp_cosine, "ve": ve}[name]()
+    for t in (0.05, 0.5, 0.95):
+        t = jnp.asarray(t)
+        f = jax.grad(sde.log_mean)(t)
+        np.testing.assert_allclose(sde.drift(t), f, rtol=1e-9)
+        g2 = jax.grad(lambda s: sde.std(s) ** 2)(t) - 2 * f * sde.std(t) ** 2
+        np.testing.assert_allclose(sde.diffusion(t) ** 2, g2, rtol=1e-7)
+    if name == "vp_linear":
+        sch = ddpm_schedule(sde, 1000)
+        beta_t = 0.1 + sch.t[1:] * (20.0 - 0.1)
+        np.testing.assert_allclose(sch.betas[1:], beta_t / 1000, rtol=2e-3, atol=1e-5)

@@ -169,11 +169,12 @@ def predictor_corrector(
     Corrector: ``n_corrector`` Langevin MCMC steps targeting ``p_{t-h}``,
 
     .. math:: x ← x + ε\, s_θ(x, t) + \sqrt{2ε}\, z,\qquad
-        ε = 2\,\mathrm{snr}^2\,(μ(t)^2 + σ(t)^2) .
+        ε = 2\,\mathrm{snr}^2 \min\!\big(d / \lVert s_θ \rVert^2,\ μ(t)^2 + σ(t)^2\big) .
 
-    Song et al. set ``ε = 2(snr ‖z‖/‖s_θ‖)²`` with norms averaged over a batch; for one
-    sample ``‖s_θ‖`` can be near zero and the step explodes, so this batch-free version uses
-    the expected ratio ``E‖z‖²/E‖s_θ‖² ≈ μ² + σ²`` for unit-variance data.
+    Song et al. set ``ε = 2(snr ‖z‖/‖s_θ‖)²`` with norms averaged over a batch; for one sample
+    ``‖s_θ‖`` can be near zero and the step explodes, so the ratio ``E‖z‖²/‖s_θ‖² = d/‖s_θ‖²``
+    is capped by the marginal variance ``μ² + σ²`` of unit-variance data. The adaptive part
+    keeps the corrector stable for stiff guided (posterior) scores.
 
     Loops are ``lax.scan``.
     """
@@ -190,7 +191,8 @@ def predictor_corrector(
         k, t = inp
         z = jax.random.normal(k, x.shape, dtype)
         s = score_fn(x, t)
-        eps = 2.0 * snr**2 * (sde.mean_coef(t) ** 2 + sde.std(t) ** 2)
+        ratio = s.size / jnp.maximum(jnp.sum(s**2), 1e-30)
+        eps = 2.0 * snr**2 * jnp.minimum(ratio, sde.mean_coef(t) ** 2 + sde.std(t) ** 2)
         return x + eps * s + jnp.sqrt(2.0 * eps) * z, None
 
     def step(x, inp):
