@@ -141,7 +141,8 @@ def local_observations(
         slot = np.where(valid, slot, 0)
         idx = ext_idx[slot]
         d = np.abs(ext[slot] - s[:, None])
-    coeff = np.asarray(gaspari_cohn(jnp.asarray(d), radius))
+    with jax.ensure_compile_time_eval():  # eager even when called under jit
+        coeff = np.asarray(gaspari_cohn(jnp.asarray(d), radius))
     keep = valid & (coeff > cutoff)
     if not keep.all():
         # Compact so that the static width k is as small as possible.
