@@ -19,7 +19,7 @@ import numpy as np
 
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds concrete values (not a tracer)."""
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def positive_or_error(name: str, x: Any) -> jax.Array:

@@ -60,7 +60,7 @@ def _positive_float(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxda", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="jaxda", description="jaxda: data assimilation in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a twin experiment (truth → observations → DA cycles)")
     run.add_argument("--model", default="lorenz96", help=f"one of {', '.join(MODELS)}")
