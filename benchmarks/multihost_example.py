@@ -60,8 +60,8 @@ def main(argv=None):
     if args.auto:
         jax.distributed.initialize()
     elif args.num_processes > 1:
-        if jax.default_backend() == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # CPU processes need a collectives backend (GPU/TPU have their own; harmless there).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=args.coordinator,
             num_processes=args.num_processes,
