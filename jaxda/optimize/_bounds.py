@@ -77,17 +77,23 @@ def check_bound_handling(mode: str) -> None:
 
 
 def reflect(x: Float[Array, "... n"], lower: Array, upper: Array) -> Float[Array, "... n"]:
-    """Mirror ``x`` into ``[lower, upper]`` (any number of reflections)."""
+    """Mirror ``x`` into ``[lower, upper]`` (any number of reflections).
+
+    Points already inside are returned bit-for-bit unchanged (the modular formula alone
+    would round ``x`` to the precision of ``x - lower``).
+    """
     width = upper - lower
     y = jnp.mod(x - lower, 2.0 * width)
-    return lower + jnp.minimum(y, 2.0 * width - y)
+    mirrored = jnp.clip(lower + jnp.minimum(y, 2.0 * width - y), lower, upper)
+    return jnp.where((x < lower) | (x > upper), mirrored, x)
 
 
 def reflection_sign(x: Float[Array, "... n"], lower: Array, upper: Array) -> Float[Array, "... n"]:
     """``+1`` where :func:`reflect` keeps the direction of motion, ``-1`` where it flips it."""
     width = upper - lower
     y = jnp.mod(x - lower, 2.0 * width)
-    return jnp.where(y <= width, 1.0, -1.0).astype(x.dtype)
+    inside = (x >= lower) & (x <= upper)
+    return jnp.where(inside | (y <= width), 1.0, -1.0).astype(x.dtype)
 
 
 def apply_bounds(
