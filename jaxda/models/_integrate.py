@@ -98,23 +98,22 @@ def forecast(
     The model is vmapped over members. Model noise ``η ~ N(0, diag(noise_std²))``
     is added after each step when ``noise_std`` is non-zero (then ``key`` is required).
     """
-    if key is None:
-        if not isinstance(noise_std, int | float) or noise_std != 0.0:
-            raise ValueError("forecast with model noise needs a PRNG key")
-        vstep = jax.vmap(step)
+    static_zero = isinstance(noise_std, int | float) and noise_std == 0.0
+    vstep = jax.vmap(step)
+    if static_zero:  # perfect model: no random numbers are drawn (key may be None)
 
         def body(E, _):
             return vstep(E), None
 
         E, _ = jax.lax.scan(body, ensemble, None, length=n_steps)
         return E
-    if isinstance(noise_std, int | float) and noise_std != 0.0:
-        positive_or_error("noise_std", noise_std)
-    vstep = jax.vmap(step)
+    if key is None:
+        raise ValueError("forecast with model noise needs a PRNG key")
+    noise_std = positive_or_error("noise_std", noise_std)
     keys = jax.random.split(key, n_steps)
 
     def body_noisy(E, k):
-        E = vstep(E) + jnp.asarray(noise_std) * jax.random.normal(k, E.shape, E.dtype)
+        E = vstep(E) + noise_std * jax.random.normal(k, E.shape, E.dtype)
         return E, None
 
     E, _ = jax.lax.scan(body_noisy, ensemble, keys)
