@@ -61,8 +61,8 @@ def grid_search(
         >>> import jax.numpy as jnp
         >>> from jaxda.optimize import grid_search, rastrigin
         >>> res = grid_search(None, rastrigin, jnp.array([[-5.12] * 2, [5.12] * 2]), num=129)
-        >>> float(res.f_best), res.x_best.tolist()
-        (0.0, [0.0, 0.0])
+        >>> bool(res.f_best < 1e-12), int(res.n_evaluations)
+        (True, 16641)
     """
     del key
     lower, upper = check_bounds(bounds)
