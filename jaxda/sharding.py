@@ -23,7 +23,7 @@ Example:
     >>> mesh = make_mesh()                     # all devices, axis "x"
     >>> E = shard_ensemble(jnp.zeros((8, 16)), mesh)
     >>> E.sharding.spec
-    PartitionSpec(None, 'x')
+    P(None, 'x')
 """
 
 from __future__ import annotations
