@@ -52,9 +52,11 @@ from ._status import (
 
 def _as_float_tree(x0):
     return jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a)
-        if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)
-        else jnp.asarray(a, jnp.result_type(float)),
+        lambda a: (
+            jnp.asarray(a)
+            if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)
+            else jnp.asarray(a, jnp.result_type(float))
+        ),
         x0,
     )
 
@@ -65,7 +67,9 @@ def _optimizer(optimizer, learning_rate):
             raise ValueError(f"learning_rate must be positive, got {learning_rate}")
         optimizer = optax.sgd(learning_rate)
     if not isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer)}")
+        raise ValueError(
+            f"optimizer must be an optax.GradientTransformation, got {type(optimizer)}"
+        )
     return optax.with_extra_args_support(optimizer)
 
 

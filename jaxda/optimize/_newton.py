@@ -157,7 +157,17 @@ def newton(
         status = jnp.where(
             stuck & (status == RUNNING), SolverStatus.LINESEARCH_FAILED, status
         ).astype(jnp.int32)
-        return (k1, x_new, f_new, g_new, gn, nfev + n_ls, status, fh.at[k1].set(f_new), gh.at[k1].set(gn))
+        return (
+            k1,
+            x_new,
+            f_new,
+            g_new,
+            gn,
+            nfev + n_ls,
+            status,
+            fh.at[k1].set(f_new),
+            gh.at[k1].set(gn),
+        )
 
     k, x, f, _, gn, nfev, status, fh, gh = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
     res = OptimizeResult(

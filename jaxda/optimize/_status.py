@@ -99,7 +99,9 @@ def raise_on_failure(result: OptimizeResult) -> OptimizeResult:
         bad = arr != SolverStatus.CONVERGED
         if np.any(bad):
             first = int(arr[bad].ravel()[0]) if arr.ndim else int(arr)
-            raise RuntimeError(f"optimizer did not converge: {status_message(first)} (status={first})")
+            raise RuntimeError(
+                f"optimizer did not converge: {status_message(first)} (status={first})"
+            )
         return result
     failed = status != SolverStatus.CONVERGED
     leaves, tree = jax.tree_util.tree_flatten(result.x)
@@ -123,11 +125,15 @@ def flatten_problem(objective, x0, args: tuple):
     from jax.flatten_util import ravel_pytree
 
     if not isinstance(args, tuple):
-        raise ValueError(f"args must be a tuple of extra objective arguments, got {type(args).__name__}")
+        raise ValueError(
+            f"args must be a tuple of extra objective arguments, got {type(args).__name__}"
+        )
     x0 = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a)
-        if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)
-        else jnp.asarray(a, jnp.result_type(float)),
+        lambda a: (
+            jnp.asarray(a)
+            if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)
+            else jnp.asarray(a, jnp.result_type(float))
+        ),
         x0,
     )
     x_flat, unravel = ravel_pytree(x0)
