@@ -17,9 +17,11 @@ a classical deterministic 3D-Var cycle).
 Example:
     >>> import jax
     >>> from jaxda.experiments import sakov2008, twin_experiment
+    >>> from jaxda.variational import background_covariance
     >>> setup = sakov2008(n_cycles=30, burn_in=10)
     >>> B = background_covariance(std=0.5, dim=40)
-    >>> res = twin_experiment(jax.random.key(0), setup, make_3dvar(setup.obs, B), 1)
+    >>> analysis = make_3dvar(setup.obs, B, members="collapse")
+    >>> res = twin_experiment(jax.random.key(0), setup, analysis, 2)
     >>> res.history.rmse_analysis.shape
     (30,)
 """
