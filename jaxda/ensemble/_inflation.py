@@ -24,8 +24,11 @@ def rtps(
     r"""Relaxation to prior spread (Whitaker & Hamill 2012).
 
     Per variable, :math:`σ_a ← σ_a + α(σ_f - σ_a)`, i.e. analysis anomalies are
-    multiplied by :math:`α σ_f/σ_a + 1 - α`. ``alpha = 0`` is a no-op.
+    multiplied by :math:`α σ_f/σ_a + 1 - α`. ``alpha = 0`` is a no-op, and so is a
+    single-member "ensemble" (no spread to relax to, e.g. 3D-Var in the twin driver).
     """
+    if E_analysis.shape[0] < 2:
+        return E_analysis
     mean, A = mean_and_anomalies(E_analysis)
     sa = jnp.std(E_analysis, axis=0, ddof=1)
     sf = jnp.std(E_forecast, axis=0, ddof=1)
