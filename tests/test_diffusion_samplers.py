@@ -24,7 +24,7 @@ from jaxda.diffusion import (
 
 M = jnp.array([1.0, -0.5])
 C = jnp.array([[0.8, 0.3], [0.3, 0.5]])
-N = 1500
+N = 1000
 
 
 def gaussian_score(sde):
