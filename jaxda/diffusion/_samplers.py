@@ -76,6 +76,7 @@ def reverse_sde(
 
     Example:
         >>> import jax, jax.numpy as jnp
+        >>> from jaxda.diffusion import vp_linear
         >>> sde = vp_linear()
         >>> x = reverse_sde(jax.random.key(0), lambda x, t: -x, sde, jnp.zeros(2), n_steps=10)
         >>> x.shape
