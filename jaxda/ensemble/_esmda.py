@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
@@ -203,14 +204,15 @@ def resolve_alpha(alpha: Any, normalize: bool = True) -> Float[Array, " Na"]:
     a = positive_or_error("alpha", a)
     if normalize:
         return normalize_alpha(a)
-    total = jnp.sum(1.0 / a)
     if is_concrete(a):
-        if not np.isclose(float(total), 1.0, rtol=1e-6, atol=0.0):
+        total = float(np.sum(1.0 / np.asarray(a)))
+        if not np.isclose(total, 1.0, rtol=1e-6, atol=0.0):
             raise ValueError(
-                f"alpha must satisfy sum(1/alpha) = 1 when normalize=False, got sum(1/alpha)={float(total)}"
+                f"alpha must satisfy sum(1/alpha) = 1 when normalize=False, got sum(1/alpha)={total}"
             )
         return a
-    return eqx.error_if(a, jnp.abs(total - 1.0) > 1e-6, "alpha must satisfy sum(1/alpha) = 1")
+    bad = jnp.abs(jnp.sum(1.0 / a) - 1.0) > 1e-6
+    return eqx.error_if(a, bad, "alpha must satisfy sum(1/alpha) = 1")
 
 
 def esmda_perturbations(
@@ -226,15 +228,21 @@ def esmda_perturbations(
 
 
 def _subspace_increments(X, S, Dw, truncation):
-    """Increments ``K d`` by a truncated SVD of ``S`` (already scaled by ``1/√α``)."""
-    N = S.shape[0]
-    U, s, Vt = jnp.linalg.svd(S, full_matrices=False)  # (N,r) (r,) (r,m), r = min(N, m)
+    """Increments ``K d`` from a truncated SVD of ``S`` (already scaled by ``1/√α``).
+
+    With ``S = U Σ Vᵀ``: ``(I + SSᵀ)^{-1} S = U (I+Σ²)^{-1} Σ Vᵀ = U (I+Σ²)^{-1} Uᵀ S``, so only
+    the ``N×N`` eigen-decomposition ``SSᵀ = U Σ² Uᵀ`` is needed (``O(N²m + N³)``).
+    The kept singular values are the leading ones holding a fraction ``truncation`` of
+    ``Σ σ_k`` (at most ``min(N-1, m)``: anomalies have rank ``<= N-1``).
+    """
+    N, m = S.shape
+    lam, U = jnp.linalg.eigh(S @ S.T)
+    lam, U = lam[::-1], U[:, ::-1]  # descending
+    s = jnp.sqrt(jnp.clip(lam, 0.0))
     cum = jnp.cumsum(s) / jnp.sum(s)
-    n_keep = jnp.searchsorted(cum, truncation, side="left") + 1
-    n_keep = jnp.minimum(n_keep, N - 1)  # anomalies have rank <= N-1
-    keep = jnp.arange(s.shape[0]) < n_keep
-    f = jnp.where(keep, s / (1.0 + s**2), 0.0)
-    coeff = (Dw @ Vt.T) * f  # (k, r)
+    n_keep = jnp.minimum(jnp.searchsorted(cum, truncation, side="left") + 1, min(N - 1, m))
+    f = jnp.where(jnp.arange(N) < n_keep, 1.0 / (1.0 + lam), 0.0)
+    coeff = ((Dw @ S.T) @ U) * f  # (k, N)
     return (coeff @ U.T) @ X
 
 
@@ -262,7 +270,8 @@ def esmda_update(
         noise: observation noise ``R``.
         perturbations: ``(N, m)`` unscaled draws ``ε ~ N(0, R)``.
         alpha: inflation ``α`` (``1`` = a plain ensemble smoother / EnKF update).
-        inversion: ``"exact"`` (``N×N`` Cholesky) or ``"subspace"`` (truncated SVD).
+        inversion: ``"exact"`` (Cholesky of ``I_N + SSᵀ``, or of ``I_m + SᵀS`` when ``m < N``)
+            or ``"subspace"`` (truncated SVD).
         truncation: fraction of the singular-value sum kept by ``"subspace"``.
         localization: optional ``n×m`` Schur taper on the gain, ``(ρ∘K_α)``; forms ``K``.
 
@@ -279,6 +288,10 @@ def esmda_update(
         return ensemble + D @ K.T
     Dw = noise.whiten(D) / sa
     if inversion == "exact":
+        N, m = S.shape
+        if m < N:  # push-through: (I_N + SSᵀ)^{-1} S = S (I_m + SᵀS)^{-1}, an m×m solve
+            cf = jsl.cho_factor(jnp.eye(m, dtype=S.dtype) + S.T @ S, lower=True)
+            return ensemble + jsl.cho_solve(cf, Dw.T).T @ (S.T @ X)
         return ensemble + kalman_increments(X, S, Dw)
     if inversion == "subspace":
         return ensemble + _subspace_increments(X, S, Dw, truncation)

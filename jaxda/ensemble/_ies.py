@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import check_in_range, check_vector
@@ -251,14 +252,14 @@ def ies(
     _, X = scaled_anomalies(Ef)
     scale = jnp.sqrt(jnp.mean(jnp.var(Ef, axis=0, ddof=1)))
     sq = jnp.sqrt(N - 1.0)
-    Pi = jnp.eye(N, dtype=dtype) - 1.0 / N
 
     def sensitivity(W, Y):
         St = (Y - jnp.mean(Y, axis=0)) / sq  # Π g(E_i)/√(N-1)
+        PiW = W - jnp.mean(W, axis=0)  # Π W
         if n < N - 1:  # least squares on the current anomalies (static branch)
-            Xi = X + (Pi @ W) @ X / sq
+            Xi = X + PiW @ X / sq
             return X @ (jnp.linalg.pinv(Xi) @ St)
-        Omega = jnp.eye(N, dtype=dtype) + Pi @ W / sq
+        Omega = jnp.eye(N, dtype=dtype) + PiW / sq
         return jnp.linalg.solve(Omega, St)
 
     def diagnostics(W, E, Y):
@@ -288,7 +289,11 @@ def ies(
     def body(c: Carry) -> Carry:
         S = noise.whiten(sensitivity(c.W, c.Y))  # Ŝ (N, m)
         grad = c.W + c.Rw @ S.T  # rows: ∇J(w_j)ᵀ
-        Z = ensemble_solve(S, grad.T).T  # (I + ŜŜᵀ)^{-1} ∇J, as rows
+        if m < N:  # Woodbury: (I + ŜŜᵀ)^{-1} = I - Ŝ (I_m + ŜᵀŜ)^{-1} Ŝᵀ, an m×m solve
+            cf = jsl.cho_factor(jnp.eye(m, dtype=dtype) + S.T @ S, lower=True)
+            Z = grad - jsl.cho_solve(cf, (grad @ S).T).T @ S.T
+        else:
+            Z = ensemble_solve(S, grad.T).T  # (I + ŜŜᵀ)^{-1} ∇J, as rows
         dW = -gamma(c.i + 1) * Z
         W = c.W + dW
         E = Ef + W @ X

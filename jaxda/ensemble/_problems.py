@@ -190,18 +190,24 @@ def grid_posterior(
     """
     if problem.truth.shape != (1,):
         raise ValueError("grid_posterior needs a scalar (1-D) parameter problem")
-    grid = jnp.linspace(lo, hi, n_grid)
-    mu0 = problem.prior_mean[0]
-    s0 = problem.prior_std[0]
-    log_prior = -0.5 * ((grid - mu0) / s0) ** 2
-    log_lik = jax.vmap(lambda x: problem.noise.log_prob(problem.y - problem.forward(x[None])))(grid)
-    logp = log_prior + log_lik
-    w = jnp.exp(logp - jnp.max(logp))
-    dx = grid[1] - grid[0]
-    density = w / (jnp.sum(w) * dx)
-    mean = jnp.sum(grid * density) * dx
-    std = jnp.sqrt(jnp.sum((grid - mean) ** 2 * density) * dx)
-    return {"grid": grid, "density": density, "mean": mean, "std": std}
+
+    @jax.jit
+    def compute(grid):
+        mu0 = problem.prior_mean[0]
+        s0 = problem.prior_std[0]
+        log_prior = -0.5 * ((grid - mu0) / s0) ** 2
+        log_lik = jax.vmap(lambda x: problem.noise.log_prob(problem.y - problem.forward(x[None])))(
+            grid
+        )
+        logp = log_prior + log_lik
+        w = jnp.exp(logp - jnp.max(logp))
+        dx = grid[1] - grid[0]
+        density = w / (jnp.sum(w) * dx)
+        mean = jnp.sum(grid * density) * dx
+        std = jnp.sqrt(jnp.sum((grid - mean) ** 2 * density) * dx)
+        return {"grid": grid, "density": density, "mean": mean, "std": std}
+
+    return compute(jnp.linspace(lo, hi, n_grid))
 
 
 def lorenz96_parameter_problem(
