@@ -53,3 +53,12 @@ def test_cli_bad_input_gives_clear_errors(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["3dvar", "4dvar"])
+def test_cli_variational_methods(method, capsys):
+    argv = ["run", "--method", method, "--dim", "10", "--cycles", "20", "--obs-every", "2", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == method
+    assert 0 < out["rmse_analysis"] < 2.0

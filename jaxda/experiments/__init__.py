@@ -1,6 +1,13 @@
 """Twin experiments: truth simulation, forecast/analysis cycling, standard setups, named methods."""
 
-from ._methods import available_methods, make_analysis, make_enkf, make_etkf
+from ._methods import (
+    WINDOW_METHODS,
+    available_methods,
+    make_analysis,
+    make_enkf,
+    make_etkf,
+    make_var3d,
+)
 from ._twin import (
     AnalysisFn,
     CycleHistory,
@@ -18,6 +25,7 @@ from ._twin import (
 )
 
 __all__ = [
+    "WINDOW_METHODS",
     "AnalysisFn",
     "CycleHistory",
     "TwinData",
@@ -30,6 +38,7 @@ __all__ = [
     "make_analysis",
     "make_enkf",
     "make_etkf",
+    "make_var3d",
     "run_filter",
     "sakov2008",
     "simulate",

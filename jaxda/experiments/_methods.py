@@ -56,14 +56,30 @@ def make_etkf(obs: ObservationModel, *, rotate: bool = False) -> AnalysisFn:
     return analysis
 
 
+def make_var3d(
+    obs: ObservationModel, *, model, xb: float = 0.02, n_climatology: int = 20_000, **options
+) -> AnalysisFn:
+    """3D-Var with ``B = xb · C_clim`` (climatological covariance of a free model run), as DAPPER's
+    ``Var3D(xB=...)``; minimized by BFGS (:func:`jaxda.variational.make_3dvar`)."""
+    from ..variational import background_covariance, climatological_covariance, make_3dvar
+
+    C = climatological_covariance(model, n_steps=n_climatology)
+    return make_3dvar(obs, background_covariance(cov=xb * C), **options)
+
+
 _FACTORIES: dict[str, Callable[..., AnalysisFn]] = {
+    "3dvar": make_var3d,
     "enkf": make_enkf,
     "etkf": make_etkf,
 }
 
 
+# Methods the CLI runs with their own cycling driver rather than ``analysis(key, E, y)``.
+WINDOW_METHODS = ("4dvar",)
+
+
 def available_methods() -> list[str]:
-    """Names accepted by :func:`make_analysis` (and ``jaxda run --method``)."""
+    """Names accepted by :func:`make_analysis` (``jaxda run --method`` also takes ``4dvar``)."""
     return sorted(_FACTORIES)
 
 
