@@ -1,6 +1,6 @@
 """jaxda: data assimilation and inverse problems as pure, jit-able, vmap-able JAX functions."""
 
-from . import ensemble, metrics, models, observations
+from . import ensemble, experiments, metrics, models, observations, optimize, sharding, variational
 from .metrics import crps, rank_histogram, rmse, spread, weighted_norm
 
 __version__ = "0.1.0"
@@ -8,11 +8,15 @@ __version__ = "0.1.0"
 __all__ = [
     "crps",
     "ensemble",
+    "experiments",
     "metrics",
     "models",
     "observations",
+    "optimize",
     "rank_histogram",
     "rmse",
+    "sharding",
     "spread",
+    "variational",
     "weighted_norm",
 ]

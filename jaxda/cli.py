@@ -105,6 +105,9 @@ _DEFAULTS = {
     ("lorenz96", "etkf"): (24, 1.013),
     ("lorenz63", "enkf"): (10, 1.02),
     ("lorenz63", "etkf"): (10, 1.02),
+    ("lorenz96", "letkf"): (7, 1.04),
+    ("lorenz63", "letkf"): (10, 1.02),
+    ("lorenz96", "ensf"): (20, 1.0),
     ("lorenz96", "3dvar"): (1, 1.0),
     ("lorenz63", "3dvar"): (1, 1.0),
 }
@@ -134,6 +137,8 @@ def _method_options(args: argparse.Namespace, setup: TwinSetup) -> dict:
     if args.method.lower() == "3dvar":
         opts["model"] = setup.model
         opts["xb"] = args.xb or 0.02
+    if args.method.lower() == "letkf" and args.localization_radius is None:
+        args.localization_radius = 4.0 if args.model == "lorenz96" else 1e9  # L63: no localization
     if args.localization_radius is not None:
         opts["localization_radius"] = args.localization_radius
         opts["n"] = setup.model.dim

@@ -1,4 +1,4 @@
-"""Ensemble data assimilation: EnKF, ETKF, inflation, localization (and smoothers)."""
+"""Ensemble data assimilation: EnKF, ETKF, LETKF, inflation, localization, smoothers, particle filter."""
 
 from ._core import (
     ObsSpace,
@@ -14,10 +14,27 @@ from ._core import (
 from ._enkf import enkf_analysis, perturbed_observations
 from ._etkf import etkf_analysis, etkf_transform, mean_preserving_rotation
 from ._inflation import inflate, rtps
+from ._letkf import (
+    LocalObs,
+    letkf_analysis,
+    letkf_transform,
+    local_observations,
+    make_letkf,
+)
 from ._localization import gain_taper, gaspari_cohn, periodic_distance
+from ._particle_filter import (
+    PFResult,
+    bootstrap_particle_filter,
+    make_particle_filter,
+    pf_trajectories,
+    systematic_resample,
+)
 
 __all__ = [
+    "LocalObs",
     "ObsSpace",
+    "PFResult",
+    "bootstrap_particle_filter",
     "enkf_analysis",
     "ensemble_solve",
     "etkf_analysis",
@@ -27,6 +44,11 @@ __all__ = [
     "inflate",
     "kalman_gain",
     "kalman_increments",
+    "letkf_analysis",
+    "letkf_transform",
+    "local_observations",
+    "make_letkf",
+    "make_particle_filter",
     "mean_and_anomalies",
     "mean_preserving_rotation",
     "obs_space",
@@ -34,6 +56,8 @@ __all__ = [
     "obs_space_solve",
     "periodic_distance",
     "perturbed_observations",
+    "pf_trajectories",
     "rtps",
     "scaled_anomalies",
+    "systematic_resample",
 ]

@@ -12,6 +12,7 @@ from ..ensemble import (
     enkf_analysis,
     etkf_analysis,
     gain_taper,
+    make_letkf,
     mean_and_anomalies,
     mean_preserving_rotation,
 )
@@ -50,10 +51,25 @@ def make_etkf(obs: ObservationModel, *, rotate: bool = False) -> AnalysisFn:
         Ea = etkf_analysis(E, y, obs)
         if rotate:
             mean, A = mean_and_anomalies(Ea)
-            Ea = mean + mean_preserving_rotation(key, E.shape[0]) @ A
+            Ea = mean + mean_preserving_rotation(key, E.shape[0]).astype(A.dtype) @ A
         return Ea
 
     return analysis
+
+
+def make_letkf_method(
+    obs: ObservationModel,
+    *,
+    localization_radius: float | None = None,
+    n: int | None = None,
+    **options,
+) -> AnalysisFn:
+    """LETKF (local ETKF per grid point, Gaspari–Cohn R-localization); needs the radius and ``n``."""
+    if localization_radius is None or n is None:
+        raise ValueError(
+            "letkf needs a localization radius (--localization-radius) and the state size n"
+        )
+    return make_letkf(obs, n, localization_radius, **options)
 
 
 def make_var3d(
@@ -67,10 +83,21 @@ def make_var3d(
     return make_3dvar(obs, background_covariance(cov=xb * C), **options)
 
 
+def make_ensf_method(obs: ObservationModel, **options) -> AnalysisFn:
+    """Training-free ensemble score filter (EnSF, Bao et al. 2024): :func:`jaxda.diffusion.make_ensf`."""
+    from ..diffusion import make_ensf
+
+    options.pop("n", None)
+    options.pop("localization_radius", None)
+    return make_ensf(obs, **options)
+
+
 _FACTORIES: dict[str, Callable[..., AnalysisFn]] = {
     "3dvar": make_var3d,
     "enkf": make_enkf,
+    "ensf": make_ensf_method,
     "etkf": make_etkf,
+    "letkf": make_letkf_method,
 }
 
 
