@@ -12,7 +12,26 @@ from ._core import (
     scaled_anomalies,
 )
 from ._enkf import enkf_analysis, perturbed_observations
+from ._esmda import (
+    ESMDAResult,
+    SmootherHistory,
+    esmda,
+    esmda_perturbations,
+    esmda_update,
+    geometric_alpha,
+    make_esmda_analysis,
+    normalize_alpha,
+)
 from ._etkf import etkf_analysis, etkf_transform, mean_preserving_rotation
+from ._ies import (
+    IESHistory,
+    IESResult,
+    IESStatus,
+    ies,
+    ies_kalman,
+    make_ies_analysis,
+    step_length_schedule,
+)
 from ._inflation import inflate, rtps
 from ._letkf import (
     LocalObs,
@@ -29,28 +48,56 @@ from ._particle_filter import (
     pf_trajectories,
     systematic_resample,
 )
+from ._problems import (
+    InverseProblem,
+    grid_posterior,
+    linear_gaussian_posterior,
+    linear_gaussian_problem,
+    lorenz96_parameter_problem,
+    nonlinear_scalar_problem,
+)
 
 __all__ = [
+    "ESMDAResult",
+    "IESHistory",
+    "IESResult",
+    "IESStatus",
+    "InverseProblem",
     "LocalObs",
     "ObsSpace",
     "PFResult",
+    "SmootherHistory",
     "bootstrap_particle_filter",
     "enkf_analysis",
     "ensemble_solve",
+    "esmda",
+    "esmda_perturbations",
+    "esmda_update",
     "etkf_analysis",
     "etkf_transform",
     "gain_taper",
     "gaspari_cohn",
+    "geometric_alpha",
+    "grid_posterior",
+    "ies",
+    "ies_kalman",
     "inflate",
     "kalman_gain",
     "kalman_increments",
     "letkf_analysis",
     "letkf_transform",
+    "linear_gaussian_posterior",
+    "linear_gaussian_problem",
     "local_observations",
+    "lorenz96_parameter_problem",
+    "make_esmda_analysis",
+    "make_ies_analysis",
     "make_letkf",
     "make_particle_filter",
     "mean_and_anomalies",
     "mean_preserving_rotation",
+    "nonlinear_scalar_problem",
+    "normalize_alpha",
     "obs_space",
     "obs_space_from_predictions",
     "obs_space_solve",
@@ -59,5 +106,6 @@ __all__ = [
     "pf_trajectories",
     "rtps",
     "scaled_anomalies",
+    "step_length_schedule",
     "systematic_resample",
 ]
