@@ -39,12 +39,11 @@ from jaxtyping import Array, Float
 
 from ._checks import check_ensemble, check_vector
 from .ensemble._core import mean_and_anomalies, obs_space
-from .ensemble._etkf import mean_preserving_rotation
 from .ensemble._letkf import (
     LocalObs,
     _check_batch_size,
     _check_local,
-    local_observations,
+    letkf_factory,
     local_update,
 )
 from .observations import ObservationModel
@@ -200,33 +199,19 @@ def make_sharded_letkf(
         >>> float(twin_experiment(jax.random.key(0), setup, f, 7, 1.04).rmse_analysis) > 0
         True
     """
-    if obs_locations is None:
-        if obs.operator.indices is None:
-            raise ValueError(
-                "LETKF needs observation locations: pass obs_locations= or use an observation "
-                "operator with indices (identity/subset)"
-            )
-        obs_locations = obs.operator.indices
-    _check_batch_size(batch_size)
-    local = local_observations(
+    return letkf_factory(
+        obs,
         n,
-        obs_locations,
         localization_radius,
+        lambda E, y, local: sharded_letkf_analysis(E, y, obs, local, mesh, batch_size=batch_size),
+        obs_locations=obs_locations,
         state_locations=state_locations,
         periodic=periodic,
         domain_length=domain_length,
         cutoff=cutoff,
+        batch_size=batch_size,
+        rotate=rotate,
     )
-
-    def analysis(key, E, y):
-        Ea = sharded_letkf_analysis(E, y, obs, local, mesh, batch_size=batch_size)
-        if rotate:
-            m, A = mean_and_anomalies(Ea)
-            Ea = m + mean_preserving_rotation(key, E.shape[0]).astype(Ea.dtype) @ A
-        return Ea
-
-    analysis.local = local  # type: ignore[attr-defined]
-    return analysis
 
 
 __all__ = [

@@ -318,6 +318,38 @@ def make_letkf(
         >>> res.history.rmse_analysis.shape
         (30,)
     """
+    return letkf_factory(
+        obs,
+        n,
+        localization_radius,
+        lambda E, y, local: letkf_analysis(E, y, obs, local, batch_size=batch_size),
+        obs_locations=obs_locations,
+        state_locations=state_locations,
+        periodic=periodic,
+        domain_length=domain_length,
+        cutoff=cutoff,
+        batch_size=batch_size,
+        rotate=rotate,
+    )
+
+
+def letkf_factory(
+    obs: ObservationModel,
+    n: int,
+    localization_radius: float,
+    apply,
+    *,
+    obs_locations=None,
+    state_locations=None,
+    periodic: bool = True,
+    domain_length: float | None = None,
+    cutoff: float = 0.0,
+    batch_size: int | None = None,
+    rotate: bool = False,
+):
+    """Shared setup of :func:`make_letkf` and its sharded twin: validate the options, build the
+    local-observation table once, and wrap ``apply(E, y, local)`` (plus optional rotation) as
+    ``analysis(key, E, y)``."""
     if obs_locations is None:
         if obs.operator.indices is None:
             raise ValueError(
@@ -341,7 +373,7 @@ def make_letkf(
     )
 
     def analysis(key, E, y):
-        Ea = letkf_analysis(E, y, obs, local, batch_size=batch_size)
+        Ea = apply(E, y, local)
         if rotate:
             mean, A = mean_and_anomalies(Ea)
             Ea = mean + mean_preserving_rotation(key, E.shape[0]).astype(Ea.dtype) @ A
