@@ -56,7 +56,7 @@ _OVER = ("state", "members")
 def make_mesh(
     n_devices: int | None = None,
     axis_name: str = "x",
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence | None = None,
 ) -> Mesh:
     """A 1-D :class:`jax.sharding.Mesh` over the first ``n_devices`` devices (default: all).
 

@@ -102,6 +102,7 @@ def reverse_sde(
     bm = diffrax.VirtualBrownianTree(0.0, s1, tol=ds / 4, shape=y0.shape, key=key)
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(noise, bm))
     sol = diffrax.diffeqsolve(terms, _SDE_SOLVERS[solver](), 0.0, s1, ds, y0, max_steps=n_steps + 2)
+    assert sol.ys is not None  # SaveAt(t1=True) is diffrax's default
     return sol.ys[-1].reshape(shape)
 
 
@@ -150,6 +151,7 @@ def probability_flow(
         stepsize_controller=controller,
         max_steps=max_steps,
     )
+    assert sol.ys is not None  # SaveAt(t1=True) is diffrax's default
     return sol.ys[-1].reshape(shape)
 
 

@@ -57,7 +57,9 @@ def obs_space_from_predictions(Y: Float[Array, "N m"], noise) -> ObsSpace:
     return ObsSpace(Y, y_mean, S)
 
 
-def _identity_plus_gram_solve(G: Float[Array, "k k"], rhs: Float[Array, "k r"]) -> Float[Array, "k r"]:
+def _identity_plus_gram_solve(
+    G: Float[Array, "k k"], rhs: Float[Array, "k r"]
+) -> Float[Array, "k r"]:
     """Solve ``(I + G) Z = rhs`` for a symmetric positive semi-definite Gram matrix ``G``.
 
     Uses the eigen-decomposition ``G = V Λ Vᵀ``: ``Z = V (I+Λ)^{-1} Vᵀ rhs``. ``I + G`` has

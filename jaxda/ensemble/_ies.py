@@ -152,7 +152,7 @@ def _resolve_step(step_length) -> Callable[[Array], Array]:
     if step_length is None:
         return step_length_schedule()
     if callable(step_length):
-        return step_length
+        return step_length  # pyright: ignore[reportReturnType]
     check_in_range("step_length", step_length, 0.0, 1.0, closed_low=False)
     return lambda i: jnp.asarray(step_length, dtype=jnp.result_type(float))
 

@@ -229,7 +229,8 @@ def _check_local(local: LocalObs, n: int, m: int) -> None:
             f"{local.indices.shape}"
         )
     if isinstance(local.indices, np.ndarray | jax.Array) and not isinstance(
-        local.indices, jax.core.Tracer
+        local.indices,
+        jax.core.Tracer,  # pyright: ignore[reportAttributeAccessIssue]
     ):
         idx = np.asarray(local.indices)
         if idx.size and (idx.min() < 0 or idx.max() >= m):

@@ -189,7 +189,7 @@ def sgd(
     sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"all data leaves need the same leading (sample) axis, got sizes {sizes}")
-    n_data = sizes.pop()
+    n_data = int(sizes.pop() or 0)  # None was excluded above
     if not 1 <= batch_size <= n_data:
         raise ValueError(f"batch_size must be in [1, n_data={n_data}], got {batch_size}")
     if n_epochs < 1:
