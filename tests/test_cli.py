@@ -57,7 +57,18 @@ def test_cli_bad_input_gives_clear_errors(argv, message, capsys):
 
 @pytest.mark.parametrize("method", ["3dvar", "4dvar"])
 def test_cli_variational_methods(method, capsys):
-    argv = ["run", "--method", method, "--dim", "10", "--cycles", "20", "--obs-every", "2", "--json"]
+    argv = [
+        "run",
+        "--method",
+        method,
+        "--dim",
+        "10",
+        "--cycles",
+        "20",
+        "--obs-every",
+        "2",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == method
