@@ -167,6 +167,18 @@ def window_trajectory(
     return xs
 
 
+def window_observation_term(
+    x0: Float[Array, " n"],
+    ys: Float[Array, "K m"],
+    obs: ObservationModel,
+    step: Callable[[Array], Array],
+    obs_every: int = 1,
+) -> Float[Array, ""]:
+    r""":math:`\tfrac12 \sum_k \|y_k - H(M_k(x_0))\|^2_{R^{-1}}` over a window (shared by both 4D-Var forms)."""
+    xs = window_trajectory(step, x0, ys.shape[0], obs_every)
+    return observation_term(ys, jax.vmap(obs.operator.fn)(xs), obs.noise)
+
+
 def fourdvar_cost(
     x0: Float[Array, " n"],
     xb: Float[Array, " n"],
@@ -182,10 +194,7 @@ def fourdvar_cost(
     window start. The gradient (``jax.grad``) is the adjoint model run backwards.
     """
     d = B.whiten(x0 - xb)
-    xs = window_trajectory(step, x0, ys.shape[0], obs_every)
-    hx = jax.vmap(obs.operator.fn)(xs)
-    r = obs.noise.whiten(ys - hx)
-    return 0.5 * jnp.sum(d * d) + 0.5 * jnp.sum(r * r)
+    return 0.5 * jnp.sum(d * d) + window_observation_term(x0, ys, obs, step, obs_every)
 
 
 def fourdvar_cost_cv(
@@ -199,6 +208,4 @@ def fourdvar_cost_cv(
 ) -> Float[Array, ""]:
     r"""4D-Var cost in the control variable ``v`` with :math:`x_0 = x_b + Lv`."""
     x0 = xb + sqrt_apply(B, v)
-    xs = window_trajectory(step, x0, ys.shape[0], obs_every)
-    r = obs.noise.whiten(ys - jax.vmap(obs.operator.fn)(xs))
-    return 0.5 * jnp.sum(v * v) + 0.5 * jnp.sum(r * r)
+    return 0.5 * jnp.sum(v * v) + window_observation_term(x0, ys, obs, step, obs_every)
