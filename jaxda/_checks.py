@@ -59,13 +59,20 @@ def check_vector(x: Any, name: str, size: int | None = None) -> None:
 
 
 def check_in_range(
-    name: str, value: float, low: float, high: float, *, closed_low: bool = True
+    name: str,
+    value: float,
+    low: float,
+    high: float,
+    *,
+    closed_low: bool = True,
+    closed_high: bool = True,
 ) -> None:
-    """Validate a concrete scalar hyper-parameter lies in ``[low, high]`` (or ``(low, high]``)."""
+    """Validate a concrete scalar hyper-parameter lies in ``[low, high]`` (ends open on request)."""
     if not is_concrete(value):
         return
     v = float(value)
-    ok = (low <= v if closed_low else low < v) and v <= high
+    ok = (low <= v if closed_low else low < v) and (v <= high if closed_high else v < high)
     if not ok:
-        bracket = "[" if closed_low else "("
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {v}")
+        left = "[" if closed_low else "("
+        right = "]" if closed_high else ")"
+        raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {v}")

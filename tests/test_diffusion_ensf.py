@@ -1,8 +1,9 @@
-"""EnSF analysis against the exact Kalman update on a linear-Gaussian case.
+"""EnSF analysis: mixture form against the exact Kalman update on a linear-Gaussian case,
+paired form against its exact no-observation limit (forecast + N(0, ε_β I) kernel jitter).
 
 EnSF is an approximate Bayesian update (damped likelihood score evaluated at ``x_t``), so the
-test checks it lands near the Kalman posterior mean — with a tolerance (0.15, i.e. 19% of the
-0.8 Kalman increment) measured to hold with margin, not Monte-Carlo tight — and that it
+mixture test checks it lands near the Kalman posterior mean — with a tolerance (0.15, i.e. 19%
+of the 0.8 Kalman increment) measured to hold with margin, not Monte-Carlo tight — and that it
 reduces the error much more than the forecast does.
 """
 
@@ -25,7 +26,8 @@ def forecast():
 
 def test_mixture_ensf_close_to_kalman_mean(forecast):
     obs = observation_model(identity(2), std=0.5)
-    Ea = jax.jit(make_ensf(obs, n_steps=100))(jax.random.key(1), forecast, Y)
+    analysis = make_ensf(obs, n_steps=100, eps_alpha=0.05, eps_beta=0.0, prior_score="mixture")
+    Ea = jax.jit(analysis)(jax.random.key(1), forecast, Y)
     # prior N(M, I) (sample), R = 0.25 I: K = P (P + R)^{-1}
     P = jnp.cov(forecast.T)
     K = jnp.linalg.solve(P + 0.25 * jnp.eye(2), P).T
@@ -46,20 +48,57 @@ def test_paired_ensf_moves_towards_observation(forecast):
     assert float(jnp.linalg.norm(Ea.mean(0) - Y)) < float(before)
 
 
-def test_ensf_sde_coefficients():
-    sde = ensf_sde(0.05)
+def test_paired_ensf_without_observations_is_kernel_jitter():
+    """Uninformative data: members end at ``x^f + N(0, ε_β I)`` as the step count grows."""
+    n, N, eps_beta = 50, 400, 0.1
+    E = 2.0 * jax.random.normal(jax.random.key(0), (N, n)) + 1.0
+    obs = observation_model(identity(n), std=1e4)
+    errors = []
+    for steps in (100, 1600):
+        analysis = make_ensf(obs, n_steps=steps, eps_alpha=0.001, eps_beta=eps_beta)
+        d = jax.jit(analysis)(jax.random.key(1), E, jnp.zeros(n)) - E
+        # 20,000 draws: the sample variance has relative sd 1%, the mean sd 0.002
+        assert abs(float(d.mean())) < 0.01
+        assert abs(float(jnp.corrcoef(d.ravel(), E.ravel())[0, 1])) < 0.03
+        errors.append(abs(float(d.var()) / eps_beta - 1.0))
+    assert errors[1] < 0.04
+    assert errors[1] < errors[0]
+
+
+def test_paired_ensf_gain_grows_with_kernel_variance(forecast):
+    """Linear H = I: the increment is a fraction of the innovation that grows with ε_β."""
+    obs = observation_model(identity(2), std=0.3)
+    gains = []
+    for eps_beta in (0.01, 0.1, 0.5):
+        Ea = jax.jit(make_ensf(obs, eps_alpha=0.001, eps_beta=eps_beta))(
+            jax.random.key(3), forecast, Y
+        )
+        inc, innov = (Ea - forecast).ravel(), (Y - forecast).ravel()
+        gains.append(float(inc @ innov / (innov @ innov)))
+    assert 0.0 < gains[0] < gains[1] < gains[2] < 1.0
+
+
+@pytest.mark.parametrize("eps_beta", [0.0, 0.025])
+def test_ensf_sde_coefficients(eps_beta):
+    sde = ensf_sde(0.05, eps_beta)
     t = jnp.array(0.37)
     f = jax.grad(lambda s: sde.log_mean(s))(t)
     np.testing.assert_allclose(sde.drift(t), f, rtol=1e-12)
     g2 = jax.grad(lambda s: sde.std(s) ** 2)(t) - 2 * f * sde.std(t) ** 2
     np.testing.assert_allclose(sde.diffusion(t) ** 2, g2, rtol=1e-12)
     np.testing.assert_allclose(sde.mean_coef(1.0), 0.05, rtol=1e-12)
+    np.testing.assert_allclose(sde.std(0.0) ** 2, eps_beta, atol=1e-15)
+    np.testing.assert_allclose(sde.std(1.0), 1.0, rtol=1e-12)
 
 
 def test_ensf_validation(forecast):
     obs = observation_model(identity(2), std=0.5)
     with pytest.raises(ValueError, match="prior_score"):
         make_ensf(obs, prior_score="kde")
+    with pytest.raises(ValueError, match="eps_beta"):
+        make_ensf(obs, eps_beta=1.0)
+    with pytest.raises(ValueError, match="eps_beta"):
+        make_ensf(obs, eps_beta=-0.1)
     with pytest.raises(ValueError, match="n_steps"):
         make_ensf(obs, n_steps=0)
     with pytest.raises(ValueError, match="y"):
