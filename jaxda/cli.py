@@ -30,6 +30,7 @@ from .experiments import (
     sakov2008,
     simulate,
 )
+from .observations import from_callable, observation_model
 
 MODELS = ("lorenz63", "lorenz96")
 
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--obs-every", type=_positive_int("obs-every"), default=None, help="model steps per cycle"
     )
     run.add_argument("--obs-std", type=_positive_float("obs-std"), default=None)
+    run.add_argument(
+        "--obs-operator",
+        default="identity",
+        choices=["identity", "arctan"],
+        help="observe x or arctan(x) (every variable)",
+    )
     run.add_argument("--dim", type=_positive_int("dim"), default=40, help="Lorenz-96 state size")
     run.add_argument(
         "--localization-radius", type=_positive_float("localization radius"), default=None
@@ -91,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--window", type=_positive_int("window"), default=5, help="4D-Var: obs times per window"
+    )
+    run.add_argument(
+        "--eps-alpha",
+        type=_positive_float("eps-alpha"),
+        default=None,
+        help="EnSF: terminal signal scale α(1) (default 0.5)",
+    )
+    run.add_argument(
+        "--eps-beta",
+        type=_positive_float("eps-beta"),
+        default=None,
+        help="EnSF: kernel variance σ(0)² around each member "
+        "(default 0.025 for arctan, 0.15 for identity observations)",
     )
     run.add_argument("--x64", action="store_true", help="run in float64")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -122,14 +142,20 @@ def make_setup(args: argparse.Namespace) -> TwinSetup:
         )
         if args.obs_every:
             setup = TwinSetup(**{**setup.__dict__, "obs_every": args.obs_every})
-        return setup
-    burn = args.burn_in if args.burn_in is not None else min(200, args.cycles // 5)
-    return lorenz63_setup(
-        n_cycles=args.cycles,
-        burn_in=burn,
-        obs_every=args.obs_every or 25,
-        obs_std=args.obs_std or 2.0,
-    )
+    else:
+        burn = args.burn_in if args.burn_in is not None else min(200, args.cycles // 5)
+        setup = lorenz63_setup(
+            n_cycles=args.cycles,
+            burn_in=burn,
+            obs_every=args.obs_every or 25,
+            obs_std=args.obs_std or 2.0,
+        )
+    if args.obs_operator == "arctan":
+        n = setup.model.dim
+        std = setup.obs.noise.std
+        arctan_obs = observation_model(from_callable(jnp.arctan, n), std=std)
+        setup = TwinSetup(**{**setup.__dict__, "obs": arctan_obs})
+    return setup
 
 
 def _method_options(args: argparse.Namespace, setup: TwinSetup) -> dict:
@@ -142,6 +168,11 @@ def _method_options(args: argparse.Namespace, setup: TwinSetup) -> dict:
     if args.localization_radius is not None:
         opts["localization_radius"] = args.localization_radius
         opts["n"] = setup.model.dim
+        if args.obs_operator == "arctan":  # every variable observed at its own grid point
+            opts["obs_locations"] = jnp.arange(setup.model.dim)
+    if args.method.lower() == "ensf":
+        opts["eps_alpha"] = args.eps_alpha or 0.5
+        opts["eps_beta"] = args.eps_beta or (0.025 if args.obs_operator == "arctan" else 0.15)
     return opts
 
 
@@ -214,6 +245,7 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> dict:
         "model": args.model,
         "method": args.method.lower(),
         "dim": setup.model.dim,
+        "obs_operator": args.obs_operator,
         "ensemble_size": N,
         "inflation": infl,
         "rtps": args.rtps,
