@@ -78,6 +78,26 @@ def test_paired_ensf_gain_grows_with_kernel_variance(forecast):
     assert 0.0 < gains[0] < gains[1] < gains[2] < 1.0
 
 
+def test_standardized_ensf_is_affine_equivariant(forecast):
+    """``standardize=True``: rescaling/shifting the state (and H accordingly) commutes."""
+    # σ_y = 0.5 keeps the explicit Euler steps non-stiff, so rounding is not amplified
+    obs = observation_model(from_callable(jnp.arctan, 2), std=0.5)
+    c, b = jnp.array([3.0, 0.2]), jnp.array([-5.0, 1.0])
+    obs_scaled = observation_model(from_callable(lambda x: jnp.arctan((x - b) / c), 2), std=0.5)
+    y = jnp.arctan(Y)
+    kw = dict(n_steps=50, eps_beta=0.5, standardize=True)
+    Ea = make_ensf(obs, **kw)(jax.random.key(4), forecast, y)
+    Ea_scaled = make_ensf(obs_scaled, **kw)(jax.random.key(4), c * forecast + b, y)
+    np.testing.assert_allclose(Ea_scaled, c * Ea + b, rtol=1e-9, atol=1e-9)
+    # and the kernel is relative: without data members get N(0, ε_β var_f) jitter
+    obs_flat = observation_model(identity(2), std=1e6)
+    d = make_ensf(obs_flat, n_steps=800, eps_alpha=0.001, eps_beta=0.5, standardize=True)(
+        jax.random.key(5), c * forecast + b, jnp.zeros(2)
+    ) - (c * forecast + b)
+    ratio = jnp.var(d, axis=0) / (0.5 * jnp.var(c * forecast + b, axis=0, ddof=1))
+    np.testing.assert_allclose(ratio, 1.0, atol=0.1)  # 1000 members: sd of ratio ≈ 0.045
+
+
 @pytest.mark.parametrize("eps_beta", [0.0, 0.025])
 def test_ensf_sde_coefficients(eps_beta):
     sde = ensf_sde(0.05, eps_beta)
