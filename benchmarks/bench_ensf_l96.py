@@ -12,7 +12,8 @@ score: mean analysis RMSE over the last 50 analyses, averaged over seeds. Their 
 observation every step, truth from ``10·U(0, 1)``, 600 analyses, burn-in 100).
 
 Side by side in one run, on the same truths and observations:
-EnSF with jaxda's defaults, EnSF at the ≈ 0.29 setting, EnSF with the paper's schedule
+EnSF with jaxda's defaults, EnSF on the standardized ensemble (the CLI's choice), EnSF at the
+≈ 0.29 setting, EnSF with the paper's schedule
 (``ε_β = 0``), the mixture prior score, LETKF (radius 2, inflation 1.1: best of a 3×3 scan,
 see README) and a stochastic EnKF without localization, all with the nonlinear ``H``.
 
@@ -55,8 +56,8 @@ def main():
     ap.add_argument("--letkf-inflation", type=float, default=1.1)
     ap.add_argument(
         "--methods",
-        default="ensf,ensf029,paper,mixture,letkf,enkf",
-        help="comma list of ensf,ensf029,paper,mixture,letkf,enkf",
+        default="ensf,ensfz,ensf029,paper,mixture,letkf,enkf",
+        help="comma list of ensf,ensfz,ensf029,paper,mixture,letkf,enkf",
     )
     args = ap.parse_args()
     p = problem(args.problem, args.n)
@@ -73,6 +74,10 @@ def main():
 
     all_methods = {
         "ensf": ("EnSF, jaxda defaults (paired, 200 steps, ε_α 0.5, ε_β 0.025)", make_ensf(obs)),
+        "ensfz": (
+            "EnSF standardized (jaxda option; CLI default: ε_α 0.5, ε_β 0.5 × forecast var.)",
+            make_ensf(obs, eps_beta=0.5, standardize=True),
+        ),
         "ensf029": (
             "EnSF, ε_α 0.001, ε_β 0.025 (authors' ≈ 0.29 setting)",
             make_ensf(obs, eps_alpha=0.001, eps_beta=0.025),
