@@ -13,6 +13,7 @@ from ..ensemble import (
     etkf_analysis,
     gain_taper,
     make_letkf,
+    make_particle_filter,
     mean_and_anomalies,
     mean_preserving_rotation,
 )
@@ -92,12 +93,21 @@ def make_ensf_method(obs: ObservationModel, **options) -> AnalysisFn:
     return make_ensf(obs, **options)
 
 
+def make_pf_method(obs: ObservationModel, *, jitter: float = 0.0, **options) -> AnalysisFn:
+    """Particle filter (resampling every cycle), regularized by ``jitter``:
+    :func:`jaxda.ensemble.make_particle_filter`."""
+    options.pop("n", None)
+    options.pop("localization_radius", None)
+    return make_particle_filter(obs, jitter=jitter, **options)
+
+
 _FACTORIES: dict[str, Callable[..., AnalysisFn]] = {
     "3dvar": make_var3d,
     "enkf": make_enkf,
     "ensf": make_ensf_method,
     "etkf": make_etkf,
     "letkf": make_letkf_method,
+    "pf": make_pf_method,
 }
 
 
