@@ -87,3 +87,14 @@ def test_cli_arctan_observations(method, capsys):
     assert out["obs_operator"] == "arctan"
     # the attractor's climatological RMSE is ≈ 3.6; the paper's EnSF schedule (ε_β = 0) ≈ 1.1
     assert 0 < out["rmse_analysis"] < 0.4
+
+
+def test_cli_regularized_particle_filter(capsys):
+    argv = ["run", "--model", "lorenz63", "--method", "pf", "--cycles", "300", "--json"]
+    assert main([*argv, "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ensemble_size"] == 100
+    assert 0 < out["rmse_analysis"] < 1.0  # R = 4 I, observations every 0.25 time units
+    with pytest.raises(SystemExit):
+        main([*argv, "--jitter", "-1"])
+    assert "jitter" in capsys.readouterr().err
