@@ -192,3 +192,19 @@ def test_cycled_filter_matches_exact_kalman_filter(method, N):
     )
     assert np.sqrt(np.mean(z**2)) < 3.0 and np.abs(z).max() < 8.0
     assert np.sqrt(np.mean(zc**2)) < 3.0 and np.abs(zc).max() < 8.0
+
+
+def test_mean_preserving_rotation_is_orthogonal_fixes_ones_and_averages_to_the_projector():
+    from jaxda.ensemble import mean_preserving_rotation
+
+    N, reps = 6, 4000
+    Om = jax.vmap(lambda k: mean_preserving_rotation(k, N))(
+        jax.random.split(jax.random.key(0), reps)
+    )
+    eye = jnp.broadcast_to(jnp.eye(N), Om.shape)
+    np.testing.assert_allclose(jnp.einsum("rij,rkj->rik", Om, Om), eye, atol=1e-12)
+    np.testing.assert_allclose(Om @ jnp.ones(N), jnp.ones((reps, N)), atol=1e-12)
+    # Haar on the complement of 1: E[Ω] = 11ᵀ/N; each entry's MC sd ≤ 1/sqrt(reps) ≈ 0.016
+    np.testing.assert_allclose(Om.mean(0), jnp.full((N, N), 1.0 / N), atol=0.07)
+    # Ω = P + U₂QU₂ᵀ with E[Q_ab Q_cd] = δ_ac δ_bd/(N-1): Var(Ω_ij) = (1 - 1/N)²/(N-1)
+    np.testing.assert_allclose(jnp.var(Om, axis=0), (N - 1) / N**2, rtol=0.15)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import check_ensemble, check_vector
@@ -65,14 +66,15 @@ def mean_preserving_rotation(key: Array, n_members: int) -> Float[Array, "N N"]:
 
     Applying ``A ← Ω A`` to anomalies is DAPPER's ``rot=True`` post-processing; it
     decorrelates the members from the deterministic square-root transform.
+    ``Ω = U diag(1, Q) Uᵀ`` with ``U`` a fixed orthonormal basis whose first column is
+    ``1/√N`` and ``Q`` Haar-distributed on ``O(N-1)`` (one QR of a Gaussian matrix), so ``Ω``
+    is Haar-distributed on the orthogonal matrices that fix ``1``.
     """
     N = n_members
-    # Orthonormal basis whose first column is 1/√N.
-    B = jnp.concatenate([jnp.ones((N, 1)), jax.random.normal(key, (N, N - 1))], axis=1)
-    U, _ = jnp.linalg.qr(B)
-    U = U * jnp.sign(U[0, 0])
-    k2 = jax.random.fold_in(key, 1)
-    Q, R = jnp.linalg.qr(jax.random.normal(k2, (N - 1, N - 1)))
+    # Fixed orthonormal basis (a constant of the trace) whose first column is 1/√N.
+    U, _ = np.linalg.qr(np.concatenate([np.ones((N, 1)), np.eye(N)[:, 1:]], axis=1))
+    U = U * np.sign(U[0, 0])
+    Q, R = jnp.linalg.qr(jax.random.normal(key, (N - 1, N - 1)))
     Q = Q * jnp.sign(jnp.diagonal(R))
-    inner = jnp.zeros((N, N)).at[0, 0].set(1.0).at[1:, 1:].set(Q)
-    return U @ inner @ U.T
+    U1, U2 = jnp.asarray(U[:, :1]), jnp.asarray(U[:, 1:])
+    return U1 @ U1.T + U2 @ Q @ U2.T
