@@ -307,7 +307,9 @@ def devices_sweep(args):
         base = None
         for dev in (1, 2, 4):
             spec = {"n": n, "N": 20, "cycles": cycles, "method": method, "devices": dev}
-            r = run_worker("jaxda", spec, devices=dev)
+            # a few cycles take seconds; a stall (seen with the shard_map LETKF on 2 and 4
+            # forced host devices, N = 20, see README) is reported instead of waiting 30 min
+            r = run_worker("jaxda", spec, devices=dev, timeout=300)
             if "error" in r:
                 print(
                     fmt_row(
