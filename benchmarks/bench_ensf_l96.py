@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxda.diffusion import make_ensf
-from jaxda.ensemble import enkf_analysis, make_letkf
+from jaxda.ensemble import enkf_analysis, inflate, make_letkf
 from jaxda.models import lorenz96, trajectory
 from jaxda.observations import from_callable, observation_model
 
@@ -66,11 +66,7 @@ def main():
     letkf = make_letkf(obs, args.n, args.letkf_radius, obs_locations=jnp.arange(args.n))
 
     def inflated(analysis, factor):
-        def run(k, E, y):
-            m = E.mean(0)
-            return analysis(k, m + factor * (E - m), y)
-
-        return run
+        return lambda k, E, y: analysis(k, inflate(E, factor), y)
 
     all_methods = {
         "ensf": ("EnSF, jaxda defaults (paired, 200 steps, ε_α 0.5, ε_β 0.025)", make_ensf(obs)),

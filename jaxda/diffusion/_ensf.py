@@ -137,11 +137,11 @@ def make_ensf(
         if standardize:
             m = E.mean(0)
             sd = jnp.maximum(E.std(0, ddof=1), jnp.finfo(E.dtype).eps * (1.0 + jnp.abs(m)))
-            Z = sample((E - m) / sd, lambda z: sd * lik_score(m + sd * z, y), key)
+            Z = sample(key, (E - m) / sd, lambda z: sd * lik_score(m + sd * z, y))
             return m + sd * Z
-        return sample(E, lambda x: lik_score(x, y), key)
+        return sample(key, E, lambda x: lik_score(x, y))
 
-    def sample(E, lik, key):
+    def sample(key, E, lik):
         dt = 1.0 / n_steps
         k0, k1 = jax.random.split(key)
         x = jax.random.normal(k0, E.shape, E.dtype)
