@@ -37,7 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
-from ._checks import check_ensemble, check_vector
+from .core import check_ensemble, check_vector
 from .ensemble._core import mean_and_anomalies, obs_space
 from .ensemble._letkf import (
     LocalObs,

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_ensemble, check_in_range, check_vector
+from ..core import check_ensemble, check_in_range, check_vector
 from ..observations import ObservationModel
 from ._sde import SDE
 

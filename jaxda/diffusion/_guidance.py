@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
-from .._checks import positive_or_error
+from ..core import positive_or_error
 from ._sde import SDE
 
 ScoreFn = Callable[[Array, Array], Array]

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_in_range
+from ..core import check_in_range
 
 ScalarFn = Callable[[Array], Array]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_ensemble, check_vector
+from ..core import check_ensemble, check_vector
 from ..observations import ObservationModel
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
 

@@ -50,7 +50,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from .._checks import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
+from ..core import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
 from ..metrics import weighted_norm
 from ..observations import DiagonalNoise, FullNoise, ObservationModel, gaussian_noise
 from ._core import kalman_gain, kalman_increments, obs_space_from_predictions, scaled_anomalies

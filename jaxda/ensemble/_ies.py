@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float, Int
 
-from .._checks import check_in_range, check_vector
+from ..core import check_in_range, check_vector
 from ..observations import ObservationModel
 from ._core import ensemble_solve, scaled_anomalies
 from ._esmda import (

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .._checks import check_ensemble, check_vector
+from ..core import check_ensemble, check_vector
 from ..observations import ObservationModel
 from ._core import mean_and_anomalies, obs_space
 from ._etkf import mean_preserving_rotation

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._checks import check_ensemble, check_in_range, check_vector
+from ..core import check_ensemble, check_in_range, check_vector
 from ..observations import ObservationModel
 
 Transition = Callable[[Array, Array], Array]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float
 
-from .._checks import check_in_range, positive_or_error
+from ..core import check_in_range, positive_or_error
 from ..models import lorenz96_rhs, rk4_step
 from ..observations import DiagonalNoise, FullNoise, gaussian_noise
 

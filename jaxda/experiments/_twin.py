@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_in_range
+from ..core import check_in_range
 from ..ensemble import inflate, rtps
 from ..metrics import rmse
 from ..models import Model, forecast, lorenz63, lorenz96, trajectory

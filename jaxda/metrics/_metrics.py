@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .._checks import check_ensemble, positive_or_error
+from ..core import check_ensemble, positive_or_error
 
 
 def weighted_norm(

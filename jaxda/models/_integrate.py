@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import positive_or_error
+from ..core import positive_or_error
 
 Rhs = Callable[[Array], Array]
 Step = Callable[[Array], Array]

@@ -19,7 +19,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import check_vector, is_concrete, positive_or_error
+from ..core import check_vector, is_concrete, positive_or_error
 
 
 class DiagonalNoise(NamedTuple):

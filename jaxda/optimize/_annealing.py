@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .._checks import check_in_range
+from ..core import check_in_range
 from ._bounds import (
     apply_bounds,
     check_bound_handling,

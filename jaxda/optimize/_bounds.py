@@ -23,7 +23,7 @@ import jax.scipy.special
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import is_concrete
+from ..core import is_concrete
 
 BOUND_HANDLING = ("clip", "reflect")
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .._checks import check_in_range
+from ..core import check_in_range
 from ._bounds import apply_bounds, check_bound_handling, check_bounds, uniform_in_bounds
 from ._grid import _finite_or_inf
 from ._result import GradientFreeResult, result_from_history

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_in_range
+from ..core import check_in_range
 from ._bounds import (
     apply_bounds,
     check_bound_handling,

@@ -37,7 +37,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
-from .._checks import is_concrete
+from ..core import is_concrete
 from ._status import (
     RUNNING,
     OptimizeResult,

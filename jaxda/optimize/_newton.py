@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import is_concrete
+from ..core import is_concrete
 from ._linesearch import backtracking_armijo, strong_wolfe
 from ._status import (
     RUNNING,

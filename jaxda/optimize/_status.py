@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .._checks import is_concrete
+from ..core import is_concrete
 
 
 class SolverStatus(enum.IntEnum):
