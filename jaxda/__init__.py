@@ -1,11 +1,26 @@
 """jaxda: data assimilation and inverse problems as pure, jit-able, vmap-able JAX functions."""
 
-from . import ensemble, experiments, metrics, models, observations, optimize, sharding, variational
+from . import (
+    assimilate,
+    core,
+    diffusion,
+    ensemble,
+    experiments,
+    metrics,
+    models,
+    observations,
+    optimize,
+    sharding,
+    variational,
+)
 from .metrics import crps, rank_histogram, rmse, spread, weighted_norm
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "assimilate",
+    "core",
+    "diffusion",
     "crps",
     "ensemble",
     "experiments",

@@ -9,10 +9,10 @@ Two ways to spread an ensemble ``E`` (``N×n``, members first) over a 1-D device
 * ``over="members"`` shards the member axis (``PartitionSpec(axis, None)``): forecasts are
   embarrassingly parallel; the analysis gathers what it needs.
 
-The LETKF is split explicitly with :func:`jax.shard_map`: each device runs the local
-analyses of its own block of grid points (:func:`jaxda.ensemble._letkf.local_update`)
-against the replicated whitened observation anomalies ``S`` (``N×m``), so the per-device
-memory is ``O(nN/d + mN)`` and no communication is needed inside the local analyses.
+The LETKF is split explicitly with :func:`jax.shard_map` (``jaxda.ensemble.letkf(...,
+mesh=mesh)``): each device runs the local analyses of its own block of grid points against
+the replicated whitened observation anomalies ``S`` (``N×m``), so the per-device memory is
+``O(nN/d + mN)`` and no communication is needed inside the local analyses.
 
 Multi-host: call ``jax.distributed.initialize()`` first; :func:`make_mesh` then spans
 all processes' devices (``jax.devices()``), and arrays are assembled from per-process
@@ -28,8 +28,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,18 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
-from .core import check_ensemble, check_vector
-from .ensemble._core import mean_and_anomalies, obs_space
-from .ensemble._letkf import (
-    LocalObs,
-    _check_batch_size,
-    _check_local,
-    letkf_factory,
-    local_update,
-)
-from .observations import ObservationModel
-
-AnalysisFn = Callable[[Array, Float[Array, "N n"], Float[Array, " m"]], Float[Array, "N n"]]
+from .core import Method, check_ensemble
 
 _OVER = ("state", "members")
 
@@ -106,120 +94,34 @@ def shard_ensemble(E: Float[Array, "N n"], mesh: Mesh, over: str = "state") -> F
     return jax.device_put(E, sharding)
 
 
-def sharded_analysis(analysis: AnalysisFn, mesh: Mesh, over: str = "state") -> AnalysisFn:
-    """Wrap any ``analysis(key, E, y)`` so its input and output ensembles stay sharded.
+def with_sharding(method: Method, mesh: Mesh, over: str = "state") -> Method:
+    """Wrap any :class:`jaxda.core.Method` so its ensemble stays sharded over ``mesh``.
 
-    Applies ``jax.lax.with_sharding_constraint`` to the forecast and analysis ensembles;
+    Applies ``jax.lax.with_sharding_constraint`` to the ensemble before and after each step;
     the compiler partitions the computation in between (e.g. EnKF/ETKF ensemble-space
-    reductions become all-reduces). Inside :func:`jaxda.experiments.twin_experiment`
-    this keeps the scan carry (and the vmapped forecast) sharded.
+    reductions become all-reduces). Inside :func:`jaxda.assimilate.assimilate` this keeps the
+    scan carry (and the vmapped forecast) sharded. For the LETKF use ``letkf(..., mesh=mesh)``,
+    which splits the local analyses explicitly with ``shard_map``.
     """
+    if not isinstance(method, Method):
+        raise TypeError(f"expected a jaxda.core.Method, got {type(method).__name__}")
     sharding = ensemble_sharding(mesh, over)
 
-    def wrapped(key, E, y):
-        E = jax.lax.with_sharding_constraint(E, sharding)
-        return jax.lax.with_sharding_constraint(analysis(key, E, y), sharding)
+    def init(ensemble, obs=None):
+        return method.init(jax.lax.with_sharding_constraint(ensemble, sharding), obs)
 
-    return wrapped
+    def step(key, state, y, obs):
+        state = state._replace(ensemble=jax.lax.with_sharding_constraint(state.ensemble, sharding))
+        state, info = method.step(key, state, y, obs)
+        return state._replace(ensemble=jax.lax.with_sharding_constraint(state.ensemble, sharding)), info
 
-
-def sharded_letkf_analysis(
-    ensemble: Float[Array, "N n"],
-    y: Float[Array, " m"],
-    obs: ObservationModel,
-    local: LocalObs,
-    mesh: Mesh,
-    *,
-    batch_size: int | None = None,
-) -> Float[Array, "N n"]:
-    r"""LETKF analysis with the grid points split across the devices of a 1-D mesh.
-
-    Same mathematics as :func:`jaxda.ensemble.letkf_analysis`; the grid points (and the
-    ``(n, k)`` local-observation table) are padded to a multiple of the device count and
-    sharded with :func:`jax.shard_map`; ``S`` and the innovation are replicated. The
-    result is sharded over the state axis (``PartitionSpec(None, axis)``).
-    """
-    check_ensemble(ensemble)
-    check_vector(y, "y", obs.dim)
-    n = ensemble.shape[1]
-    _check_local(local, n, obs.dim)
-    _check_batch_size(batch_size)
-    ax = _axis(mesh)
-    d = mesh.devices.size
-    n_pad = math.ceil(n / d) * d
-    pad = n_pad - n
-
-    mean, A = mean_and_anomalies(ensemble)
-    os = obs_space(ensemble, obs)
-    S = os.S.astype(ensemble.dtype)
-    dw = obs.noise.whiten(y - os.y_mean).astype(ensemble.dtype)
-    idx, coeff, At = local.indices, local.coeffs, A.T
-    if pad:
-        # Dummy grid points without observations: unchanged, then dropped.
-        idx = jnp.pad(idx, ((0, pad), (0, 0)))
-        coeff = jnp.pad(coeff, ((0, pad), (0, 0)))
-        At = jnp.pad(At, ((0, pad), (0, 0)))
-        mean = jnp.pad(mean, (0, pad))
-
-    rows = PartitionSpec(ax)
-    f = jax.shard_map(
-        lambda S_, dw_, i_, c_, a_, m_: local_update(S_, dw_, i_, c_, a_, m_, batch_size),
-        mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(), rows, rows, rows, rows),
-        out_specs=rows,
-    )
-    cols = f(S, dw, idx, coeff, At, mean)  # (n_pad, N), sharded over grid points
-    Ea = cols[:n].T if pad else cols.T
-    if not pad:
-        Ea = jax.lax.with_sharding_constraint(Ea, ensemble_sharding(mesh, "state"))
-    return Ea
-
-
-def make_sharded_letkf(
-    obs: ObservationModel,
-    n: int,
-    localization_radius: float,
-    mesh: Mesh,
-    *,
-    obs_locations=None,
-    state_locations=None,
-    periodic: bool = True,
-    domain_length: float | None = None,
-    cutoff: float = 0.0,
-    batch_size: int | None = None,
-    rotate: bool = False,
-) -> AnalysisFn:
-    """Sharded counterpart of :func:`jaxda.ensemble.make_letkf` (same options plus ``mesh``).
-
-    Example:
-        >>> import jax
-        >>> from jaxda.experiments import sakov2008, twin_experiment
-        >>> setup = sakov2008(n_cycles=20, burn_in=5)
-        >>> f = make_sharded_letkf(setup.obs, 40, 4.0, make_mesh())
-        >>> float(twin_experiment(jax.random.key(0), setup, f, 7, 1.04).rmse_analysis) > 0
-        True
-    """
-    return letkf_factory(
-        obs,
-        n,
-        localization_radius,
-        lambda E, y, local: sharded_letkf_analysis(E, y, obs, local, mesh, batch_size=batch_size),
-        obs_locations=obs_locations,
-        state_locations=state_locations,
-        periodic=periodic,
-        domain_length=domain_length,
-        cutoff=cutoff,
-        batch_size=batch_size,
-        rotate=rotate,
-    )
+    return Method(init, step)
 
 
 __all__ = [
     "ensemble_sharding",
     "ensemble_spec",
     "make_mesh",
-    "make_sharded_letkf",
     "shard_ensemble",
-    "sharded_analysis",
-    "sharded_letkf_analysis",
+    "with_sharding",
 ]

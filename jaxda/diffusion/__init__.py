@@ -6,7 +6,7 @@
 * Samplers: :func:`reverse_sde`, :func:`probability_flow`, :func:`predictor_corrector`,
   :func:`ddpm_ancestral`, :func:`sample`.
 * Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
-  (windowed trajectories), :func:`make_ensf` (ensemble score filter).
+  (windowed trajectories), :func:`ensf` (ensemble score filter).
 * Data: :func:`lorenz63_trajectories`, :func:`sliding_windows`, :data:`LORENZ63_STANDARDIZER`.
 """
 
@@ -17,7 +17,7 @@ from ._data import (
     noisy_lorenz63_step,
     sliding_windows,
 )
-from ._ensf import ensf_sde, make_ensf
+from ._ensf import ensf, ensf_sde
 from ._guidance import local_score, posterior_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
 from ._samplers import ddpm_ancestral, predictor_corrector, probability_flow, reverse_sde, sample
@@ -46,7 +46,7 @@ __all__ = [
     "latest_checkpoint",
     "local_score",
     "lorenz63_trajectories",
-    "make_ensf",
+    "ensf",
     "noisy_lorenz63_step",
     "posterior_score",
     "predictor_corrector",

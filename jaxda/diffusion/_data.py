@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..models import lorenz63, stochastic_trajectory
+from ..models import lorenz63, trajectory, with_noise
 
 
 class Standardizer(NamedTuple):
@@ -41,7 +41,7 @@ LORENZ63_STANDARDIZER = Standardizer(jnp.array([0.0, 0.0, 25.0]), jnp.array([8.0
 def noisy_lorenz63_step(key: Array, x: Float[Array, " 3"], dt: float = 0.025) -> Float[Array, " 3"]:
     """One transition of the noisy Lorenz-63 chain (RK4 step + ``N(0, dt I)`` noise), one state."""
     model = lorenz63(dt)
-    return model.step(x) + math.sqrt(dt) * jax.random.normal(key, x.shape, x.dtype)
+    return model(x) + math.sqrt(dt) * jax.random.normal(key, x.shape, x.dtype)
 
 
 def lorenz63_trajectories(
@@ -58,14 +58,14 @@ def lorenz63_trajectories(
         raise ValueError(
             f"need n_traj >= 1, length >= 1, spinup >= 0; got {n_traj}, {length}, {spinup}"
         )
-    model = lorenz63(dt)
+    model = with_noise(lorenz63(dt), math.sqrt(dt))
     k0, k1 = jax.random.split(key)
     mean = jnp.array([0.0, 0.0, 25.0])
     cov = jnp.array([[64.0, 50.0, 0.0], [50.0, 81.0, 0.0], [0.0, 0.0, 75.0]])
     x0 = jax.random.multivariate_normal(k0, mean, cov, (n_traj,))
 
     def one(k, x):
-        xs = stochastic_trajectory(k, model.step, x, spinup + length, math.sqrt(dt))
+        xs = trajectory(k, model, x, spinup + length)
         return xs[spinup:]
 
     return jax.vmap(one)(jax.random.split(k1, n_traj), x0)

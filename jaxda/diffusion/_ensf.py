@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import check_ensemble, check_in_range, check_vector
-from ..observations import ObservationModel
+from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_in_range, check_vector
+from ..observations import observed, whitened_residual
 from ._sde import SDE
 
 
@@ -49,7 +49,7 @@ def ensf_sde(eps_alpha: float = 0.05, eps_beta: float = 0.0) -> SDE:
 
     ``ε_β = 0`` is the schedule of the paper; ``ε_β > 0`` keeps ``σ(0)² = ε_β`` so the
     paired prior score ``-(x - μx_0^{(i)})/σ²`` stays bounded at ``t = 0`` (the authors' later
-    code, see :func:`make_ensf`)."""
+    code, see :func:`ensf`)."""
     check_in_range("eps_alpha", eps_alpha, 0.0, 1.0, closed_low=False)
     check_in_range("eps_beta", eps_beta, 0.0, 1.0, closed_high=False)
     c = 1.0 - eps_alpha
@@ -71,8 +71,7 @@ def ensf_sde(eps_alpha: float = 0.05, eps_beta: float = 0.0) -> SDE:
     )
 
 
-def make_ensf(
-    obs: ObservationModel,
+def ensf(
     *,
     n_steps: int = 200,
     eps_alpha: float = 0.5,
@@ -80,11 +79,13 @@ def make_ensf(
     prior_score: str = "paired",
     damping: Callable[[Array], Array] | None = None,
     standardize: bool = False,
-) -> Callable[[Array, Float[Array, "N n"], Float[Array, " m"]], Float[Array, "N n"]]:
-    r"""Build the EnSF analysis ``analysis(key, E_forecast, y) -> E_analysis``.
+) -> Method:
+    r"""The EnSF as a :class:`jaxda.core.Method` (the observation operator may be nonlinear).
+
+    Missing observations (``NaN``) drop out of the likelihood score; a time with no
+    observation leaves the forecast unchanged (no kernel jitter).
 
     Args:
-        obs: observation model (operator ``H`` for one state, possibly nonlinear, and noise).
         n_steps: Euler–Maruyama steps of the reverse SDE (pseudo-time ``1 → 0``).
         eps_alpha: ``μ(1) = ε_α``. The reverse SDE starts from ``N(0, I)``, not from the exact
             terminal law ``N(ε_α x_0, I)``; a large ``ε_α`` therefore also shrinks members
@@ -113,9 +114,11 @@ def make_ensf(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
-        >>> analysis = make_ensf(observation_model(identity(3), std=0.5), n_steps=20)
-        >>> E = jax.random.normal(jax.random.key(0), (10, 3))
-        >>> analysis(jax.random.key(1), E, jnp.ones(3)).shape
+        >>> method = ensf(n_steps=20)
+        >>> obs = observation_model(identity(3), obs_std=0.5)
+        >>> state = method.init(jax.random.normal(jax.random.key(0), (10, 3)))
+        >>> state, info = method.step(jax.random.key(1), state, jnp.ones(3), obs)
+        >>> state.ensemble.shape
         (10, 3)
     """
     if n_steps < 1:
@@ -124,22 +127,31 @@ def make_ensf(
         raise ValueError(f"prior_score must be 'paired' or 'mixture', got {prior_score!r}")
     sde = ensf_sde(eps_alpha, eps_beta)
     h_fn = damping if damping is not None else (lambda t: 1.0 - t)
-    H, noise = obs.operator.fn, obs.noise
 
-    def lik_score(x, y):
-        hx, vjp_fn = jax.vjp(H, x)
-        (g,) = vjp_fn(noise.whiten_t(noise.whiten(y - hx)))
-        return g
+    def init(ensemble, obs=None):
+        del obs
+        check_ensemble(ensemble, "ensemble", min_members=2)
+        return EnsembleState(ensemble)
 
-    def analysis(key, E, y):
-        check_ensemble(E, "E_forecast", min_members=2 if standardize else 1)
+    def step(key, state, y, obs):
+        E = state.ensemble
         check_vector(y, "y", obs.dim)
+        mask = observed(y)
+        noise = obs.noise.restrict(mask)
+
+        def lik_score(x):
+            hx, vjp_fn = jax.vjp(obs.operator, x)
+            (g,) = vjp_fn(noise.whiten_t(whitened_residual(obs.noise, y - hx, mask)))
+            return g
+
         if standardize:
             m = E.mean(0)
             sd = jnp.maximum(E.std(0, ddof=1), jnp.finfo(E.dtype).eps * (1.0 + jnp.abs(m)))
-            Z = sample(key, (E - m) / sd, lambda z: sd * lik_score(m + sd * z, y))
-            return m + sd * Z
-        return sample(key, E, lambda x: lik_score(x, y))
+            Ea = m + sd * sample(key, (E - m) / sd, lambda z: sd * lik_score(m + sd * z))
+        else:
+            Ea = sample(key, E, lik_score)
+        Ea = jnp.where(jnp.any(mask), Ea, E)
+        return EnsembleState(Ea), analysis_info(Ea, mask)
 
     def sample(key, E, lik):
         dt = 1.0 / n_steps
@@ -166,4 +178,4 @@ def make_ensf(
         x, _ = jax.lax.scan(step, x, (jax.random.split(k1, n_steps), ts))
         return x
 
-    return analysis
+    return Method(init, step)

@@ -11,7 +11,7 @@ from ._core import (
     obs_space_solve,
     scaled_anomalies,
 )
-from ._enkf import enkf_analysis, perturbed_observations
+from ._enkf import enkf, enkf_analysis, perturbed_observations
 from ._esmda import (
     ESMDAResult,
     SmootherHistory,
@@ -22,7 +22,7 @@ from ._esmda import (
     make_esmda_analysis,
     normalize_alpha,
 )
-from ._etkf import etkf_analysis, etkf_transform, mean_preserving_rotation
+from ._etkf import etkf, etkf_analysis, etkf_transform, mean_preserving_rotation
 from ._ies import (
     IESHistory,
     IESResult,
@@ -34,17 +34,21 @@ from ._ies import (
 )
 from ._inflation import inflate, rtps
 from ._letkf import (
+    LETKFState,
     LocalObs,
+    letkf,
     letkf_analysis,
     letkf_transform,
     local_observations,
-    make_letkf,
+    local_update,
 )
 from ._localization import gain_taper, gaspari_cohn, periodic_distance
 from ._particle_filter import (
+    PFInfo,
     PFResult,
+    PFState,
     bootstrap_particle_filter,
-    make_particle_filter,
+    particle_filter,
     pf_trajectories,
     systematic_resample,
 )
@@ -63,16 +67,21 @@ __all__ = [
     "IESResult",
     "IESStatus",
     "InverseProblem",
+    "LETKFState",
     "LocalObs",
     "ObsSpace",
+    "PFInfo",
     "PFResult",
+    "PFState",
     "SmootherHistory",
     "bootstrap_particle_filter",
+    "enkf",
     "enkf_analysis",
     "ensemble_solve",
     "esmda",
     "esmda_perturbations",
     "esmda_update",
+    "etkf",
     "etkf_analysis",
     "etkf_transform",
     "gain_taper",
@@ -84,16 +93,17 @@ __all__ = [
     "inflate",
     "kalman_gain",
     "kalman_increments",
+    "letkf",
     "letkf_analysis",
     "letkf_transform",
     "linear_gaussian_posterior",
     "linear_gaussian_problem",
     "local_observations",
+    "local_update",
     "lorenz96_parameter_problem",
     "make_esmda_analysis",
     "make_ies_analysis",
-    "make_letkf",
-    "make_particle_filter",
+    "particle_filter",
     "mean_and_anomalies",
     "mean_preserving_rotation",
     "nonlinear_scalar_problem",

@@ -15,21 +15,35 @@ so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
-from ..observations import ObservationModel
+from ..observations import ObservationModel, observed, whitened_residual
 
 
 class ObsSpace(NamedTuple):
-    """Ensemble quantities in observation space."""
+    """Ensemble quantities in observation space.
+
+    ``S`` has zero columns for missing observations, and :meth:`innovation` zero entries, so
+    a missing observation drops out of every update built on them.
+    """
 
     Y: Float[Array, "N m"]  # predicted observations H(E_i)
     y_mean: Float[Array, " m"]
-    S: Float[Array, "N m"]  # whitened, scaled anomalies
+    S: Float[Array, "N m"]  # whitened, scaled anomalies (zero columns where missing)
+    noise: Any  # the observation noise
+    mask: Bool[Array, " m"]  # present observations
+
+    def whiten(self, r: Float[Array, "... m"]) -> Float[Array, "... m"]:
+        """``R^{-1/2} r`` on present observations, ``0`` on missing ones."""
+        return whitened_residual(self.noise, r, self.mask)
+
+    def innovation(self, y: Float[Array, " m"]) -> Float[Array, " m"]:
+        """Whitened innovation ``R^{-1/2}(y - ȳ)`` of the ensemble mean (``0`` where missing)."""
+        return self.whiten(y - self.y_mean)
 
 
 def mean_and_anomalies(E: Float[Array, "N n"]) -> tuple[Float[Array, " n"], Float[Array, "N n"]]:
@@ -44,17 +58,23 @@ def scaled_anomalies(E: Float[Array, "N n"]) -> tuple[Float[Array, " n"], Float[
     return mean, A / jnp.sqrt(E.shape[0] - 1.0)
 
 
-def obs_space(E: Float[Array, "N n"], obs: ObservationModel) -> ObsSpace:
-    """Apply ``H`` to each member (vmapped) and whiten the scaled anomalies."""
-    Y = jax.vmap(obs.operator.fn)(E)
-    return obs_space_from_predictions(Y, obs.noise)
+def obs_space(
+    E: Float[Array, "N n"], obs: ObservationModel, y: Float[Array, " m"] | None = None
+) -> ObsSpace:
+    """Apply ``H`` to each member (vmapped) and whiten the scaled anomalies; entries where
+    ``y`` is ``NaN`` (missing) are zeroed."""
+    Y = jax.vmap(obs.operator)(E)
+    return obs_space_from_predictions(Y, obs.noise, y)
 
 
-def obs_space_from_predictions(Y: Float[Array, "N m"], noise) -> ObsSpace:
+def obs_space_from_predictions(
+    Y: Float[Array, "N m"], noise, y: Float[Array, " m"] | None = None
+) -> ObsSpace:
     """Same as :func:`obs_space` when the predictions ``Y`` are already computed."""
+    mask = jnp.ones(Y.shape[-1], bool) if y is None else observed(y)
     y_mean, dY = mean_and_anomalies(Y)
-    S = noise.whiten(dY) / jnp.sqrt(Y.shape[0] - 1.0)
-    return ObsSpace(Y, y_mean, S)
+    S = whitened_residual(noise, dY, mask) / jnp.sqrt(Y.shape[0] - 1.0)
+    return ObsSpace(Y, y_mean, S, noise, mask)
 
 
 def _identity_plus_gram_solve(

@@ -1,4 +1,4 @@
-r"""Stochastic ensemble Kalman filter (perturbed observations), as in the seeds.
+r"""Stochastic ensemble Kalman filter (perturbed observations).
 
 Forecast: :math:`x_k^{(i)} = M(x_{k-1}^{(i)}) + η_k^{(i)}` (see :func:`jaxda.models.forecast`).
 
@@ -11,6 +11,7 @@ Analysis, for every member :math:`i`:
 with the ensemble covariance :math:`P = \tfrac{1}{N-1}\sum_i (x^{(i)} - x̄)(x^{(i)} - x̄)ᵀ`.
 ``P H^T`` and ``H P H^T`` are estimated from the members' predicted observations, so
 nonlinear ``H`` is supported, and the gain is applied in ensemble space (never ``n×n``).
+Missing observations (``NaN`` in ``y``) drop out of the update.
 
 References:
     Evensen (1994); Burgers, van Leeuwen & Evensen (1998), *Mon. Wea. Rev.* 126.
@@ -21,16 +22,17 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import check_ensemble, check_vector
-from ..observations import ObservationModel
+from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_in_range, check_vector
+from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
+from ._localization import gaspari_cohn, periodic_distance
 
 
 def perturbed_observations(
     key: Array, y: Float[Array, " m"], obs: ObservationModel, n_members: int, center: bool = True
 ) -> Float[Array, "N m"]:
     """Draw ``y + ε^{(i)}``, ``ε^{(i)} ~ N(0, R)``; optionally centre the perturbations (DAPPER)."""
-    eps = obs.noise.sample(key, (n_members,))
+    eps = obs.noise.sample(key, (n_members,)).astype(y.dtype)
     if center:
         eps = eps - jnp.mean(eps, axis=0)
     return y + eps
@@ -50,7 +52,7 @@ def enkf_analysis(
     Args:
         key: PRNG key for the observation perturbations.
         ensemble: forecast ensemble ``(N, n)``, ``N >= 2``.
-        y: observation vector ``(m,)``.
+        y: observation vector ``(m,)``; ``NaN`` marks a missing value.
         obs: observation model (operator ``H`` and noise ``R``).
         center_perturbations: remove the sample mean of the perturbations (as
             DAPPER's ``PertObs``), so the mean update is the Kalman update of the mean.
@@ -63,7 +65,7 @@ def enkf_analysis(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
-        >>> obs = observation_model(identity(3), std=1.0)
+        >>> obs = observation_model(identity(3), obs_std=1.0)
         >>> E = jax.random.normal(jax.random.key(0), (20, 3))
         >>> enkf_analysis(jax.random.key(1), E, jnp.zeros(3), obs).shape
         (20, 3)
@@ -72,13 +74,67 @@ def enkf_analysis(
     check_vector(y, "y", obs.dim)
     N = ensemble.shape[0]
     _, X = scaled_anomalies(ensemble)
-    os = obs_space(ensemble, obs)
-    D = perturbed_observations(key, y, obs, N, center_perturbations) - os.Y  # (N, m)
+    os = obs_space(ensemble, obs, y)
+    y0 = fill_missing(y, os.mask)
+    D = perturbed_observations(key, y0, obs, N, center_perturbations) - os.Y  # (N, m)
+    Dw = os.whiten(D)
     if localization is None:
-        return ensemble + kalman_increments(X, os.S, obs.noise.whiten(D))
+        return ensemble + kalman_increments(X, os.S, Dw)
     if localization.shape != (ensemble.shape[1], obs.dim):
         raise ValueError(
             f"localization must have shape (n, m)={(ensemble.shape[1], obs.dim)}, got {localization.shape}"
         )
-    K = localization * kalman_gain(X, os.S, obs.noise)
-    return ensemble + D @ K.T
+    K = localization * kalman_gain(X, os.S, os.noise.restrict(os.mask))
+    return ensemble + (D * os.mask) @ K.T
+
+
+def enkf(
+    *,
+    center_perturbations: bool = True,
+    localization_radius: float | None = None,
+    periodic: bool = True,
+    domain_length: float | None = None,
+) -> Method:
+    """The stochastic EnKF as a :class:`jaxda.core.Method`.
+
+    ``localization_radius`` tapers the gain with Gaspari–Cohn (covariance localization,
+    forming ``K`` as ``n×m``: small problems); the state sits at grid points ``0..n-1`` (a ring
+    of length ``domain_length``, default ``n``, when ``periodic``) and the observations at
+    ``obs.operator.locations``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.observations import identity, observation_model
+        >>> method = enkf()
+        >>> obs = observation_model(identity(3), obs_std=1.0)
+        >>> state = method.init(jax.random.normal(jax.random.key(0), (10, 3)))
+        >>> state, info = method.step(jax.random.key(1), state, jnp.array([0.0, jnp.nan, 1.0]), obs)
+        >>> int(info.n_obs)
+        2
+    """
+    if localization_radius is not None:
+        check_in_range("localization_radius", localization_radius, 0.0, float("inf"), closed_low=False)
+
+    def init(ensemble, obs=None):
+        del obs
+        check_ensemble(ensemble)
+        return EnsembleState(ensemble)
+
+    def step(key, state, y, obs):
+        E = state.ensemble
+        taper = None
+        if localization_radius is not None:
+            n = E.shape[1]
+            loc = obs.operator.locations
+            if loc is None:
+                raise ValueError("EnKF localization needs observation locations (operator.locations)")
+            L = float(n if domain_length is None else domain_length)
+            grid = jnp.arange(n)[:, None]
+            d = periodic_distance(grid, loc[None, :], L) if periodic else jnp.abs(grid - loc[None, :])
+            taper = gaspari_cohn(d, localization_radius).astype(E.dtype)
+        Ea = enkf_analysis(
+            key, E, y, obs, center_perturbations=center_perturbations, localization=taper
+        )
+        return EnsembleState(Ea), analysis_info(Ea, observed(y))
+
+    return Method(init, step)

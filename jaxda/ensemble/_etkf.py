@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..core import check_ensemble, check_vector
-from ..observations import ObservationModel
+from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_vector
+from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
 
 
@@ -41,12 +41,13 @@ def etkf_transform(
 def etkf_analysis(
     ensemble: Float[Array, "N n"], y: Float[Array, " m"], obs: ObservationModel
 ) -> Float[Array, "N n"]:
-    """Deterministic ETKF analysis (symmetric square root, mean preserving).
+    """Deterministic ETKF analysis (symmetric square root, mean preserving); ``NaN`` in ``y``
+    marks a missing observation, which drops out of the update.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
-        >>> obs = observation_model(identity(3), std=1.0)
+        >>> obs = observation_model(identity(3), obs_std=1.0)
         >>> E = jax.random.normal(jax.random.key(0), (10, 3))
         >>> etkf_analysis(E, jnp.zeros(3), obs).shape
         (10, 3)
@@ -55,8 +56,8 @@ def etkf_analysis(
     check_vector(y, "y", obs.dim)
     N = ensemble.shape[0]
     mean, A = mean_and_anomalies(ensemble)
-    os = obs_space(ensemble, obs)
-    w, T = etkf_transform(os.S, obs.noise.whiten(y - os.y_mean))
+    os = obs_space(ensemble, obs, y)
+    w, T = etkf_transform(os.S, os.innovation(y))
     mean_a = mean + (w @ A) / jnp.sqrt(N - 1.0)
     return mean_a + T @ A
 
@@ -78,3 +79,31 @@ def mean_preserving_rotation(key: Array, n_members: int) -> Float[Array, "N N"]:
     Q = Q * jnp.sign(jnp.diagonal(R))
     U1, U2 = jnp.asarray(U[:, :1]), jnp.asarray(U[:, 1:])
     return U1 @ U1.T + U2 @ Q @ U2.T
+
+
+def etkf() -> Method:
+    """The ETKF as a :class:`jaxda.core.Method` (deterministic: the key is unused; wrap it with
+    :func:`jaxda.assimilate.with_rotation` for DAPPER's random rotation).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.observations import identity, observation_model
+        >>> method = etkf()
+        >>> obs = observation_model(identity(2), obs_std=1.0)
+        >>> state = method.init(jax.random.normal(jax.random.key(0), (5, 2)))
+        >>> state, info = method.step(jax.random.key(1), state, jnp.zeros(2), obs)
+        >>> state.ensemble.shape, int(info.status)
+        ((5, 2), 0)
+    """
+
+    def init(ensemble, obs=None):
+        del obs
+        check_ensemble(ensemble)
+        return EnsembleState(ensemble)
+
+    def step(key, state, y, obs):
+        del key
+        Ea = etkf_analysis(state.ensemble, y, obs)
+        return EnsembleState(Ea), analysis_info(Ea, observed(y))
+
+    return Method(init, step)

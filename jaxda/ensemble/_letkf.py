@@ -22,6 +22,11 @@ once (:func:`local_observations`, a ``(n, k)`` table with a static maximum count
 never ``O(nm)``; ``batch_size`` runs the grid points in sequential batches
 (``lax.map``) to bound the ``O(n N max(N, k))`` work arrays as well.
 
+Missing observations (``NaN`` in ``y``) have zero whitened anomalies and innovation, so they
+drop out of every local analysis. With a ``mesh`` the grid points are split across devices with
+:func:`jax.shard_map` (each device runs the local analyses of its block against the replicated
+``S``), so the per-device memory is ``O(nN/d + mN)``.
+
 References:
     Hunt, Kostelich & Szunyogh (2007), *Physica D* 230;
     Sakov & Bertino (2011), *Comput. Geosci.* 15 (R- vs gain localization);
@@ -38,11 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import check_ensemble, check_vector
-from ..observations import ObservationModel
+from ..core import Method, analysis_info, check_ensemble, check_in_range, check_vector, is_concrete
+from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
-from ._etkf import mean_preserving_rotation
-from ._localization import _GC_SCALE, gaspari_cohn
+from ._localization import GC_SCALE, gaspari_cohn, periodic_distance
 
 
 class LocalObs(NamedTuple):
@@ -112,7 +116,7 @@ def local_observations(
     L = float(n if domain_length is None else domain_length)
     if periodic and L <= 0:
         raise ValueError(f"domain_length must be positive, got {L}")
-    half = 2.0 * radius * _GC_SCALE  # support half-width 2c
+    half = 2.0 * radius * GC_SCALE  # support half-width 2c
 
     if periodic and 2.0 * half >= L:
         # The support covers the whole ring: every observation is local.
@@ -228,10 +232,7 @@ def _check_local(local: LocalObs, n: int, m: int) -> None:
             f"local.coeffs shape {local.coeffs.shape} differs from local.indices shape "
             f"{local.indices.shape}"
         )
-    if isinstance(local.indices, np.ndarray | jax.Array) and not isinstance(
-        local.indices,
-        jax.core.Tracer,  # pyright: ignore[reportAttributeAccessIssue]
-    ):
+    if is_concrete(local.indices):
         idx = np.asarray(local.indices)
         if idx.size and (idx.min() < 0 or idx.max() >= m):
             raise ValueError(
@@ -244,6 +245,12 @@ def _check_batch_size(batch_size) -> None:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
 
 
+def _analysis_inputs(ensemble, y, obs):
+    mean, A = mean_and_anomalies(ensemble)
+    os = obs_space(ensemble, obs, y)
+    return mean, A, os.S.astype(ensemble.dtype), os.innovation(y).astype(ensemble.dtype)
+
+
 def letkf_analysis(
     ensemble: Float[Array, "N n"],
     y: Float[Array, " m"],
@@ -251,17 +258,19 @@ def letkf_analysis(
     local: LocalObs,
     *,
     batch_size: int | None = None,
+    mesh=None,
 ) -> Float[Array, "N n"]:
     r"""Deterministic LETKF analysis (local symmetric-square-root ETKF per grid point).
 
     Args:
         ensemble: forecast ensemble ``(N, n)``, ``N >= 2``.
-        y: observations ``(m,)``.
+        y: observations ``(m,)``; ``NaN`` marks a missing value.
         obs: observation model; ``R^{-1/2}`` is applied globally (use a diagonal
             ``R`` for a meaningful localization, as DAPPER does).
         local: local observation table from :func:`local_observations`.
         batch_size: process grid points ``batch_size`` at a time (``lax.map``)
             instead of all at once (``vmap``): bounds the ``O(n N max(N, k))`` work memory.
+        mesh: a 1-D :class:`jax.sharding.Mesh`: split the grid points across its devices.
 
     Returns:
         The analysis ensemble ``(N, n)``. With an infinite radius (every
@@ -270,8 +279,8 @@ def letkf_analysis(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
-        >>> obs = observation_model(identity(10), std=1.0)
-        >>> loc = local_observations(10, obs.operator.indices, radius=2.0)
+        >>> obs = observation_model(identity(10), obs_std=1.0)
+        >>> loc = local_observations(10, obs.operator.locations, radius=2.0)
         >>> E = jax.random.normal(jax.random.key(0), (5, 10))
         >>> letkf_analysis(E, jnp.zeros(10), obs, loc).shape
         (5, 10)
@@ -280,105 +289,118 @@ def letkf_analysis(
     check_vector(y, "y", obs.dim)
     _check_local(local, ensemble.shape[1], obs.dim)
     _check_batch_size(batch_size)
-    mean, A = mean_and_anomalies(ensemble)
-    os = obs_space(ensemble, obs)
-    dw = obs.noise.whiten(y - os.y_mean).astype(ensemble.dtype)
-    cols = local_update(
-        os.S.astype(ensemble.dtype), dw, local.indices, local.coeffs, A.T, mean, batch_size
-    )
+    mean, A, S, dw = _analysis_inputs(ensemble, y, obs)
+    if mesh is not None:
+        return _sharded_local_update(S, dw, local, A, mean, mesh, batch_size)
+    cols = local_update(S, dw, local.indices, local.coeffs, A.T, mean, batch_size)
     return cols.T
 
 
-def make_letkf(
-    obs: ObservationModel,
-    n: int,
+def _sharded_local_update(S, dw, local, A, mean, mesh, batch_size):
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"expected a 1-D mesh, got axes {mesh.axis_names}")
+    ax = mesh.axis_names[0]
+    n = A.shape[1]
+    d = mesh.devices.size
+    pad = -n % d
+    idx, coeff, At = local.indices, local.coeffs, A.T
+    if pad:  # dummy grid points without observations: unchanged, then dropped
+        idx = jnp.pad(idx, ((0, pad), (0, 0)))
+        coeff = jnp.pad(coeff, ((0, pad), (0, 0)))
+        At = jnp.pad(At, ((0, pad), (0, 0)))
+        mean = jnp.pad(mean, (0, pad))
+    rows = PartitionSpec(ax)
+    f = jax.shard_map(
+        lambda S_, dw_, i_, c_, a_, m_: local_update(S_, dw_, i_, c_, a_, m_, batch_size),
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(), rows, rows, rows, rows),
+        out_specs=rows,
+    )
+    cols = f(S, dw, idx, coeff, At, mean)  # (n + pad, N), sharded over grid points
+    if pad:
+        return cols[:n].T
+    return jax.lax.with_sharding_constraint(cols.T, NamedSharding(mesh, PartitionSpec(None, ax)))
+
+
+class LETKFState(NamedTuple):
+    """LETKF state: the ensemble and, for a fixed observation network, the local table."""
+
+    ensemble: Float[Array, "N n"]
+    local: LocalObs | None
+
+
+def letkf(
     localization_radius: float,
     *,
-    obs_locations=None,
     state_locations=None,
     periodic: bool = True,
     domain_length: float | None = None,
     cutoff: float = 0.0,
     batch_size: int | None = None,
-    rotate: bool = False,
-):
-    """LETKF analysis function ``analysis(key, E, y) -> E_analysis`` for the twin driver.
+    mesh=None,
+) -> Method:
+    """The LETKF as a :class:`jaxda.core.Method` (Gaspari–Cohn R-localization, DAPPER's radius).
 
-    Observation locations default to ``obs.operator.indices`` (grid indices of
-    subset/identity operators) on a periodic 1-D domain of length ``n`` (e.g. the
-    Lorenz-96 ring); see :func:`local_observations` for the other options.
-    ``rotate=True`` adds DAPPER's random mean-preserving rotation of the
-    analysis anomalies (the only use of ``key``; the LETKF itself is deterministic).
+    State positions default to the grid indices ``0..n-1`` on a periodic domain of length
+    ``n`` (the Lorenz-96 ring); observation positions are ``obs.operator.locations``. When the
+    observation network is fixed, ``init(ensemble, obs)`` builds the table of local
+    observations once (``O(n k)`` memory); when it changes in time, each step computes the
+    taper against every observation (``O(n m)`` memory). ``mesh`` shards the grid points
+    across devices. Deterministic: the key is unused (see :func:`jaxda.assimilate.with_rotation`).
 
     Example:
-        >>> import jax
-        >>> from jaxda.experiments import sakov2008, twin_experiment
-        >>> setup = sakov2008(n_cycles=30, burn_in=10)
-        >>> letkf = make_letkf(setup.obs, 40, localization_radius=4.0)
-        >>> res = twin_experiment(jax.random.key(0), setup, letkf, 7, 1.04)
-        >>> res.history.rmse_analysis.shape
-        (30,)
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.observations import identity, observation_model
+        >>> obs = observation_model(identity(10), obs_std=1.0)
+        >>> method = letkf(2.0)
+        >>> state = method.init(jax.random.normal(jax.random.key(0), (5, 10)), obs)
+        >>> state.local.indices.shape
+        (10, 9)
     """
-    return letkf_factory(
-        obs,
-        n,
-        localization_radius,
-        lambda E, y, local: letkf_analysis(E, y, obs, local, batch_size=batch_size),
-        obs_locations=obs_locations,
-        state_locations=state_locations,
-        periodic=periodic,
-        domain_length=domain_length,
-        cutoff=cutoff,
-        batch_size=batch_size,
-        rotate=rotate,
-    )
-
-
-def letkf_factory(
-    obs: ObservationModel,
-    n: int,
-    localization_radius: float,
-    apply,
-    *,
-    obs_locations=None,
-    state_locations=None,
-    periodic: bool = True,
-    domain_length: float | None = None,
-    cutoff: float = 0.0,
-    batch_size: int | None = None,
-    rotate: bool = False,
-):
-    """Shared setup of :func:`make_letkf` and its sharded twin: validate the options, build the
-    local-observation table once, and wrap ``apply(E, y, local)`` (plus optional rotation) as
-    ``analysis(key, E, y)``."""
-    if obs_locations is None:
-        if obs.operator.indices is None:
-            raise ValueError(
-                "LETKF needs observation locations: pass obs_locations= or use an observation "
-                "operator with indices (identity/subset)"
-            )
-        obs_locations = obs.operator.indices
-    if np.size(obs_locations) != obs.dim:
-        raise ValueError(
-            f"obs_locations must have length m={obs.dim}, got {np.size(obs_locations)}"
-        )
+    check_in_range("localization_radius", localization_radius, 0.0, float("inf"), closed_low=False)
+    check_in_range("cutoff", cutoff, 0.0, 1.0, closed_high=False)
     _check_batch_size(batch_size)
-    local = local_observations(
-        n,
-        obs_locations,
-        localization_radius,
-        state_locations=state_locations,
-        periodic=periodic,
-        domain_length=domain_length,
-        cutoff=cutoff,
-    )
 
-    def analysis(key, E, y):
-        Ea = apply(E, y, local)
-        if rotate:
-            mean, A = mean_and_anomalies(Ea)
-            Ea = mean + mean_preserving_rotation(key, E.shape[0]).astype(Ea.dtype) @ A
-        return Ea
+    def positions(n):
+        s = np.arange(n, dtype=float) if state_locations is None else np.asarray(state_locations, float)
+        if s.shape != (n,):
+            raise ValueError(f"state_locations must have length n={n}, got shape {s.shape}")
+        return s, float(n if domain_length is None else domain_length)
 
-    analysis.local = local  # type: ignore[attr-defined]
-    return analysis
+    def table(n, obs):
+        loc = obs.operator.locations
+        if loc is None:
+            raise ValueError(
+                "LETKF needs observation locations: use an operator with locations (identity, "
+                "subset, or linear/from_callable with locations=)"
+            )
+        with jax.ensure_compile_time_eval():
+            loc = obs.operator.locations
+        s, L = positions(n)
+        if is_concrete(loc):
+            return local_observations(
+                n, np.asarray(loc), localization_radius, state_locations=s, periodic=periodic,
+                domain_length=L, cutoff=cutoff,
+            )
+        # traced locations (a network that changes in time): every observation, tapered
+        sj = jnp.asarray(s)[:, None]
+        d = periodic_distance(sj, loc[None, :], L) if periodic else jnp.abs(sj - loc[None, :])
+        coeff = gaspari_cohn(d, localization_radius)
+        coeff = jnp.where(coeff > cutoff, coeff, 0.0)
+        idx = jnp.broadcast_to(jnp.arange(loc.shape[0], dtype=jnp.int32), coeff.shape)
+        return LocalObs(idx, coeff)
+
+    def init(ensemble, obs=None):
+        check_ensemble(ensemble)
+        return LETKFState(ensemble, None if obs is None else table(ensemble.shape[1], obs))
+
+    def step(key, state, y, obs):
+        del key
+        E = state.ensemble
+        local = state.local if state.local is not None else table(E.shape[1], obs)
+        Ea = letkf_analysis(E, y, obs, local, batch_size=batch_size, mesh=mesh)
+        return LETKFState(Ea, state.local), analysis_info(Ea, observed(y))
+
+    return Method(init, step)

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-_GC_SCALE = math.sqrt(10.0 / 3.0)
+from ..core import check_in_range, is_concrete
+
+GC_SCALE = math.sqrt(10.0 / 3.0)
 
 
 def gaspari_cohn(distance: Float[Array, "..."], radius: float | Array) -> Float[Array, "..."]:
@@ -22,7 +24,9 @@ def gaspari_cohn(distance: Float[Array, "..."], radius: float | Array) -> Float[
         >>> float(gaspari_cohn(jnp.array(0.0), 4.0))
         1.0
     """
-    c = radius * _GC_SCALE
+    if is_concrete(radius):
+        check_in_range("localization radius", float(radius), 0.0, math.inf, closed_low=False)
+    c = radius * GC_SCALE
     r = jnp.abs(jnp.asarray(distance)) / c
     inner = 1.0 + r**2 * (-(r**3) / 4.0 + r**2 / 2.0) + (5.0 / 8.0) * r**3 - (5.0 / 3.0) * r**2
     rs = jnp.where(r > 0, r, 1.0)

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ..core import check_ensemble, check_in_range, check_vector
-from ..observations import ObservationModel
+from ..core import Method, Status, analysis_info, check_ensemble, check_in_range, check_vector
+from ..observations import log_likelihood, observed
 
 Transition = Callable[[Array, Array], Array]
 LogLik = Callable[[Array, Array], Array]
@@ -164,12 +164,29 @@ def pf_trajectories(key: Array, result: PFResult, n: int) -> Float[Array, "n K d
     return jnp.swapaxes(traj, 0, 1)
 
 
-def make_particle_filter(
-    obs: ObservationModel, *, jitter: float = 0.0
-) -> Callable[[Array, Array, Array], Array]:
-    r"""Particle-filter analysis for the twin-experiment driver: ``analysis(key, E_forecast, y)``
-    weights the forecast members by ``p(y | x)`` and returns a systematically resampled
-    ensemble (sequential importance resampling with resampling at every cycle).
+class PFState(NamedTuple):
+    """Particle-filter state: the particles and their normalised log-weights."""
+
+    ensemble: Float[Array, "N n"]
+    log_weights: Float[Array, " N"]
+
+
+class PFInfo(NamedTuple):
+    """Per-cycle diagnostics of the particle filter (``n_obs``/``status`` as every method)."""
+
+    n_obs: Int[Array, ""]
+    status: Int[Array, ""]
+    ess: Float[Array, ""]  # effective sample size 1/Σw² after weighting
+    resampled: Bool[Array, ""]
+    log_evidence: Float[Array, ""]  # log p(y_k | y_{<k}) estimate
+
+
+def particle_filter(*, jitter: float = 0.0, resample_threshold: float = 1.0) -> Method:
+    r"""Sequential importance resampling as a :class:`jaxda.core.Method`.
+
+    Each step multiplies the weights by ``p(y | x)`` (missing observations left out), and
+    resamples (systematic) when the effective sample size ``1/Σw²`` falls below
+    ``resample_threshold · N`` (``1`` resamples whenever the weights are not uniform).
 
     ``jitter > 0`` regularizes it (post-regularized PF, Musso, Oudjane & Le Gland 2001): every
     resampled member gets ``ε ~ N(0, jitter² C_w)``, ``C_w`` the weighted covariance of the
@@ -181,25 +198,43 @@ def make_particle_filter(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
-        >>> pf = make_particle_filter(observation_model(identity(3), std=1.0), jitter=0.3)
-        >>> E = jax.random.normal(jax.random.key(0), (100, 3))
-        >>> pf(jax.random.key(1), E, jnp.ones(3)).shape
-        (100, 3)
+        >>> pf = particle_filter(jitter=0.3)
+        >>> obs = observation_model(identity(3), obs_std=1.0)
+        >>> state = pf.init(jax.random.normal(jax.random.key(0), (100, 3)))
+        >>> state, info = pf.step(jax.random.key(1), state, jnp.ones(3), obs)
+        >>> state.ensemble.shape, bool(info.resampled)
+        ((100, 3), True)
     """
     check_in_range("jitter", jitter, 0.0, float("inf"))
-    H, noise = obs.operator.fn, obs.noise
+    check_in_range("resample_threshold", resample_threshold, 0.0, 1.0)
 
-    def analysis(key, E, y):
-        check_ensemble(E, "E_forecast")
-        check_vector(y, "y", obs.dim)
+    def init(ensemble, obs=None):
+        del obs
+        check_ensemble(ensemble)
+        N = ensemble.shape[0]
+        return PFState(ensemble, jnp.full((N,), -jnp.log(N), ensemble.dtype))
+
+    def step(key, state, y, obs):
+        E = state.ensemble
+        N = E.shape[0]
+        mask = observed(y)
         k_res, k_jit = jax.random.split(key)
-        logw = jax.vmap(lambda x: noise.log_prob(y - H(x)))(E)
+        ll = jax.vmap(lambda x: log_likelihood(obs.noise, y - obs.operator(x), mask))(E)
+        unnorm = state.log_weights + ll
+        log_inc = jax.nn.logsumexp(unnorm)
+        logw = unnorm - log_inc
+        w = jnp.exp(logw)
+        ess = 1.0 / jnp.sum(w**2)
+        do = ess < resample_threshold * N * (1.0 - 1e-6)
         Ea = E[systematic_resample(k_res, logw)]
-        if jitter == 0.0:
-            return Ea
-        w = jax.nn.softmax(logw)
-        A = jnp.sqrt(w)[:, None] * (E - w @ E)
-        z = jax.random.normal(k_jit, (E.shape[0], E.shape[0]), E.dtype)
-        return Ea + jitter * (z @ A)
+        if jitter != 0.0:
+            A = jnp.sqrt(w)[:, None] * (E - w @ E)
+            z = jax.random.normal(k_jit, (N, N), E.dtype)
+            Ea = Ea + jitter * (z @ A)
+        E_new = jnp.where(do, Ea, E)
+        logw_new = jnp.where(do, jnp.full((N,), -jnp.log(N), logw.dtype), logw)
+        base = analysis_info(E_new, mask)
+        status = jnp.where(jnp.isfinite(log_inc), base.status, Status.NONFINITE).astype(jnp.int32)
+        return PFState(E_new, logw_new), PFInfo(base.n_obs, status, ess, do, log_inc)
 
-    return analysis
+    return Method(init, step)

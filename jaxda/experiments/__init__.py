@@ -1,46 +1,28 @@
-"""Twin experiments: truth simulation, forecast/analysis cycling, standard setups, named methods."""
+"""Twin experiments from the literature (truth simulation, scoring) on top of the driver."""
 
-from ._methods import (
-    WINDOW_METHODS,
-    available_methods,
-    make_analysis,
-    make_enkf,
-    make_etkf,
-    make_var3d,
-)
+from ._fourdvar import FourDVarHistory, FourDVarResult, fourdvar_experiment
 from ._twin import (
-    AnalysisFn,
-    CycleHistory,
     TwinData,
     TwinResult,
     TwinSetup,
-    cycle_step,
     initial_ensemble,
-    lorenz63_setup,
-    run_filter,
     sakov2008,
+    sakov2012,
     simulate,
     time_mean,
     twin_experiment,
 )
 
 __all__ = [
-    "WINDOW_METHODS",
-    "AnalysisFn",
-    "CycleHistory",
+    "FourDVarHistory",
+    "FourDVarResult",
     "TwinData",
     "TwinResult",
     "TwinSetup",
-    "available_methods",
-    "cycle_step",
+    "fourdvar_experiment",
     "initial_ensemble",
-    "lorenz63_setup",
-    "make_analysis",
-    "make_enkf",
-    "make_etkf",
-    "make_var3d",
-    "run_filter",
     "sakov2008",
+    "sakov2012",
     "simulate",
     "time_mean",
     "twin_experiment",

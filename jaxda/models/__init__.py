@@ -1,16 +1,34 @@
-"""Dynamical models, written for one state (vmap them over ensemble members)."""
+"""Dynamical models as pytrees (``equinox.Module``), written for one state and vmapped over members.
 
-from ._integrate import Model, forecast, rk4_step, stochastic_trajectory, trajectory
-from ._lorenz import lorenz63, lorenz63_rhs, lorenz96, lorenz96_rhs
+A model implements ``step(key, x) -> x_next`` (deterministic models: ``__call__(x)``); its
+parameters are fields, so ``jax.vmap``/``jax.grad`` act on them.
+"""
+
+from ._integrate import (
+    AdditiveNoise,
+    FunctionModel,
+    Model,
+    forecast,
+    from_callable,
+    rk4_step,
+    trajectory,
+    with_noise,
+)
+from ._lorenz import Lorenz63, Lorenz96, lorenz63, lorenz63_rhs, lorenz96, lorenz96_rhs
 
 __all__ = [
+    "AdditiveNoise",
+    "FunctionModel",
+    "Lorenz63",
+    "Lorenz96",
     "Model",
     "forecast",
+    "from_callable",
     "lorenz63",
     "lorenz63_rhs",
     "lorenz96",
     "lorenz96_rhs",
     "rk4_step",
-    "stochastic_trajectory",
     "trajectory",
+    "with_noise",
 ]

@@ -1,43 +1,155 @@
-"""Time stepping shared by all models: RK4 and trajectory generation with ``lax.scan``."""
+r"""Models as pytrees, and time stepping shared by all models.
+
+A model is an :class:`equinox.Module` written for **one** state ``x`` of shape ``(n,)``: its
+parameters (forcing, time step, noise level...) are fields, hence pytree leaves, so a user
+can ``jax.vmap`` or ``jax.grad`` over them. The protocol is one method,
+``model.step(key, x) -> x_next``; deterministic models implement ``__call__(x)`` and ignore
+the key. Ensembles are propagated by vmapping over members (:func:`forecast`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, Float, Int
 
-from ..core import positive_or_error
+from ..core import is_concrete, positive_or_error
 
 Rhs = Callable[[Array], Array]
-Step = Callable[[Array], Array]
 
 
-@dataclass(frozen=True, eq=False)
-class Model:
-    """A deterministic discrete-time model written for **one** state.
+class Model(eqx.Module):
+    """A discrete-time model for one state ``(n,)``; subclasses are pytrees of parameters.
 
-    A plain static container (not a pytree): close over it in jitted code.
+    Deterministic models implement ``__call__(x)``; stochastic ones set ``stochastic = True``
+    and override :meth:`step`. Every model has ``dt`` (time per step) and ``x0`` (a reference
+    state, e.g. on the attractor), and ``dim`` (the state size ``n``).
 
-    Attributes:
-        step: ``x_{k+1} = step(x_k)`` for a single state of shape ``(n,)``; vmap it
-            for ensembles.
-        dim: state dimension ``n``.
-        dt: time step between two calls of ``step``.
-        name: short name used by the CLI and reports.
-        x0: a reference initial state (e.g. on or near the attractor).
+    Example (a model that is not in jaxda, written by a user):
+        >>> import jax.numpy as jnp
+        >>> class Decay(Model):
+        ...     rate: float
+        ...     dt: float = 0.1
+        ...     x0: jax.Array = eqx.field(default_factory=lambda: jnp.ones(2))
+        ...     def __call__(self, x):
+        ...         return x * jnp.exp(-self.rate * self.dt)
+        >>> Decay(rate=1.0).step(jax.random.key(0), jnp.ones(2)).round(4).tolist()
+        [0.9048, 0.9048]
     """
 
-    step: Step
-    dim: int
+    stochastic: ClassVar[bool] = False
+    name: ClassVar[str] = "model"
+    dt: eqx.AbstractVar[float]
+    x0: eqx.AbstractVar[Array]
+
+    def __call__(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
+        raise NotImplementedError(f"{type(self).__name__} is stochastic: use step(key, x)")
+
+    def step(self, key: Array, x: Float[Array, " n"]) -> Float[Array, " n"]:
+        """One model step; the key is used only by stochastic models."""
+        del key
+        return self(x)
+
+    @property
+    def dim(self) -> int:
+        return int(jnp.shape(self.x0)[-1])
+
+
+class FunctionModel(Model):
+    """A deterministic model from a callable ``fn(x) -> x_next`` (see :func:`from_callable`)."""
+
+    fn: Callable[[Array], Array] = eqx.field(static=True)
     dt: float
-    name: str
-    x0: Float[Array, " n"]
+    x0: Array
+    name: ClassVar[str] = "function"
+
+    def __call__(self, x):
+        return self.fn(x)
 
 
-def rk4_step(rhs: Rhs, x: Float[Array, " n"], dt: float) -> Float[Array, " n"]:
+def from_callable(fn: Callable[[Array], Array], x0, dt: float = 1.0) -> FunctionModel:
+    """Wrap a JAX-traceable one-state step ``fn(x) -> x_next`` as a :class:`Model`.
+
+    The output shape is checked eagerly against ``x0``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = from_callable(lambda x: 0.5 * x, jnp.ones(3))
+        >>> m(m.x0).tolist()
+        [0.5, 0.5, 0.5]
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    x0 = jnp.asarray(x0)
+    if x0.ndim != 1:
+        raise ValueError(f"x0 must be a 1-D state (n,), got shape {x0.shape}")
+    out = jax.eval_shape(fn, x0)
+    if getattr(out, "shape", None) != x0.shape:
+        raise ValueError(
+            f"fn maps a state of shape {x0.shape} to {getattr(out, 'shape', type(out))}; a model "
+            "step must return a state of the same shape"
+        )
+    _check_dt(dt)
+    return FunctionModel(fn, dt, x0)
+
+
+class AdditiveNoise(Model):
+    r"""A stochastic model ``x_{k+1} = M(x_k) + η_k``, ``η_k ~ N(0, diag(std²))``.
+
+    ``std`` is a scalar or a vector of length ``n`` (a pytree leaf: differentiable).
+    """
+
+    model: Model
+    std: Array
+    stochastic: ClassVar[bool] = True
+    name: ClassVar[str] = "noisy"
+
+    def __init__(self, model: Model, std):
+        if model.stochastic:
+            raise ValueError("AdditiveNoise wraps a deterministic model")
+        self.model = model
+        std = jnp.asarray(std)
+        if std.ndim > 1 or (std.ndim == 1 and std.shape[0] != model.dim):
+            raise ValueError(
+                f"model-noise std must be a scalar or a vector of length n={model.dim}, "
+                f"got shape {std.shape}"
+            )
+        self.std = positive_or_error("model-noise std", std) if is_concrete(std) else std
+
+    @property
+    def dt(self) -> float:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.model.dt
+
+    @property
+    def x0(self) -> Array:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.model.x0
+
+    def deterministic(self, x):
+        return self.model(x)
+
+    def step(self, key, x):
+        return self.model(x) + self.std * jax.random.normal(key, x.shape, x.dtype)
+
+
+def with_noise(model: Model, std) -> Model:
+    """``model`` plus additive Gaussian model noise of standard deviation ``std`` per step;
+    ``std = 0`` returns the model unchanged (a perfect model)."""
+    if is_concrete(std) and np.all(np.asarray(std) == 0):
+        return model
+    return AdditiveNoise(model, std)
+
+
+def _check_dt(dt) -> None:
+    if is_concrete(dt) and not (np.isfinite(dt) and float(dt) > 0):
+        raise ValueError(f"dt must be positive and finite, got {dt}")
+
+
+def rk4_step(rhs: Rhs, x: Float[Array, " n"], dt: float | Array) -> Float[Array, " n"]:
     r"""One classical Runge–Kutta (RK4) step of ``dx/dt = rhs(x)``.
 
     .. math:: x_{k+1} = x_k + \tfrac{dt}{6}(k_1 + 2k_2 + 2k_3 + k_4)
@@ -54,67 +166,73 @@ def rk4_step(rhs: Rhs, x: Float[Array, " n"], dt: float) -> Float[Array, " n"]:
     return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def trajectory(step: Step, x0: Float[Array, " n"], n_steps: int) -> Float[Array, "K n"]:
-    """States ``x_1 .. x_K`` obtained by iterating ``step`` from ``x0`` (``lax.scan``).
+def trajectory(key: Array, model: Model, x0: Float[Array, " n"], n_steps: int) -> Float[Array, "K n"]:
+    """States ``x_1 .. x_K`` from ``x0`` (``lax.scan``); the key drives a stochastic model.
 
     Example:
-        >>> import jax.numpy as jnp
-        >>> trajectory(lambda x: 2 * x, jnp.ones(1), 3)[:, 0].tolist()
+        >>> import jax, jax.numpy as jnp
+        >>> m = from_callable(lambda x: 2 * x, jnp.ones(1))
+        >>> trajectory(jax.random.key(0), m, m.x0, 3)[:, 0].tolist()
         [2.0, 4.0, 8.0]
     """
-
-    def body(x, _):
-        x = step(x)
-        return x, x
-
-    _, xs = jax.lax.scan(body, x0, None, length=n_steps)
-    return xs
-
-
-def stochastic_trajectory(
-    key: Array, step: Step, x0: Float[Array, " n"], n_steps: int, noise_std: Array | float
-) -> Float[Array, "K n"]:
-    r"""Trajectory of ``x_{k+1} = step(x_k) + η_k`` with ``η_k ~ N(0, diag(noise_std²))``."""
-    noise_std = jnp.asarray(noise_std)
-    keys = jax.random.split(key, n_steps)
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a jaxda.models.Model, got {type(model).__name__}")
+    if int(n_steps) < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
 
     def body(x, k):
-        x = step(x) + noise_std * jax.random.normal(k, x.shape, x.dtype)
+        x = model.step(k, x)
         return x, x
 
-    _, xs = jax.lax.scan(body, x0, keys)
+    keys = jax.random.split(key, n_steps) if model.stochastic else None
+    _, xs = jax.lax.scan(body, x0, keys, length=n_steps)
     return xs
 
 
 def forecast(
-    key: Array | None,
-    step: Step,
+    key: Array,
+    model: Model,
     ensemble: Float[Array, "N n"],
-    noise_std: Array | float = 0.0,
-    n_steps: int = 1,
+    n_steps: int | Int[Array, ""] = 1,
+    *,
+    max_steps: int | None = None,
 ) -> Float[Array, "N n"]:
-    r"""Propagate every member ``n_steps`` times: ``x^{(i)} ← M(x^{(i)}) + η^{(i)}``.
+    r"""Propagate every member ``n_steps`` model steps: ``x^{(i)} ← M(x^{(i)}) (+ η^{(i)})``.
 
-    The model is vmapped over members. Model noise ``η ~ N(0, diag(noise_std²))``
-    is added after each step when ``noise_std`` is non-zero (then ``key`` is required).
+    The model is vmapped over members. ``n_steps`` may be a traced integer (irregular
+    observation times): then the loop runs ``max_steps`` (static) iterations and freezes the
+    state after ``n_steps``, so the forecast stays reverse-differentiable. ``n_steps = 0``
+    returns the ensemble unchanged.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> m = from_callable(lambda x: x + 1.0, jnp.zeros(2))
+        >>> forecast(jax.random.key(0), m, jnp.zeros((3, 2)), 2)[0].tolist()
+        [2.0, 2.0]
     """
-    static_zero = isinstance(noise_std, int | float) and noise_std == 0.0
-    vstep = jax.vmap(step)
-    if static_zero:  # perfect model: no random numbers are drawn (key may be None)
+    N = ensemble.shape[0]
 
-        def body(E, _):
-            return vstep(E), None
+    def one(E, k):
+        if model.stochastic:
+            return jax.vmap(model.step)(jax.random.split(k, N), E)
+        return jax.vmap(model)(E)
 
-        E, _ = jax.lax.scan(body, ensemble, None, length=n_steps)
+    if is_concrete(n_steps) and max_steps is None:
+        n = int(n_steps)
+        if n < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n}")
+        if n == 0:
+            return ensemble
+        keys = jax.random.split(key, n) if model.stochastic else None
+        E, _ = jax.lax.scan(lambda E, k: (one(E, k), None), ensemble, keys, length=n)
         return E
-    if key is None:
-        raise ValueError("forecast with model noise needs a PRNG key")
-    noise_std = positive_or_error("noise_std", noise_std)
-    keys = jax.random.split(key, n_steps)
+    if max_steps is None:
+        raise ValueError("a traced n_steps needs a static max_steps")
+    keys = jax.random.split(key, max_steps) if model.stochastic else None
 
-    def body_noisy(E, k):
-        E = vstep(E) + noise_std * jax.random.normal(k, E.shape, E.dtype)
-        return E, None
+    def body(E, inp):
+        i, k = inp
+        return jnp.where(i < n_steps, one(E, k), E), None
 
-    E, _ = jax.lax.scan(body_noisy, ensemble, keys)
+    E, _ = jax.lax.scan(body, ensemble, (jnp.arange(max_steps), keys))
     return E

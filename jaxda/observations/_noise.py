@@ -2,7 +2,7 @@ r"""Gaussian observation noise ``ε ~ N(0, R)``.
 
 Two representations share one interface (``sample``, ``whiten``, ``cov``,
 ``std``, ``log_prob``): :class:`DiagonalNoise` stores the standard deviations
-``θ`` (``R = diag(θ²)``, the seeds' weights ``W = R^{-1}``) and never forms an
+``θ`` (``R = diag(θ²)``, the weights ``W = R^{-1}`` of the weighted norm) and never forms an
 ``m×m`` matrix; :class:`FullNoise` stores a covariance and its lower Cholesky
 factor ``L`` (``R = L Lᵀ``). Both are pytrees, so they can be passed through
 ``jit``/``vmap``.
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from ..core import check_vector, is_concrete, positive_or_error
 
@@ -53,6 +53,11 @@ class DiagonalNoise(NamedTuple):
     def scale(self, alpha: float | Array) -> DiagonalNoise:
         """Noise with covariance ``α R``."""
         return DiagonalNoise(self.std * jnp.sqrt(alpha))
+
+    def restrict(self, mask: Bool[Array, " m"]) -> DiagonalNoise:
+        """Noise for the observed entries only: missing ones (``mask`` False) get unit
+        variance, to be zeroed after whitening (see :func:`jaxda.observations.missing`)."""
+        return DiagonalNoise(jnp.where(mask, self.std, jnp.ones_like(self.std)))
 
     def log_prob(self, r: Float[Array, " m"]) -> Float[Array, ""]:
         """Gaussian log-density of residual ``r``."""
@@ -102,6 +107,14 @@ class FullNoise(NamedTuple):
 
     def scale(self, alpha: float | Array) -> FullNoise:
         return FullNoise(self.chol * jnp.sqrt(alpha), self.chol_inv / jnp.sqrt(alpha))
+
+    def restrict(self, mask: Bool[Array, " m"]) -> FullNoise:
+        """Decouple the missing entries (``mask`` False) from the observed ones: the observed
+        block of ``R`` is kept, missing entries get unit variance and no correlation, so that
+        whitening then zeroing them removes exactly those observations."""
+        both = mask[:, None] & mask[None, :]
+        R = jnp.where(both, self.cov(), 0.0) + jnp.diag(jnp.where(mask, 0.0, 1.0))
+        return full_noise_from_cholesky(jnp.linalg.cholesky(R))
 
     def log_prob(self, r: Float[Array, " m"]) -> Float[Array, ""]:
         z = self.whiten(r)

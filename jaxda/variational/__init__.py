@@ -2,15 +2,17 @@
 
 Costs (:func:`threedvar_cost`, :func:`fourdvar_cost` and their control-variable
 forms), analyses (:func:`threedvar_analysis`, :func:`fourdvar_analysis`), the
-twin-driver factory :func:`make_3dvar`, the cycled :func:`fourdvar_experiment`,
-and :func:`climatological_covariance` for a climatological ``B``.
+method :func:`var3d` for the driver, and :func:`climatological_covariance` for a
+climatological ``B``. (The cycled 4D-Var twin experiment is
+:func:`jaxda.experiments.fourdvar_experiment`.)
 """
 
 from ._analysis import (
     climatological_covariance,
+    Var3DInfo,
     fourdvar_analysis,
-    make_3dvar,
     threedvar_analysis,
+    var3d,
 )
 from ._costs import (
     as_background,
@@ -23,23 +25,20 @@ from ._costs import (
     threedvar_cost_cv,
     window_trajectory,
 )
-from ._cycling import FourDVarHistory, FourDVarResult, fourdvar_experiment
 
 __all__ = [
-    "FourDVarHistory",
-    "FourDVarResult",
+    "Var3DInfo",
     "as_background",
     "background_covariance",
     "climatological_covariance",
     "fourdvar_analysis",
     "fourdvar_cost",
     "fourdvar_cost_cv",
-    "fourdvar_experiment",
-    "make_3dvar",
     "observation_term",
     "sqrt_apply",
     "threedvar_analysis",
     "threedvar_cost",
     "threedvar_cost_cv",
+    "var3d",
     "window_trajectory",
 ]

@@ -2,43 +2,39 @@ r"""3D-Var / 4D-Var analyses by BFGS in the control variable, and a climatologic
 
 The analysis minimizes the cost of :mod:`jaxda.variational._costs` over the
 control variable :math:`v` (:math:`x = x_b + Lv`, :math:`B = LL^T`) with
-:func:`jaxda.optimize._bfgs.bfgs` starting from :math:`v = 0` (the background);
+:func:`jaxda.optimize.bfgs` starting from :math:`v = 0` (the background);
 gradients come from ``jax.grad`` through the observation operator and, for
 4D-Var, through the model integration (the adjoint, derived automatically).
 With a linear :math:`H` the 3D-Var analysis equals the optimal-interpolation /
 Kalman update with gain :math:`BH^T(HBH^T+R)^{-1}`, which the tests use as the
 independent reference.
 
-:func:`make_3dvar` wraps the analysis for the twin-experiment driver
-(``analysis(key, E_forecast, y) -> E_analysis``): the background is the
-ensemble mean and every member is shifted by the same increment (so ``N = 1`` is
-a classical deterministic 3D-Var cycle).
-
-Example:
-    >>> import jax
-    >>> from jaxda.experiments import sakov2008, twin_experiment
-    >>> from jaxda.variational import background_covariance
-    >>> setup = sakov2008(n_cycles=30, burn_in=10)
-    >>> B = background_covariance(std=0.5, dim=40)
-    >>> analysis = make_3dvar(setup.obs, B, members="collapse")
-    >>> res = twin_experiment(jax.random.key(0), setup, analysis, 2)
-    >>> res.history.rmse_analysis.shape
-    (30,)
+:func:`var3d` is 3D-Var as a :class:`jaxda.core.Method` for the driver
+(:func:`jaxda.assimilate.assimilate`): the background is the ensemble mean and every member
+is shifted by the same increment (so ``N = 1`` is a classical deterministic 3D-Var cycle).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
+from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_in_range, first_failure
 from ..models import Model, trajectory
-from ..observations import ObservationModel
+from ..observations import ObservationModel, observed
 from ..optimize._bfgs import bfgs
 from ..optimize._status import OptimizeResult
-from ._costs import as_background, fourdvar_cost_cv, sqrt_apply, threedvar_cost_cv
+from ._costs import (
+    as_background,
+    background_covariance,
+    fourdvar_cost_cv,
+    sqrt_apply,
+    threedvar_cost_cv,
+)
 
 
 def climatological_covariance(
@@ -59,7 +55,9 @@ def climatological_covariance(
             f"need n_steps >= 2, spinup >= 0, thin >= 1; got {n_steps}, {spinup}, {thin}"
         )
     x0 = model.x0 if x0 is None else jnp.asarray(x0)
-    xs = trajectory(model.step, x0, spinup + n_steps)[spinup::thin]
+    if model.stochastic:
+        raise ValueError("climatological_covariance needs a deterministic model")
+    xs = trajectory(jax.random.key(0), model, x0, spinup + n_steps)[spinup::thin]
     return jnp.cov(xs, rowvar=False)
 
 
@@ -108,34 +106,68 @@ def fourdvar_analysis(
     return xb + sqrt_apply(B, res.x), res
 
 
-def make_3dvar(
-    obs: ObservationModel,
-    B: Any,
+class Var3DInfo(NamedTuple):
+    """Per-cycle diagnostics of 3D-Var (``n_obs``/``status`` as every method, plus the solver's)."""
+
+    n_obs: Int[Array, ""]
+    status: Int[Array, ""]
+    n_steps: Int[Array, ""]  # BFGS iterations
+    f: Float[Array, ""]  # cost at the analysis
+
+
+def var3d(
+    B: Any = None,
     *,
+    model: Model | None = None,
+    xb: float = 0.02,
+    n_climatology: int = 20_000,
     max_iter: int = 100,
     gtol: float = 1e-6,
     members: str = "shift",
-    n: int | None = None,
-) -> Callable[[Array, Float[Array, "N n"], Float[Array, " m"]], Float[Array, "N n"]]:
-    """3D-Var analysis function ``analysis(key, E, y)`` for the twin-experiment driver.
+) -> Method:
+    """3D-Var as a :class:`jaxda.core.Method`: the background is the ensemble mean, the
+    analysis minimizes the 3D-Var cost by BFGS (missing observations left out).
 
-    The background is the ensemble mean. ``members="shift"`` (default) moves every
-    member by the analysis increment; ``members="collapse"`` sets every member to
-    the analysis state, so any ``N`` runs the classical deterministic 3D-Var cycle
-    (the members stay identical under a deterministic model). ``key`` is unused
-    (3D-Var is deterministic). ``n`` (optional) validates ``B`` eagerly.
+    ``B`` is a background covariance (:func:`background_covariance`, or what
+    :func:`as_background` accepts); without it, ``B = xb · C_clim`` with ``C_clim`` the
+    climatological covariance of a free run of ``model`` (DAPPER's ``Var3D(xB=...)``).
+    ``members="shift"`` (default) moves every member by the analysis increment;
+    ``members="collapse"`` sets every member to the analysis (then any ``N`` runs the
+    classical deterministic 3D-Var cycle). The solver status is the step's ``status``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.observations import identity, observation_model
+        >>> method = var3d(background_covariance(std=1.0, dim=2))
+        >>> obs = observation_model(identity(2), obs_std=1.0)
+        >>> state, info = method.step(jax.random.key(0), method.init(jnp.zeros((1, 2))), jnp.ones(2), obs)
+        >>> state.ensemble.round(3).tolist(), int(info.status)
+        ([[0.5, 0.5]], 0)
     """
     if members not in ("shift", "collapse"):
         raise ValueError(f'members must be "shift" or "collapse", got {members!r}')
-    if n is not None:
-        as_background(B, n)
+    if B is None:
+        if model is None:
+            raise ValueError("3D-Var needs B= or a model= to build a climatological B")
+        check_in_range("xb", xb, 0.0, float("inf"), closed_low=False)
+        B = background_covariance(cov=xb * climatological_covariance(model, n_steps=n_climatology))
+    elif model is not None:
+        as_background(B, model.dim)
 
-    def analysis(key, E, y):
+    def init(ensemble, obs=None):
+        del obs
+        check_ensemble(ensemble, "ensemble", min_members=1)
+        as_background(B, ensemble.shape[1])
+        return EnsembleState(ensemble)
+
+    def step(key, state, y, obs):
         del key
-        xb = jnp.mean(E, axis=0)
-        xa, _ = threedvar_analysis(xb, y, obs, B, max_iter=max_iter, gtol=gtol)
-        if members == "collapse":
-            return jnp.broadcast_to(xa, E.shape)
-        return E + (xa - xb)
+        E = state.ensemble
+        x_b = jnp.mean(E, axis=0)
+        xa, res = threedvar_analysis(x_b, y, obs, B, max_iter=max_iter, gtol=gtol)
+        Ea = jnp.broadcast_to(xa, E.shape) if members == "collapse" else E + (xa - x_b)
+        base = analysis_info(Ea, observed(y))
+        status = first_failure(base.status, res.status)
+        return EnsembleState(Ea), Var3DInfo(base.n_obs, status, res.n_iterations, res.f)
 
-    return analysis
+    return Method(init, step)

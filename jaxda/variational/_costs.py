@@ -13,7 +13,7 @@ With background :math:`x_b`, background-error covariance :math:`B`, observations
 where :math:`\|r\|^2_{A^{-1}} = r^TA^{-1}r` and :math:`M_k` integrates the model
 from the start of the window to the :math:`k`-th observation time (``obs_every``
 model steps apart; the model is perfect: *strong constraint*). For a diagonal
-:math:`R = \mathrm{diag}(θ_i^2)` the observation term is the square of the seeds'
+:math:`R = \mathrm{diag}(θ_i^2)` the observation term is the square of the
 weighted norm, :math:`\tfrac12\|y - H(x)\|_W^2` with :math:`W = \mathrm{diag}(1/θ_i^2)`
 (:func:`jaxda.metrics.weighted_norm`); it is computed as the squared norm of the
 whitened residual :math:`R^{-1/2}(y - H(x))` (the noise's ``whiten``), which is
@@ -54,6 +54,8 @@ from ..observations import (
     ObservationModel,
     full_noise_from_cholesky,
     gaussian_noise,
+    observed,
+    whitened_residual,
 )
 
 BackgroundCov = DiagonalNoise | FullNoise
@@ -125,8 +127,9 @@ def sqrt_apply(B: BackgroundCov, v: Float[Array, " n"]) -> Float[Array, " n"]:
 def observation_term(
     y: Float[Array, " m"], hx: Float[Array, " m"], noise: DiagonalNoise | FullNoise
 ) -> Float[Array, ""]:
-    r""":math:`\tfrac12\|y - H(x)\|^2_{R^{-1}}` (= ½ weighted_norm² for diagonal ``R``)."""
-    r = noise.whiten(y - hx)
+    r""":math:`\tfrac12\|y - H(x)\|^2_{R^{-1}}` (= ½ weighted_norm² for diagonal ``R``) over the
+    present observations (``NaN`` in ``y`` = missing)."""
+    r = whitened_residual(noise, y - hx, observed(y))
     return 0.5 * jnp.sum(r * r)
 
 
@@ -139,7 +142,7 @@ def threedvar_cost(
 ) -> Float[Array, ""]:
     r"""3D-Var cost :math:`\tfrac12\|x-x_b\|^2_{B^{-1}} + \tfrac12\|y-H(x)\|^2_{R^{-1}}`."""
     d = B.whiten(x - xb)
-    return 0.5 * jnp.sum(d * d) + observation_term(y, obs.operator.fn(x), obs.noise)
+    return 0.5 * jnp.sum(d * d) + observation_term(y, obs.operator(x), obs.noise)
 
 
 def threedvar_cost_cv(
@@ -151,7 +154,7 @@ def threedvar_cost_cv(
 ) -> Float[Array, ""]:
     r"""3D-Var cost in the control variable, :math:`\tfrac12\|v\|^2 + \tfrac12\|y-H(x_b+Lv)\|^2_{R^{-1}}`."""
     x = xb + sqrt_apply(B, v)
-    return 0.5 * jnp.sum(v * v) + observation_term(y, obs.operator.fn(x), obs.noise)
+    return 0.5 * jnp.sum(v * v) + observation_term(y, obs.operator(x), obs.noise)
 
 
 def window_trajectory(
@@ -176,7 +179,7 @@ def window_observation_term(
 ) -> Float[Array, ""]:
     r""":math:`\tfrac12 \sum_k \|y_k - H(M_k(x_0))\|^2_{R^{-1}}` over a window (shared by both 4D-Var forms)."""
     xs = window_trajectory(step, x0, ys.shape[0], obs_every)
-    return observation_term(ys, jax.vmap(obs.operator.fn)(xs), obs.noise)
+    return observation_term(ys, jax.vmap(obs.operator)(xs), obs.noise)
 
 
 def fourdvar_cost(

@@ -1,6 +1,6 @@
 r"""Cycled strong-constraint 4D-Var twin experiment (one ``lax.scan`` over windows).
 
-The observation sequence of a :class:`jaxda.experiments.TwinSetup` is cut into
+The observation sequence of a :class:`TwinSetup` is cut into
 consecutive windows of ``window`` analysis cycles. In each window the initial
 state :math:`x_0` is estimated by minimizing :math:`J_{4D}` (BFGS through the
 model adjoint, in the control variable :math:`x_0 = x_b + Lv`); the analysed
@@ -20,7 +20,6 @@ truth of a single state, averaged over windows after the burn-in):
 
 Example:
     >>> import jax
-    >>> from jaxda.experiments import sakov2008
     >>> from jaxda.variational import background_covariance
     >>> setup = sakov2008(n_cycles=20, burn_in=4)
     >>> res = fourdvar_experiment(jax.random.key(0), setup, 4, background_covariance(std=0.5, dim=40))
@@ -36,10 +35,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ..experiments import TwinData, TwinSetup, initial_ensemble, simulate
 from ..metrics import rmse
-from ._analysis import fourdvar_analysis
-from ._costs import as_background, window_trajectory
+from ..variational import as_background, fourdvar_analysis, window_trajectory
+from ._twin import TwinData, TwinSetup, initial_ensemble, simulate
 
 
 class FourDVarHistory(NamedTuple):
@@ -77,9 +75,9 @@ def fourdvar_experiment(
     """Cycle strong-constraint 4D-Var over ``setup.n_cycles // window`` windows.
 
     Args:
-        key: PRNG key (truth/observations via :func:`jaxda.experiments.simulate` and the
+        key: PRNG key (truth/observations via :func:`simulate` and the
             initial background, a draw from ``N(x0, init_std² I)`` as one member of
-            :func:`jaxda.experiments.initial_ensemble`).
+            :func:`initial_ensemble`).
         setup: twin setup (perfect model: ``model_noise_std`` must be 0).
         window: number of observation times per window.
         B: static background covariance (see :func:`background_covariance`).
@@ -90,8 +88,8 @@ def fourdvar_experiment(
         raise ValueError(f"window must be >= 1, got {window}")
     if window > setup.n_cycles:
         raise ValueError(f"window ({window}) longer than the experiment ({setup.n_cycles} cycles)")
-    if setup.model_noise_std > 0:
-        raise ValueError("strong-constraint 4D-Var assumes a perfect model (model_noise_std=0)")
+    if setup.model.stochastic:
+        raise ValueError("strong-constraint 4D-Var assumes a perfect (deterministic) model")
     n = setup.model.dim
     B = as_background(B, n)
     k_data, k_init = jax.random.split(key)
@@ -99,10 +97,10 @@ def fourdvar_experiment(
         data = simulate(k_data, setup)
     W = setup.n_cycles // window
     K = W * window
-    ys = data.observations[:K].reshape(W, window, -1)
+    ys = data.observations.y[:K].reshape(W, window, -1)
     xt = data.truth[:K].reshape(W, window, n)
     xb0 = initial_ensemble(k_init, setup, 1)[0]
-    step, dk = setup.model.step, setup.obs_every
+    step, dk = setup.model, setup.obs_every
 
     def body(xb, inp):
         y_w, x_w = inp

@@ -1,0 +1,46 @@
+"""The one driver (:func:`assimilate`), method wrappers, and the method registry.
+
+Every sequential method (EnKF, ETKF, LETKF, particle filter, EnSF, 3D-Var) is a
+:class:`jaxda.core.Method`; :func:`assimilate` runs any of them on any model and observation
+series with one ``lax.scan``.
+"""
+
+from ._driver import (
+    History,
+    RunStatus,
+    assimilate,
+    ensemble_mean,
+    innovation_statistics,
+    run_status,
+    spread,
+    throw_on_failure,
+)
+from ._registry import (
+    REQUIRED,
+    available_methods,
+    get_factory,
+    make_method,
+    method_options,
+    register,
+)
+from ._wrappers import with_inflation, with_rotation, with_rtps
+
+__all__ = [
+    "REQUIRED",
+    "History",
+    "RunStatus",
+    "assimilate",
+    "available_methods",
+    "ensemble_mean",
+    "get_factory",
+    "innovation_statistics",
+    "make_method",
+    "method_options",
+    "register",
+    "run_status",
+    "spread",
+    "throw_on_failure",
+    "with_inflation",
+    "with_rotation",
+    "with_rtps",
+]

@@ -1,0 +1,237 @@
+r"""The one driver: ``forecast → analysis`` over observation times with one ``lax.scan``.
+
+:func:`assimilate` runs any :class:`jaxda.core.Method` on any :class:`jaxda.models.Model` and
+an :class:`jaxda.observations.ObservationSeries`: real observations (no truth needed; scores
+against a truth are added when one is given), irregular observation times (a model-step count
+per time), missing values (``NaN``), and an observation network that changes from one time to
+the next. It returns ``(final_state, history)`` like dynamax's filters.
+
+Per time ``k`` it records, besides the method's ``info``: the ensemble spread before and after
+the analysis, the whitened innovation of the forecast mean and the innovation consistency
+ratio
+
+.. math:: χ_k = \frac{\sum_j d_j^2}{\sum_j (1 + s_j^2)},\qquad
+    d = R^{-1/2}(y - \overline{H(x^f)}),\quad s_j^2 = \mathrm{var}_i\,[R^{-1/2}H(x^f_i)]_j
+
+over the present observations, whose expectation is 1 for a consistent filter
+(``E[d dᵀ] = H P Hᵀ + R``, Desroziers et al. 2005); a time mean far above 1 means the ensemble
+spread underestimates its error (divergence, see :func:`run_status`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ..core import Method, Status, check_ensemble, first_failure, is_concrete
+from ..metrics import rmse
+from ..models import Model, forecast
+from ..observations import ObservationSeries, fill_missing, observed, whitened_residual
+
+
+class History(NamedTuple):
+    """What :func:`assimilate` records at each of the ``K`` observation times.
+
+    Attributes:
+        time: observation times.
+        info: the method's per-cycle ``info`` (``n_obs``, ``status``... stacked over times).
+        spread_forecast, spread_analysis: ``√(mean variance)`` of the ensemble.
+        innovation: RMS of the whitened innovation of the forecast mean (present obs).
+        innovation_ratio: the consistency ratio ``χ_k`` (module docstring); ``NaN`` when no
+            observation is present.
+        rmse_forecast, rmse_analysis: RMSE of the ensemble mean to the truth (``None``
+            without a truth).
+        record: the stacked output of ``record(state)`` (``None`` without one).
+    """
+
+    time: Float[Array, " K"]
+    info: Any
+    spread_forecast: Float[Array, " K"]
+    spread_analysis: Float[Array, " K"]
+    innovation: Float[Array, " K"]
+    innovation_ratio: Float[Array, " K"]
+    rmse_forecast: Float[Array, " K"] | None = None
+    rmse_analysis: Float[Array, " K"] | None = None
+    record: Any = None
+
+
+def ensemble_mean(state: Any) -> Float[Array, " n"]:
+    """Mean of ``state.ensemble``, weighted by ``state.log_weights`` when the state has them."""
+    E = state.ensemble
+    logw = getattr(state, "log_weights", None)
+    if logw is None:
+        return jnp.mean(E, axis=0)
+    return jax.nn.softmax(logw) @ E
+
+
+def spread(E: Float[Array, "N n"]) -> Float[Array, ""]:
+    """``√(mean over variables of the member variance)`` (``0`` for a single member)."""
+    if E.shape[0] < 2:
+        return jnp.zeros((), E.dtype)
+    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
+
+
+def innovation_statistics(E, y, obs) -> tuple[Array, Array]:
+    """RMS whitened innovation of the forecast mean and the consistency ratio ``χ``."""
+    mask = observed(y)
+    Y = jax.vmap(obs.operator)(E)
+    ybar = jnp.mean(Y, axis=0)
+    d = whitened_residual(obs.noise, fill_missing(y, mask) - ybar, mask)
+    s = whitened_residual(obs.noise, Y - ybar, mask)
+    var = jnp.sum(s**2, axis=0) / max(E.shape[0] - 1, 1)
+    n = jnp.sum(mask)
+    d2 = jnp.sum(d**2)
+    rms = jnp.where(n > 0, jnp.sqrt(d2 / jnp.maximum(n, 1)), jnp.nan)
+    ratio = jnp.where(n > 0, d2 / jnp.sum(jnp.where(mask, 1.0 + var, 0.0)), jnp.nan)
+    return rms.astype(E.dtype), ratio.astype(E.dtype)
+
+
+def _validate(method, model, observations, initial, truth):
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a jaxda.core.Method (init, step), got {type(method).__name__}")
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a jaxda.models.Model, got {type(model).__name__}")
+    if not isinstance(observations, ObservationSeries):
+        raise TypeError(
+            "observations must be an ObservationSeries (see jaxda.observations.observation_series), "
+            f"got {type(observations).__name__}"
+        )
+    check_ensemble(initial, "initial ensemble", min_members=1)
+    n = model.dim
+    if initial.shape[1] != n:
+        raise ValueError(f"initial ensemble has {initial.shape[1]} variables, the model {n}")
+    _, obs0 = observations.at(0)
+    obs0.operator.check(n)
+    if observations.varying and is_concrete(obs0.operator.locations):
+        for k in range(1, min(len(observations), 64)):
+            observations.at(k)[1].operator.check(n)
+    if truth is not None and jnp.shape(truth) != (len(observations), n):
+        raise ValueError(
+            f"truth must have shape (K, n) = {(len(observations), n)}, got {jnp.shape(truth)}"
+        )
+
+
+def assimilate(
+    key: Array,
+    method: Method,
+    model: Model,
+    observations: ObservationSeries,
+    initial: Float[Array, "N n"],
+    *,
+    truth: Float[Array, "K n"] | None = None,
+    record: Callable[[Any], Any] | None = None,
+) -> tuple[Any, History]:
+    """Run ``method`` through all observation times: forecast ``n_steps[k]`` model steps, then
+    ``method.step`` with that time's values and observation model.
+
+    Args:
+        key: PRNG key (split once per time into forecast and analysis keys).
+        method: any :class:`jaxda.core.Method` (a registered one, or wrapped).
+        model: the forecast model (stochastic models draw their noise from the key).
+        observations: the observation series.
+        initial: the initial ensemble ``(N, n)`` at the start time.
+        truth: optional ``(K, n)`` true states at the observation times (twin experiments).
+        record: optional ``record(state) -> pytree`` stored at every time (e.g. the analysis
+            mean, ``ensemble_mean``); without it nothing of size ``n`` is stored per time.
+
+    Returns:
+        ``(final_state, history)`` (:class:`History`). The values are cast to the ensemble's
+        dtype, so a float32 ensemble runs in float32.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.ensemble import etkf
+        >>> from jaxda.models import Lorenz63
+        >>> from jaxda.observations import identity, observation_model, observation_series
+        >>> model = Lorenz63()
+        >>> y = jnp.full((20, 3), 1.0).at[3, 1].set(jnp.nan)   # one missing value
+        >>> obs = observation_series(y, observation_model(identity(3), obs_std=2.0), n_steps=5)
+        >>> E0 = model.x0 + jax.random.normal(jax.random.key(0), (10, 3))
+        >>> final, hist = assimilate(jax.random.key(1), etkf(), model, obs, E0)
+        >>> hist.info.n_obs[3].item(), final.ensemble.shape
+        (2, (10, 3))
+    """
+    _validate(method, model, observations, initial, truth)
+    dtype = initial.dtype
+    state = method.init(initial, observations.fixed_obs())
+    K = len(observations)
+    ys = observations.y.astype(dtype)
+    obs_seq = observations.obs if observations.varying else None
+    steps = observations.steps
+    max_steps = observations.max_steps
+
+    def body(state, inp):
+        k_key, y, n_steps, obs_k, xt = inp
+        obs = observations.obs if obs_k is None else obs_k
+        kf, ka = jax.random.split(k_key)
+        if steps is not None:
+            Ef = forecast(kf, model, state.ensemble, steps)
+        else:
+            Ef = forecast(kf, model, state.ensemble, n_steps, max_steps=max_steps)
+        state = state._replace(ensemble=Ef)
+        innov, ratio = innovation_statistics(Ef, y, obs)
+        mean_f = ensemble_mean(state)
+        state, info = method.step(ka, state, y, obs)
+        h = History(
+            time=jnp.zeros((), dtype),
+            info=info,
+            spread_forecast=spread(Ef),
+            spread_analysis=spread(state.ensemble),
+            innovation=innov,
+            innovation_ratio=ratio,
+            rmse_forecast=None if xt is None else rmse(mean_f, xt),
+            rmse_analysis=None if xt is None else rmse(ensemble_mean(state), xt),
+            record=None if record is None else record(state),
+        )
+        return state, h
+
+    keys = jax.random.split(key, K)
+    xs = (keys, ys, observations.n_steps, obs_seq, None if truth is None else jnp.asarray(truth, dtype))
+    final, hist = jax.lax.scan(body, state, xs)
+    return final, hist._replace(time=observations.time.astype(dtype))
+
+
+class RunStatus(NamedTuple):
+    """Summary of a run: a :class:`jaxda.core.Status` and the time-mean consistency ratio."""
+
+    status: Int[Array, ""]
+    innovation_ratio: Float[Array, ""]
+
+
+def run_status(history: History, *, burn_in: int = 0, divergence_ratio: float = 4.0) -> RunStatus:
+    """The first failed status of the analyses (e.g. ``NONFINITE``); else ``DIVERGED`` if the time-mean innovation
+    consistency ratio after ``burn_in`` exceeds ``divergence_ratio`` (the innovations are that
+    many times larger, in variance, than the ensemble spread and ``R`` explain); else
+    ``SUCCESS``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxda.core import AnalysisInfo
+        >>> h = History(jnp.arange(3.0), AnalysisInfo(jnp.ones(3, int), jnp.zeros(3, int)),
+        ...             *(jnp.ones(3),) * 3, jnp.array([9.0, 9.0, 9.0]))
+        >>> int(run_status(h).status)
+        5
+    """
+    codes = jnp.asarray(history.info.status)
+    failed = codes != Status.SUCCESS
+    status = jnp.where(jnp.any(failed), codes[jnp.argmax(failed)], Status.SUCCESS)
+    r = history.innovation_ratio[burn_in:]
+    mean_ratio = jnp.nanmean(r)
+    diverged = mean_ratio > divergence_ratio
+    status = first_failure(status.astype(jnp.int32), jnp.where(diverged, Status.DIVERGED, Status.SUCCESS))
+    return RunStatus(status, mean_ratio)
+
+
+def throw_on_failure(history: History) -> History:
+    """Attach a runtime error (``equinox.error_if``) if any analysis was not finite."""
+    bad = jnp.any(jnp.asarray(history.info.status) == Status.NONFINITE)
+    return history._replace(
+        spread_analysis=eqx.error_if(history.spread_analysis, bad, "an analysis became non-finite")
+    )
+
+
