@@ -121,7 +121,7 @@ def assimilate(
     method: Method,
     model: Model,
     observations: ObservationSeries,
-    initial: Float[Array, "N n"],
+    initial: Any,
     *,
     truth: Float[Array, "K n"] | None = None,
     record: Callable[[Any], Any] | None = None,
@@ -134,7 +134,8 @@ def assimilate(
         method: any :class:`jaxda.core.Method` (a registered one, or wrapped).
         model: the forecast model (stochastic models draw their noise from the key).
         observations: the observation series.
-        initial: the initial ensemble ``(N, n)`` at the start time.
+        initial: the initial ensemble ``(N, n)`` at the start time, or a state returned by an
+            earlier call (to continue a run chunk by chunk).
         truth: optional ``(K, n)`` true states at the observation times (twin experiments).
         record: optional ``record(state) -> pytree`` stored at every time (e.g. the analysis
             mean, ``ensemble_mean``); without it nothing of size ``n`` is stored per time.
@@ -156,9 +157,13 @@ def assimilate(
         >>> hist.info.n_obs[3].item(), final.ensemble.shape
         (2, (10, 3))
     """
-    _validate(method, model, observations, initial, truth)
-    dtype = initial.dtype
-    state = method.init(initial, observations.fixed_obs())
+    if hasattr(initial, "ensemble"):  # a state from an earlier run: continue it
+        state = initial
+        _validate(method, model, observations, state.ensemble, truth)
+    else:
+        _validate(method, model, observations, initial, truth)
+        state = method.init(initial, observations.fixed_obs())
+    dtype = state.ensemble.dtype
     K = len(observations)
     ys = observations.y.astype(dtype)
     obs_seq = observations.obs if observations.varying else None

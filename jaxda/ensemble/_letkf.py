@@ -357,7 +357,7 @@ def letkf(
         >>> method = letkf(2.0)
         >>> state = method.init(jax.random.normal(jax.random.key(0), (5, 10)), obs)
         >>> state.local.indices.shape
-        (10, 9)
+        (10, 10)
     """
     check_in_range("localization_radius", localization_radius, 0.0, float("inf"), closed_low=False)
     check_in_range("cutoff", cutoff, 0.0, 1.0, closed_high=False)

@@ -20,6 +20,7 @@ truth of a single state, averaged over windows after the burn-in):
 
 Example:
     >>> import jax
+    >>> from jaxda.experiments import sakov2008
     >>> from jaxda.variational import background_covariance
     >>> setup = sakov2008(n_cycles=20, burn_in=4)
     >>> res = fourdvar_experiment(jax.random.key(0), setup, 4, background_covariance(std=0.5, dim=40))

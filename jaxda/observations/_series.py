@@ -58,6 +58,23 @@ class ObservationSeries(eqx.Module):
         obs = jax.tree.map(lambda a: a[k], self.obs) if self.varying else self.obs
         return self.y[k], obs
 
+    def slice(self, start: int, stop: int) -> ObservationSeries:
+        """Observation times ``start..stop-1`` (e.g. to run a long series in chunks)."""
+        if not 0 <= start < stop <= len(self):
+            raise ValueError(f"need 0 <= start < stop <= {len(self)}, got {start}, {stop}")
+        obs = jax.tree.map(lambda a: a[start:stop], self.obs) if self.varying else self.obs
+        steps = np.asarray(self.n_steps[start:stop])
+        regular = bool(np.all(steps == steps[0]))
+        return ObservationSeries(
+            y=self.y[start:stop],
+            n_steps=self.n_steps[start:stop],
+            time=self.time[start:stop],
+            obs=obs,
+            varying=self.varying,
+            max_steps=int(steps.max()),
+            steps=int(steps[0]) if regular else None,
+        )
+
     def fixed_obs(self) -> ObservationModel | None:
         """The observation model when it is the same at every time, else ``None``."""
         return None if self.varying else self.obs
