@@ -5,10 +5,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxda.ensemble import enkf_analysis, etkf_analysis, gain_taper, inflate, rtps
-from jaxda.experiments import TwinSetup, initial_ensemble, run_filter, simulate
-from jaxda.models import Model
+from jaxda.assimilate import assimilate
+from jaxda.ensemble import enkf, enkf_analysis, etkf, etkf_analysis, gain_taper, inflate, rtps
+from jaxda.experiments import TwinSetup, initial_ensemble, simulate
+from jaxda.models import Model, with_noise
 from jaxda.observations import linear, observation_model, subset
+
+
+class LinearModel(Model):
+    """A deterministic linear model ``x_{k+1} = M x_k`` (a user-written model)."""
+
+    M: jax.Array
+    x0: jax.Array
+    dt: float = 1.0
+
+    def __call__(self, x):
+        return self.M @ x
 
 
 def _kalman_update(mean, P, H, R, y):
@@ -33,7 +45,7 @@ def problem():
 
 def test_etkf_equals_kalman_update_of_sample_statistics(problem):
     E, H, R, y = problem
-    obs = observation_model(linear(H), cov=R)
+    obs = observation_model(linear(H), obs_cov=R)
     Ea = etkf_analysis(E, y, obs)
     xb, Pb = np.mean(E, 0), np.cov(np.asarray(E).T)
     xa, Pa = _kalman_update(xb, Pb, H, R, np.asarray(y))
@@ -43,7 +55,7 @@ def test_etkf_equals_kalman_update_of_sample_statistics(problem):
 
 def test_enkf_mean_is_kalman_mean_with_centred_perturbations(problem):
     E, H, R, y = problem
-    obs = observation_model(linear(H), cov=R)
+    obs = observation_model(linear(H), obs_cov=R)
     Ea = enkf_analysis(jax.random.key(3), E, y, obs)
     xa, _ = _kalman_update(np.mean(E, 0), np.cov(np.asarray(E).T), H, R, np.asarray(y))
     np.testing.assert_allclose(Ea.mean(0), xa, rtol=1e-10, atol=1e-10)
@@ -52,7 +64,7 @@ def test_enkf_mean_is_kalman_mean_with_centred_perturbations(problem):
 def test_enkf_gain_is_ensemble_space_form_of_PHt(problem):
     # member-wise: x_i + K (y + eps_i - H x_i), K = P Hᵀ (H P Hᵀ + R)^{-1}, written out densely
     E, H, R, y = problem
-    obs = observation_model(linear(H), cov=R)
+    obs = observation_model(linear(H), obs_cov=R)
     key = jax.random.key(4)
     Ea = enkf_analysis(key, E, y, obs, center_perturbations=False)
     eps = obs.noise.sample(key, (E.shape[0],))
@@ -67,12 +79,12 @@ def test_m_smaller_and_larger_than_N_agree():
     n = 12
     E = jax.random.normal(jax.random.key(5), (8, n))
     y = jnp.arange(n) / n
-    big = observation_model(subset(np.arange(n), n), std=0.7)
+    big = observation_model(subset(np.arange(n), n), obs_std=0.7)
     Ea_big = enkf_analysis(jax.random.key(6), E, y, big)
     H = np.eye(n)
-    ref = enkf_analysis(jax.random.key(6), E, y, observation_model(linear(H), std=0.7))
+    ref = enkf_analysis(jax.random.key(6), E, y, observation_model(linear(H), obs_std=0.7))
     np.testing.assert_allclose(Ea_big, ref, rtol=1e-10)
-    few = observation_model(subset([1, 5], n), std=0.7)
+    few = observation_model(subset([1, 5], n), obs_std=0.7)
     Efew = jax.random.normal(jax.random.key(7), (30, n))
     P = np.cov(np.asarray(Efew).T)
     Hs = np.eye(n)[[1, 5]]
@@ -87,25 +99,81 @@ def test_m_smaller_and_larger_than_N_agree():
 def test_full_and_diagonal_noise_give_the_same_update(problem):
     E, H, _, y = problem
     std = jnp.array([0.5, 1.5, 0.9])
-    a = enkf_analysis(jax.random.key(1), E, y, observation_model(linear(H), std=std))
-    b = enkf_analysis(jax.random.key(1), E, y, observation_model(linear(H), cov=jnp.diag(std**2)))
+    a = enkf_analysis(jax.random.key(1), E, y, observation_model(linear(H), obs_std=std))
+    b = enkf_analysis(
+        jax.random.key(1), E, y, observation_model(linear(H), obs_cov=jnp.diag(std**2))
+    )
     np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
 def test_localization_with_huge_radius_is_no_localization():
     n = 10
     E = jax.random.normal(jax.random.key(2), (6, n))
-    obs = observation_model(subset(np.arange(0, n, 2), n), std=1.0)
+    obs = observation_model(subset(np.arange(0, n, 2), n), obs_std=1.0)
     y = jnp.ones(5)
-    taper = gain_taper(n, obs.operator.indices, radius=1e7)
+    taper = gain_taper(n, obs.operator.locations, radius=1e7)
     a = enkf_analysis(jax.random.key(3), E, y, obs)
     b = enkf_analysis(jax.random.key(3), E, y, obs, localization=taper)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
     # and a short radius really cuts far-away increments
     c = enkf_analysis(
-        jax.random.key(3), E, y, obs, localization=gain_taper(n, obs.operator.indices, 0.25)
+        jax.random.key(3), E, y, obs, localization=gain_taper(n, obs.operator.locations, 0.25)
     )
     np.testing.assert_allclose(c[:, 1], E[:, 1], atol=1e-12)  # odd variables are > 2c from any obs
+
+
+def test_enkf_method_localization_is_the_gaspari_cohn_gain_taper():
+    # enkf(localization_radius=r) tapers the gain with gain_taper at the operator's locations
+    n = 10
+    E = jax.random.normal(jax.random.key(2), (6, n))
+    obs = observation_model(subset(np.arange(0, n, 2), n), obs_std=1.0)
+    y = jnp.ones(5)
+    key = jax.random.key(3)
+    for radius in (0.25, 1.5):
+        method = enkf(localization_radius=radius)
+        state, info = method.step(key, method.init(E, obs), y, obs)
+        ref = enkf_analysis(key, E, y, obs, localization=gain_taper(n, np.arange(0, n, 2), radius))
+        np.testing.assert_allclose(state.ensemble, ref, rtol=1e-12, atol=1e-12)
+        assert int(info.n_obs) == 5 and int(info.status) == 0
+    # without localization the method is enkf_analysis itself
+    state, _ = enkf().step(key, enkf().init(E), y, obs)
+    np.testing.assert_allclose(state.ensemble, enkf_analysis(key, E, y, obs), rtol=1e-12)
+    nonlocal_obs = observation_model(linear(np.eye(n)[:3]), obs_std=1.0)  # no locations
+    with pytest.raises(ValueError, match="locations"):
+        enkf(localization_radius=1.0).step(key, enkf().init(E), jnp.ones(3), nonlocal_obs)
+
+
+def test_missing_observations_drop_out_of_the_update(problem):
+    # NaN in y: the analysis equals the analysis with that observation removed (diagonal R)
+    E, H, _, y = problem
+    std = jnp.array([0.5, 1.5, 0.9])
+    y_nan = y.at[1].set(jnp.nan)
+    keep = np.array([0, 2])
+    full = observation_model(linear(H), obs_std=std)
+    reduced = observation_model(linear(H[keep]), obs_std=std[keep])
+    np.testing.assert_allclose(
+        etkf_analysis(E, y_nan, full), etkf_analysis(E, y[keep], reduced), rtol=1e-10, atol=1e-12
+    )
+    # EnKF: the mean update is the Kalman update on the present observations
+    xa, _ = _kalman_update(
+        np.mean(E, 0),
+        np.cov(np.asarray(E).T),
+        H[keep],
+        np.diag(np.asarray(std[keep]) ** 2),
+        np.asarray(y[keep]),
+    )
+    Ea = enkf_analysis(jax.random.key(3), E, y_nan, full)
+    np.testing.assert_allclose(Ea.mean(0), xa, rtol=1e-10, atol=1e-10)
+    # full R: the observed block of R is used
+    _, _, R, _ = problem
+    xa, Pa = _kalman_update(
+        np.mean(E, 0), np.cov(np.asarray(E).T), H[keep], R[np.ix_(keep, keep)], np.asarray(y[keep])
+    )
+    Ea = etkf_analysis(E, y_nan, observation_model(linear(H), obs_cov=R))
+    np.testing.assert_allclose(Ea.mean(0), xa, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.cov(np.asarray(Ea).T), Pa, rtol=1e-9, atol=1e-10)
+    # all missing: nothing changes
+    np.testing.assert_allclose(etkf_analysis(E, jnp.full(3, jnp.nan), full), E, atol=1e-12)
 
 
 def test_inflation_and_rtps():
@@ -121,7 +189,7 @@ def test_inflation_and_rtps():
 
 def test_bad_input_errors(problem):
     E, H, R, y = problem
-    obs = observation_model(linear(H), cov=R)
+    obs = observation_model(linear(H), obs_cov=R)
     with pytest.raises(ValueError, match="N >= 2"):
         enkf_analysis(jax.random.key(0), E[:1], y, obs)
     with pytest.raises(ValueError, match="members first"):
@@ -135,12 +203,9 @@ def _linear_setup(n_cycles=12):
     theta = 0.3
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     M = 0.97 * np.block([[rot, np.zeros((2, 2))], [np.zeros((2, 2)), rot.T]])
-    Mj = jnp.asarray(M)
-    model = Model(
-        step=lambda x: Mj @ x, dim=4, dt=1.0, name="linear", x0=jnp.array([1.0, 0, -1, 0.5])
-    )
-    obs = observation_model(subset([0, 3], 4), std=jnp.array([0.7, 0.4]))
-    setup = TwinSetup(model, obs, n_cycles=n_cycles, init_std=1.0, model_noise_std=0.3)
+    model = with_noise(LinearModel(jnp.asarray(M), jnp.array([1.0, 0, -1, 0.5])), 0.3)
+    obs = observation_model(subset([0, 3], 4), obs_std=jnp.array([0.7, 0.4]))
+    setup = TwinSetup(model, obs, n_cycles=n_cycles, init_std=1.0)
     return setup, M
 
 
@@ -151,7 +216,7 @@ def _exact_kalman(setup, M, data):
     Q = 0.09 * np.eye(n)
     m, P = np.asarray(setup.center), np.eye(n)
     means, covs = [], []
-    for y in np.asarray(data.observations):
+    for y in np.asarray(data.observations.y):
         m, P = M @ m, M @ P @ M.T + Q
         m, P = _kalman_update(m, P, H, R, y)
         means.append(m)
@@ -164,14 +229,11 @@ def test_cycled_filter_matches_exact_kalman_filter(method, N):
     setup, M = _linear_setup()
     data = simulate(jax.random.key(10), setup)
     E0 = initial_ensemble(jax.random.key(11), setup, N)
-    if method == "enkf":
-        analysis = lambda k, E, y: enkf_analysis(k, E, y, setup.obs)  # noqa: E731
-    else:
-        analysis = lambda k, E, y: etkf_analysis(E, y, setup.obs)  # noqa: E731
-    record = lambda E: (E.mean(0), jnp.cov(E.T))  # noqa: E731
-    _, hist = jax.jit(lambda k: run_filter(k, setup, analysis, E0, data, record=record))(
-        jax.random.key(12)
-    )
+    filt = enkf() if method == "enkf" else etkf()
+    record = lambda s: (s.ensemble.mean(0), jnp.cov(s.ensemble.T))  # noqa: E731
+    _, hist = jax.jit(
+        lambda k: assimilate(k, filt, setup.model, data.observations, E0, record=record)
+    )(jax.random.key(12))
     means, covs = hist.record
     km, kP = _exact_kalman(setup, M, data)
     sd = np.sqrt(np.diagonal(kP, axis1=1, axis2=2))
