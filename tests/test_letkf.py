@@ -7,20 +7,30 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from jaxda.ensemble import etkf_analysis, gaspari_cohn
-from jaxda.ensemble._etkf import etkf_transform
-from jaxda.ensemble._letkf import (
+from jaxda.assimilate import with_inflation
+from jaxda.ensemble import (
     LocalObs,
+    etkf_analysis,
+    gaspari_cohn,
+    letkf,
     letkf_analysis,
     letkf_transform,
     local_observations,
-    make_letkf,
 )
+from jaxda.ensemble._etkf import etkf_transform
 from jaxda.experiments import sakov2008, twin_experiment
 from jaxda.observations import from_callable, identity, observation_model, subset
 
-# jit once per (obs, batch_size): eager op-by-op dispatch of the vmapped local analyses is slow
-letkf = jax.jit(letkf_analysis, static_argnames=("obs", "batch_size"))
+# jit once per batch_size: eager op-by-op dispatch of the vmapped local analyses is slow.
+# obs is a pytree argument; the table `local` is built outside (concrete), so O(n k) memory.
+letkf_jit = jax.jit(letkf_analysis, static_argnames=("batch_size",))
+
+
+def method_analysis(method, E, y, obs, key=None):
+    """One analysis of a Method from a forecast ensemble (the old ``analysis(key, E, y)``)."""
+    key = jax.random.key(0) if key is None else key
+    state, _ = method.step(key, method.init(E, obs), y, obs)
+    return state.ensemble
 
 
 def dense_taper(n, obs_loc, radius, periodic=True, L=None):
@@ -91,16 +101,16 @@ def test_letkf_matches_dense_hunt_reference(N, stride, radius):
     idx = np.arange(0, n, stride)
     H = np.eye(n)[idx]
     std = np.linspace(0.5, 1.5, idx.size)
-    obs = observation_model(subset(idx, n), std=std)
+    obs = observation_model(subset(idx, n), obs_std=std)
     k1, k2 = jax.random.split(jax.random.key(0))
     E = 3.0 * jax.random.normal(k1, (N, n))
     y = jax.random.normal(k2, (idx.size,))
     local = local_observations(n, idx, radius)
-    Ea = letkf(E, y, obs, local)
+    Ea = letkf_jit(E, y, obs, local)
     ref = dense_letkf(E, y, H, std, dense_taper(n, idx, radius))
     np.testing.assert_allclose(Ea, ref, atol=1e-10)
     # batching and jit do not change the result
-    Eb = letkf(E, y, obs, local, batch_size=5)
+    Eb = letkf_jit(E, y, obs, local, batch_size=5)
     np.testing.assert_allclose(Eb, Ea, atol=1e-12)
 
 
@@ -120,20 +130,20 @@ def test_letkf_transform_small_and_large_forms_agree():
 
 def test_huge_radius_gives_global_etkf():
     n, N = 16, 8
-    obs = observation_model(identity(n), std=0.7)
+    obs = observation_model(identity(n), obs_std=0.7)
     E = jax.random.normal(jax.random.key(3), (N, n))
     y = jax.random.normal(jax.random.key(4), (n,))
     local = local_observations(n, np.arange(n), 1e7)  # every coefficient 1 - O(1e-13)
-    np.testing.assert_allclose(letkf(E, y, obs, local), etkf_analysis(E, y, obs), atol=1e-9)
+    np.testing.assert_allclose(letkf_jit(E, y, obs, local), etkf_analysis(E, y, obs), atol=1e-9)
 
 
 def test_unobserved_points_are_unchanged_and_mean_weights_local():
     n = 60
     idx = np.arange(0, 10)
-    obs = observation_model(subset(idx, n), std=1.0)
+    obs = observation_model(subset(idx, n), obs_std=1.0)
     local = local_observations(n, idx, 2.0, periodic=False)
     E = jax.random.normal(jax.random.key(5), (10, n))
-    Ea = letkf(E, jnp.ones(10), obs, local)
+    Ea = letkf_jit(E, jnp.ones(10), obs, local)
     far = np.asarray(dense_taper(n, idx, 2.0, periodic=False)).sum(1) == 0
     assert far.sum() > 30
     np.testing.assert_allclose(np.asarray(Ea)[:, far], np.asarray(E)[:, far], atol=1e-14)
@@ -142,13 +152,42 @@ def test_unobserved_points_are_unchanged_and_mean_weights_local():
 
 def test_vmap_over_ensembles():
     n = 20
-    obs = observation_model(identity(n), std=1.0)
+    obs = observation_model(identity(n), obs_std=1.0)
     local = local_observations(n, np.arange(n), 2.0)
     Es = jax.random.normal(jax.random.key(6), (3, 5, n))
     y = jnp.zeros(n)
     batched = jax.jit(jax.vmap(lambda E: letkf_analysis(E, y, obs, local)))(Es)
     for b in range(3):
-        np.testing.assert_allclose(batched[b], letkf(Es[b], y, obs, local), atol=1e-12)
+        np.testing.assert_allclose(batched[b], letkf_jit(Es[b], y, obs, local), atol=1e-12)
+
+
+def test_letkf_method_equals_analysis_with_table_and_varying_network_fallback():
+    # letkf(radius) builds the local table from obs.operator.locations in init (fixed network);
+    # with a network passed as a traced argument it tapers every observation (O(n m)): same result
+    n, N, radius = 30, 6, 2.0
+    idx = np.arange(1, n, 3)
+    obs = observation_model(subset(idx, n), obs_std=np.linspace(0.5, 1.5, idx.size))
+    E = 2.0 * jax.random.normal(jax.random.key(7), (N, n))
+    y = jax.random.normal(jax.random.key(8), (idx.size,)).at[2].set(jnp.nan)
+    ref = letkf_jit(E, y, obs, local_observations(n, idx, radius))
+    method = letkf(radius)
+    state = method.init(E, obs)
+    assert state.local is not None and state.local.indices.shape[0] == n
+    np.testing.assert_allclose(method_analysis(method, E, y, obs), ref, atol=1e-12)
+    # traced locations (as for a time-varying network inside the driver's scan)
+    traced = jax.jit(lambda E, y, obs: method.step(None, method.init(E), y, obs)[0].ensemble)
+    np.testing.assert_allclose(traced(E, y, obs), ref, atol=1e-12)
+    # an operator given by a callable with locations is localized the same way
+    fc = observation_model(
+        from_callable(lambda x: x[idx], idx.size, locations=idx), obs_std=obs.noise.std
+    )
+    np.testing.assert_allclose(method_analysis(method, E, y, fc), ref, atol=1e-12)
+    # the missing observation drops out: same as removing it
+    keep = np.delete(np.arange(idx.size), 2)
+    obs_r = observation_model(subset(idx[keep], n), obs_std=obs.noise.std[keep])
+    np.testing.assert_allclose(
+        letkf_jit(E, y[keep], obs_r, local_observations(n, idx[keep], radius)), ref, atol=1e-12
+    )
 
 
 def _max_intermediate_size(jaxpr):
@@ -167,9 +206,10 @@ def _max_intermediate_size(jaxpr):
 def test_memory_is_linear_no_n_by_m_intermediate():
     n, N = 4000, 10
     idx = np.arange(0, n, 2)
-    obs = observation_model(subset(idx, n), std=1.0)
-    f = make_letkf(obs, n, 4.0, batch_size=256)
+    obs = observation_model(subset(idx, n), obs_std=1.0)
+    method = letkf(4.0, batch_size=256)
     E = jnp.zeros((N, n))
+    f = lambda key, E, y: method_analysis(method, E, y, obs, key)  # noqa: E731
     jaxpr = jax.make_jaxpr(f)(jax.random.key(0), E, jnp.zeros(idx.size))
     biggest = _max_intermediate_size(jaxpr.jaxpr)
     assert biggest <= 4 * n * N, biggest  # O(nN + mN + nk); n·m would be 8e6
@@ -177,7 +217,7 @@ def test_memory_is_linear_no_n_by_m_intermediate():
 
 
 def test_validation_errors():
-    obs = observation_model(identity(10), std=1.0)
+    obs = observation_model(identity(10), obs_std=1.0)
     with pytest.raises(ValueError, match="radius must be positive"):
         local_observations(10, np.arange(10), -1.0)
     with pytest.raises(ValueError, match="obs_locations must not be empty"):
@@ -185,14 +225,23 @@ def test_validation_errors():
     local = local_observations(10, np.arange(10), 1.0)
     E = jnp.zeros((4, 12))
     with pytest.raises(ValueError, match=r"local\.indices must have shape"):
-        letkf_analysis(E, jnp.zeros(12), observation_model(identity(12), std=1.0), local)
+        letkf_analysis(E, jnp.zeros(12), observation_model(identity(12), obs_std=1.0), local)
     with pytest.raises(ValueError, match="batch_size"):
         letkf_analysis(jnp.zeros((4, 10)), jnp.zeros(10), obs, local, batch_size=0)
-    nonlinear = observation_model(from_callable(lambda x: x**2, 10), std=1.0)
+    with pytest.raises(ValueError, match="state_locations must have length"):
+        local_observations(10, np.arange(10), 1.0, state_locations=np.arange(5))
+    nonlinear = observation_model(from_callable(lambda x: x**2, 10), obs_std=1.0)
+    E = jnp.zeros((4, 10))
     with pytest.raises(ValueError, match="observation locations"):
-        make_letkf(nonlinear, 10, 2.0)
-    with pytest.raises(ValueError, match="obs_locations must have length"):
-        make_letkf(obs, 10, 2.0, obs_locations=np.arange(5))
+        letkf(2.0).init(E, nonlinear)
+    with pytest.raises(ValueError, match="observation locations"):
+        letkf(2.0).step(jax.random.key(0), letkf(2.0).init(E), jnp.zeros(10), nonlinear)
+    with pytest.raises(ValueError, match="state_locations must have length"):
+        letkf(2.0, state_locations=np.arange(5)).init(E, obs)
+    with pytest.raises(ValueError, match="localization_radius"):
+        letkf(0.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        letkf(2.0, batch_size=0)
 
 
 def test_sakov2008_letkf_rmse():
@@ -202,8 +251,9 @@ def test_sakov2008_letkf_rmse():
     time mean lies in 0.21-0.23 (std of a 1200-cycle mean ≈ 0.005), so 0.24 is > 3σ away.
     """
     setup = sakov2008(n_cycles=1500, burn_in=300)
-    letkf = make_letkf(setup.obs, 40, localization_radius=4.0)
-    res = jax.jit(lambda k: twin_experiment(k, setup, letkf, 7, 1.04))(jax.random.key(0))
+    method = with_inflation(letkf(localization_radius=4.0), 1.04)
+    res = jax.jit(lambda k: twin_experiment(k, setup, method, 7))(jax.random.key(0))
+    assert int(res.status) == 0
     assert bool(jnp.all(jnp.isfinite(res.history.rmse_analysis)))
     assert float(res.rmse_analysis) <= 0.24
     # a filter that tracks the truth: spread of the same order as the error
