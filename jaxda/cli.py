@@ -1,8 +1,10 @@
-"""Command-line interface: ``jaxda run`` runs a twin experiment and prints a summary.
+"""Command-line interface: ``jaxda run`` assimilates with any registered method and prints a
+summary (a twin experiment, or real observations read from a file).
 
 Example::
 
     jaxda run --model lorenz96 --method etkf --ensemble-size 24 --inflation 1.013 --cycles 2000
+    jaxda run --model lorenz96 --method letkf --observations obs.nc --output run.nc
 """
 
 from __future__ import annotations
@@ -10,29 +12,67 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .experiments import (
-    WINDOW_METHODS,
-    CycleHistory,
-    TwinSetup,
+from .assimilate import (
+    assimilate,
     available_methods,
-    cycle_step,
-    initial_ensemble,
-    lorenz63_setup,
-    make_analysis,
-    sakov2008,
-    simulate,
+    ensemble_mean,
+    make_method,
+    method_options,
+    run_status,
+    with_inflation,
+    with_rotation,
+    with_rtps,
 )
+from .core import Status, status_message
+from .experiments import TwinSetup, initial_ensemble, sakov2008, sakov2012, simulate
 from .observations import from_callable, observation_model
 
 MODELS = ("lorenz63", "lorenz96")
+WINDOW_METHODS = ("4dvar",)
+
+# CLI flag -> factory option it sets (only accepted by methods whose factory takes it).
+_METHOD_FLAGS = {
+    "localization_radius": "--localization-radius",
+    "xb": "--xb",
+    "eps_alpha": "--eps-alpha",
+    "eps_beta": "--eps-beta",
+    "jitter": "--jitter",
+    "resample_threshold": "--resample-threshold",
+    "n_steps": "--sampler-steps",
+}
+
+# Defaults per (model, method): the published tunings of DAPPER's benchmark setups
+# (ensf and pf: choices measured with jaxda, see the README).
+_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("lorenz96", "enkf"): {"N": 40, "inflation": 1.06},
+    ("lorenz96", "etkf"): {"N": 24, "inflation": 1.013},
+    ("lorenz96", "letkf"): {"N": 7, "inflation": 1.04, "localization_radius": 4.0},
+    ("lorenz96", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
+    ("lorenz96", "pf"): {"N": 100, "jitter": 0.8},
+    ("lorenz96", "3dvar"): {"N": 1, "xb": 0.02},
+    ("lorenz63", "enkf"): {"N": 10, "inflation": 1.02},
+    ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02},
+    ("lorenz63", "letkf"): {"N": 10, "inflation": 1.02, "localization_radius": 1e9},
+    ("lorenz63", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
+    ("lorenz63", "pf"): {"N": 100, "jitter": 0.8},
+    ("lorenz63", "3dvar"): {"N": 1, "xb": 0.02},
+}
+_ENSEMBLE_FREE = ("3dvar", "4dvar")
+
+
+def _flag_value(args: argparse.Namespace, flag: str):
+    return getattr(args, flag.lstrip("-").replace("-", "_"))
 
 
 def _positive_int(name: str):
@@ -61,43 +101,102 @@ def _positive_float(name: str):
     return parse
 
 
+def _unit_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not 0.0 <= v <= 1.0:
+            raise argparse.ArgumentTypeError(f"{name} must be in [0, 1], got {v}")
+        return v
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxda", description="jaxda: data assimilation in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a twin experiment (truth → observations → DA cycles)")
-    run.add_argument("--model", default="lorenz96", help=f"one of {', '.join(MODELS)}")
-    run.add_argument(
-        "--method",
-        default="enkf",
-        help=f"one of {', '.join(available_methods() + list(WINDOW_METHODS))}",
+    run = sub.add_parser(
+        "run",
+        help="assimilate with a registered method (twin experiment or real observations)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument("--ensemble-size", "-N", type=_positive_int("ensemble size"), default=None)
-    run.add_argument("--inflation", type=_positive_float("inflation"), default=None)
+    methods = available_methods() + list(WINDOW_METHODS)
+    run.add_argument("--model", default="lorenz96", choices=MODELS, help="forecast model")
+    run.add_argument("--method", default="enkf", choices=methods, help="assimilation method")
     run.add_argument(
-        "--rtps", type=float, default=0.0, help="relaxation to prior spread α in [0, 1]"
+        "--ensemble-size",
+        "-N",
+        type=_positive_int("ensemble size"),
+        default=None,
+        help="members (default: the published tuning for the model/method)",
     )
-    run.add_argument("--cycles", type=_positive_int("cycles"), default=2000)
-    run.add_argument("--burn-in", type=int, default=None, help="cycles excluded from time means")
-    run.add_argument("--seed", type=int, default=0)
     run.add_argument(
-        "--obs-every", type=_positive_int("obs-every"), default=None, help="model steps per cycle"
+        "--inflation",
+        type=_positive_float("inflation"),
+        default=None,
+        help="multiplicative inflation of the analysis anomalies (default: published tuning)",
     )
-    run.add_argument("--obs-std", type=_positive_float("obs-std"), default=None)
+    run.add_argument(
+        "--rtps",
+        type=_unit_float("rtps"),
+        default=None,
+        help="relaxation to prior spread α in [0, 1]",
+    )
+    run.add_argument(
+        "--rotate",
+        action="store_true",
+        help="random mean-preserving rotation of the analysis anomalies",
+    )
+    run.add_argument(
+        "--cycles", type=_positive_int("cycles"), default=2000, help="observation times"
+    )
+    run.add_argument(
+        "--burn-in",
+        type=int,
+        default=None,
+        help="times excluded from time means (default: min(400 L96 / 200 L63, cycles/5))",
+    )
+    run.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    run.add_argument(
+        "--obs-every",
+        type=_positive_int("obs-every"),
+        default=None,
+        help="model steps per observation time (default 1 L96, 25 L63)",
+    )
+    run.add_argument(
+        "--obs-std",
+        type=_positive_float("obs-std"),
+        default=None,
+        help="observation error std θ (default 1 L96, √2 L63)",
+    )
     run.add_argument(
         "--obs-operator",
         default="identity",
         choices=["identity", "arctan"],
         help="observe x or arctan(x) (every variable)",
     )
-    run.add_argument("--dim", type=_positive_int("dim"), default=40, help="Lorenz-96 state size")
     run.add_argument(
-        "--localization-radius", type=_positive_float("localization radius"), default=None
+        "--dim", type=_positive_int("dim"), default=None, help="Lorenz-96 state size (default 40)"
     )
     run.add_argument(
-        "--xb", type=_positive_float("xb"), default=None, help="3D/4D-Var: B = xb * C_clim"
+        "--localization-radius",
+        type=_positive_float("localization radius"),
+        default=None,
+        help="LETKF/EnKF Gaspari–Cohn radius (grid units)",
     )
     run.add_argument(
-        "--window", type=_positive_int("window"), default=5, help="4D-Var: obs times per window"
+        "--xb",
+        type=_positive_float("xb"),
+        default=None,
+        help="3D/4D-Var: B = xb * C_clim (default 0.02 3D-Var, 0.05 4D-Var)",
+    )
+    run.add_argument(
+        "--window",
+        type=_positive_int("window"),
+        default=None,
+        help="4D-Var: observation times per window (default 5)",
     )
     run.add_argument(
         "--eps-alpha",
@@ -109,202 +208,279 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps-beta",
         type=_positive_float("eps-beta"),
         default=None,
-        help="EnSF: kernel variance σ(0)² around each member, relative to the forecast "
-        "variance (default 0.5)",
+        help="EnSF: kernel variance σ(0)², relative to the forecast variance (default 0.5)",
+    )
+    run.add_argument(
+        "--sampler-steps",
+        type=_positive_int("sampler-steps"),
+        default=None,
+        help="EnSF: reverse-SDE steps (default 200)",
     )
     run.add_argument(
         "--jitter",
         type=float,
         default=None,
-        help="PF: regularization noise, a multiple of the weighted particle spread (default 0.8)",
+        help="PF: regularization, a multiple of the weighted particle spread (default 0.8)",
+    )
+    run.add_argument(
+        "--resample-threshold",
+        type=_unit_float("resample-threshold"),
+        default=None,
+        help="PF: resample when ESS < threshold·N (default 1)",
+    )
+    run.add_argument(
+        "--observations",
+        default=None,
+        help="assimilate observations from this .nc/.npz file (no truth) instead of a twin experiment",
     )
     run.add_argument("--x64", action="store_true", help="run in float64")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     run.add_argument("--plot", default=None, help="save RMSE/spread time series to this PNG")
+    run.add_argument(
+        "--output", default=None, help="write history and final ensemble to this netCDF file"
+    )
+    run.add_argument(
+        "--fail-on-divergence",
+        action="store_true",
+        help="exit with status 3 when the filter diverges",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-# Defaults per (model, method): the published tunings of DAPPER's benchmark setups
-# (ensf and pf: choices measured with jaxda, see the README).
-_DEFAULTS = {
-    ("lorenz96", "enkf"): (40, 1.06),
-    ("lorenz96", "etkf"): (24, 1.013),
-    ("lorenz63", "enkf"): (10, 1.02),
-    ("lorenz63", "etkf"): (10, 1.02),
-    ("lorenz96", "letkf"): (7, 1.04),
-    ("lorenz63", "letkf"): (10, 1.02),
-    ("lorenz96", "ensf"): (20, 1.0),
-    ("lorenz63", "pf"): (100, 1.0),
-    ("lorenz96", "3dvar"): (1, 1.0),
-    ("lorenz63", "3dvar"): (1, 1.0),
-}
-_ENSEMBLE_FREE = ("3dvar", "4dvar")
+def _check_output_path(flag: str, path: str | None) -> None:
+    if path is None:
+        return
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise ValueError(f"{flag} {path}: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise ValueError(f"{flag} {path}: directory {d} is not writable")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    method = args.method
+    if args.model == "lorenz63" and args.dim is not None:
+        raise ValueError("--dim applies to lorenz96 only (Lorenz-63 has 3 variables)")
+    if method in _ENSEMBLE_FREE:
+        for flag, v in (
+            ("--ensemble-size", args.ensemble_size),
+            ("--inflation", args.inflation),
+            ("--rtps", args.rtps),
+        ):
+            if v is not None:
+                raise ValueError(
+                    f"{flag} does not apply to {method} (a deterministic single-state method)"
+                )
+        if args.rotate:
+            raise ValueError(f"--rotate does not apply to {method}")
+    if method != "4dvar" and args.window is not None:
+        raise ValueError("--window applies to 4dvar only")
+    if method == "4dvar":
+        for opt, flag in _METHOD_FLAGS.items():
+            if opt != "xb" and _flag_value(args, flag) is not None:
+                raise ValueError(f"{flag} does not apply to 4dvar")
+        for flag, v in (
+            ("--plot", args.plot),
+            ("--output", args.output),
+            ("--observations", args.observations),
+        ):
+            if v is not None:
+                raise ValueError(
+                    f"{flag} is not available with 4dvar (it runs its own window cycling)"
+                )
+    else:
+        valid = method_options(method)
+        for opt, flag in _METHOD_FLAGS.items():
+            if _flag_value(args, flag) is not None and opt not in valid:
+                users = sorted(m for m in available_methods() if opt in method_options(m))
+                raise ValueError(
+                    f"{flag} does not apply to {method} (it applies to {', '.join(users)})"
+                )
+    if args.observations is not None and not os.path.exists(args.observations):
+        raise ValueError(f"--observations {args.observations}: file does not exist")
+    _check_output_path("--plot", args.plot)
+    _check_output_path("--output", args.output)
+    if args.burn_in is not None and not 0 <= args.burn_in < args.cycles:
+        raise ValueError(f"--burn-in must be in [0, --cycles), got {args.burn_in}")
 
 
 def make_setup(args: argparse.Namespace) -> TwinSetup:
     if args.model == "lorenz96":
         burn = args.burn_in if args.burn_in is not None else min(400, args.cycles // 5)
         setup = sakov2008(
-            n=args.dim, n_cycles=args.cycles, burn_in=burn, obs_std=args.obs_std or 1.0
+            n=args.dim or 40, n_cycles=args.cycles, burn_in=burn, obs_std=args.obs_std or 1.0
         )
         if args.obs_every:
             setup = TwinSetup(**{**setup.__dict__, "obs_every": args.obs_every})
     else:
         burn = args.burn_in if args.burn_in is not None else min(200, args.cycles // 5)
-        setup = lorenz63_setup(
+        setup = sakov2012(
             n_cycles=args.cycles,
             burn_in=burn,
             obs_every=args.obs_every or 25,
-            obs_std=args.obs_std or 2.0,
+            obs_std=args.obs_std or math.sqrt(2.0),
         )
     if args.obs_operator == "arctan":
         n = setup.model.dim
-        std = setup.obs.noise.std
-        arctan_obs = observation_model(from_callable(jnp.arctan, n), std=std)
-        setup = TwinSetup(**{**setup.__dict__, "obs": arctan_obs})
+        op = from_callable(jnp.arctan, n, n=n, locations=jnp.arange(n))
+        setup = TwinSetup(
+            **{**setup.__dict__, "obs": observation_model(op, obs_std=setup.obs.noise.std)}
+        )
     return setup
 
 
-def _method_options(args: argparse.Namespace, setup: TwinSetup) -> dict:
-    opts = {}
-    if args.method.lower() == "3dvar":
-        opts["model"] = setup.model
-        opts["xb"] = args.xb or 0.02
-    if args.method.lower() == "letkf" and args.localization_radius is None:
-        args.localization_radius = 4.0 if args.model == "lorenz96" else 1e9  # L63: no localization
-    if args.localization_radius is not None:
-        opts["localization_radius"] = args.localization_radius
-        opts["n"] = setup.model.dim
-        if args.obs_operator == "arctan":  # every variable observed at its own grid point
-            opts["obs_locations"] = jnp.arange(setup.model.dim)
-    if args.method.lower() == "pf":
-        opts["jitter"] = 0.8 if args.jitter is None else args.jitter
-    if args.method.lower() == "ensf":  # standardized: ε_β is relative to the forecast variance
-        opts["standardize"] = True
-        opts["eps_alpha"] = args.eps_alpha or 0.5
-        opts["eps_beta"] = args.eps_beta or 0.5
-    return opts
+def build_method(args: argparse.Namespace, setup: TwinSetup):
+    """The registered method with the CLI's options and wrappers; returns ``(method, settings)``."""
+    defaults = dict(_DEFAULTS.get((args.model, args.method), {}))
+    N = args.ensemble_size or defaults.pop("N", 20)
+    defaults.pop("N", None)
+    inflation = args.inflation if args.inflation is not None else defaults.pop("inflation", 1.0)
+    defaults.pop("inflation", None)
+    valid = method_options(args.method)
+    options = {k: v for k, v in defaults.items() if k in valid}
+    for opt, flag in _METHOD_FLAGS.items():
+        v = _flag_value(args, flag)
+        if v is not None:
+            options[opt] = v
+    method = make_method(args.method, context={"model": setup.model}, **options)
+    if inflation != 1.0:
+        method = with_inflation(method, inflation)
+    if args.rtps is not None:
+        method = with_rtps(method, args.rtps)
+    if args.rotate:
+        method = with_rotation(method)
+    if N < 2 and args.method not in _ENSEMBLE_FREE:
+        raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")
+    settings = {
+        "ensemble_size": N,
+        "inflation": inflation,
+        "rtps": args.rtps or 0.0,
+        "rotate": args.rotate,
+        **options,
+    }
+    return method, settings
 
 
-def run_experiment(args: argparse.Namespace, progress: bool = True) -> dict:
-    """Run the twin experiment described by parsed CLI arguments; return a summary dict."""
-    if args.model not in MODELS:
-        raise ValueError(f"unknown model {args.model!r}; choose one of {list(MODELS)}")
-    method = args.method.lower()
-    known = available_methods() + list(WINDOW_METHODS)
-    if method not in known:
-        raise ValueError(f"unknown method {args.method!r}; choose one of {known}")
-    if not 0.0 <= args.rtps <= 1.0:
-        raise ValueError(f"--rtps must be in [0, 1], got {args.rtps}")
+def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dict, Any]:
+    """Run what the parsed arguments describe; return ``(summary, (history, state, data))``."""
+    _validate(args)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
-    default_N, default_infl = _DEFAULTS.get((args.model, args.method.lower()), (20, 1.0))
-    N = args.ensemble_size or default_N
-    infl = args.inflation or default_infl
     setup = make_setup(args)
-    if N < 2 and method not in _ENSEMBLE_FREE:
-        raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")
-    if method == "4dvar":
-        return _run_4dvar(args, setup)
-    analysis = make_analysis(args.method, setup.obs, **_method_options(args, setup))
+    if args.method == "4dvar":
+        return _run_4dvar(args, setup), None
+    method, settings = build_method(args, setup)
+    N = settings["ensemble_size"]
 
     key = jax.random.key(args.seed)
     k_data, k_init, k_run = jax.random.split(key, 3)
     t0 = time.perf_counter()
-    data = simulate(k_data, setup)
+    if args.observations is not None:
+        from .io import load_observations
+
+        series = load_observations(args.observations, dt=setup.model.dt)
+        truth = None
+        if series.obs.operator.check(setup.model.dim) is None and series.dim < 1:
+            raise ValueError("the observation file has no observations")
+    else:
+        data = simulate(k_data, setup)
+        series, truth = data.observations, data.truth
     E = initial_ensemble(k_init, setup, N)
-    keys = jax.random.split(k_run, setup.n_cycles)
-    body = cycle_step(setup, analysis, infl, args.rtps)
+    K = len(series)
+    record = ensemble_mean if args.output else None
 
-    @jax.jit
-    def chunk(E, keys, ys, xs):
-        return jax.lax.scan(body, E, (keys, ys, xs))
+    def chunk_fn(key, state, s, xt):
+        return assimilate(key, method, setup.model, s, state, truth=xt, record=record)
 
-    # Same computation as run_filter, cut into equal chunks for a progress bar.
-    K = setup.n_cycles
+    chunk = jax.jit(chunk_fn)
     n_chunks = min(50, K) if progress else 1
     bounds = np.linspace(0, K, n_chunks + 1).astype(int)
-    sizes = set(np.diff(bounds).tolist())
+    keys = jax.random.split(k_run, n_chunks)
+    state = method.init(E, series.fixed_obs())
     t_compile = time.perf_counter()
-    for s in sizes:
-        chunk.lower(E, keys[:s], data.observations[:s], data.truth[:s]).compile()
+    for a, b in {(int(a), int(b)) for a, b in itertools.pairwise(bounds)}:
+        if b - a == bounds[1] - bounds[0] or b == K:
+            chunk.lower(
+                keys[0], state, series.slice(a, b), None if truth is None else truth[a:b]
+            ).compile()
     compile_s = time.perf_counter() - t_compile
 
-    hist_parts = []
+    parts = []
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=K, unit="cycle", file=sys.stderr, desc=f"{args.method} {args.model}")
     t_run = time.perf_counter()
-    for a, b in itertools.pairwise(bounds):
-        E, h = chunk(E, keys[a:b], data.observations[a:b], data.truth[a:b])
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        state, h = chunk(
+            keys[i], state, series.slice(int(a), int(b)), None if truth is None else truth[a:b]
+        )
         if bar is not None:
-            jax.block_until_ready(E)
+            jax.block_until_ready(state)
             bar.update(int(b - a))
-        hist_parts.append(h)
-    jax.block_until_ready(E)
+        parts.append(h)
+    jax.block_until_ready(state)
     run_s = time.perf_counter() - t_run
     if bar is not None:
         bar.close()
-    hist = jax.tree.map(lambda *xs: jnp.concatenate(xs), *hist_parts)
-    assert isinstance(hist, CycleHistory)
-    b = setup.burn_in
-    ra = np.asarray(hist.rmse_analysis)
-    summary = {
+    hist = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    b = setup.burn_in if truth is not None else 0
+    st = run_status(hist, burn_in=b)
+    summary: dict[str, Any] = {
         "model": args.model,
-        "method": args.method.lower(),
+        "method": args.method,
         "dim": setup.model.dim,
         "obs_operator": args.obs_operator,
-        "ensemble_size": N,
-        "inflation": infl,
-        "rtps": args.rtps,
+        "observations": args.observations or "twin",
+        **{k: (float(v) if isinstance(v, float) else v) for k, v in settings.items()},
         "cycles": K,
         "burn_in": b,
         "seed": args.seed,
-        "rmse_analysis": float(np.mean(ra[b:])),
-        "rmse_forecast": float(np.mean(np.asarray(hist.rmse_forecast)[b:])),
         "spread_analysis": float(np.mean(np.asarray(hist.spread_analysis)[b:])),
-        "finite": bool(np.all(np.isfinite(ra))),
+        "innovation_ratio": float(st.innovation_ratio),
+        "status": Status(int(st.status)).name,
+        "finite": bool(np.all(np.isfinite(np.asarray(hist.spread_analysis)))),
         "compile_seconds": compile_s,
         "run_seconds": run_s,
         "cycles_per_second": K / run_s if run_s > 0 else float("inf"),
         "seconds": time.perf_counter() - t0,
     }
-    if args.plot:
-        _plot(args.plot, hist, summary)
-    return summary
+    if truth is not None:
+        summary["rmse_analysis"] = float(np.mean(np.asarray(hist.rmse_analysis)[b:]))
+        summary["rmse_forecast"] = float(np.mean(np.asarray(hist.rmse_forecast)[b:]))
+        summary["finite"] = summary["finite"] and bool(
+            np.all(np.isfinite(np.asarray(hist.rmse_analysis)))
+        )
+    return summary, (hist, state, series, truth)
 
 
 def _run_4dvar(args: argparse.Namespace, setup: TwinSetup) -> dict:
     """Strong-constraint 4D-Var cycled over windows of ``--window`` observation times."""
-    from .variational import background_covariance, climatological_covariance, fourdvar_experiment
+    from .experiments import fourdvar_experiment
+    from .variational import background_covariance, climatological_covariance
 
-    if setup.n_cycles < args.window:
-        raise ValueError(f"--cycles must be >= --window ({args.window}), got {setup.n_cycles}")
+    window = args.window or 5
+    if setup.n_cycles < window:
+        raise ValueError(f"--cycles must be >= --window ({window}), got {setup.n_cycles}")
     t0 = time.perf_counter()
     xb = args.xb or 0.05
     B = background_covariance(cov=xb * climatological_covariance(setup.model))
-
-    def run(key):
-        return fourdvar_experiment(key, setup, args.window, B)
-
     key = jax.random.key(args.seed)
     t_compile = time.perf_counter()
-    compiled = jax.jit(run).lower(key).compile()
+    compiled = jax.jit(lambda k: fourdvar_experiment(k, setup, window, B)).lower(key).compile()
     compile_s = time.perf_counter() - t_compile
     t_run = time.perf_counter()
     res = jax.block_until_ready(compiled(key))
     run_s = time.perf_counter() - t_run
+    statuses = np.asarray(res.history.status)
     return {
         "model": args.model,
         "method": "4dvar",
         "dim": setup.model.dim,
         "ensemble_size": 1,
-        "inflation": 1.0,
-        "rtps": 0.0,
-        "window": args.window,
+        "window": window,
         "xb": xb,
         "cycles": setup.n_cycles,
         "burn_in": setup.burn_in,
@@ -313,6 +489,7 @@ def _run_4dvar(args: argparse.Namespace, setup: TwinSetup) -> dict:
         "rmse_smoother": float(res.rmse_smoother),
         "rmse_forecast": float(res.rmse_forecast),
         "spread_analysis": 0.0,
+        "status": Status(int(statuses[statuses != 0][0]) if np.any(statuses != 0) else 0).name,
         "finite": bool(np.isfinite(float(res.rmse_analysis))),
         "compile_seconds": compile_s,
         "run_seconds": run_s,
@@ -321,24 +498,25 @@ def _run_4dvar(args: argparse.Namespace, setup: TwinSetup) -> dict:
     }
 
 
-def _plot(path: str, hist: CycleHistory, summary: dict) -> None:
-    try:
-        import matplotlib
+def plot_history(path: str, hist, summary: dict) -> None:
+    """RMSE (when a truth is known) and spread time series, burn-in marked, labelled axes."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise SystemExit("--plot needs matplotlib: pip install 'jaxda[plot]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.plot(np.asarray(hist.rmse_analysis), lw=0.7, label="analysis RMSE")
-    ax.plot(np.asarray(hist.spread_analysis), lw=0.7, label="analysis spread")
-    ax.axvline(summary["burn_in"], color="k", ls=":", lw=0.8)
-    ax.set_xlabel("cycle")
+    t = np.asarray(hist.time)
+    if hist.rmse_analysis is not None:
+        ax.plot(t, np.asarray(hist.rmse_analysis), lw=0.7, label="analysis RMSE")
+    ax.plot(t, np.asarray(hist.spread_analysis), lw=0.7, label="analysis spread")
+    if summary["burn_in"] > 0:
+        ax.axvline(t[summary["burn_in"]], color="k", ls=":", lw=0.8, label="end of burn-in")
+    ax.set_xlabel("model time")
+    ax.set_ylabel("RMSE / spread")
     ax.set_yscale("log")
-    ax.set_title(
-        f"{summary['method']} on {summary['model']} (N={summary['ensemble_size']}): "
-        f"mean RMSE {summary['rmse_analysis']:.3f}"
-    )
+    score = f": mean RMSE {summary['rmse_analysis']:.3f}" if "rmse_analysis" in summary else ""
+    ax.set_title(f"{summary['method']} on {summary['model']} (N={summary['ensemble_size']}){score}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -350,11 +528,18 @@ def _table(summary: dict) -> str:
         ("model", f"{summary['model']} (n={summary['dim']})"),
         ("method", summary["method"]),
         ("ensemble size", summary["ensemble_size"]),
-        ("inflation", summary["inflation"]),
+        ("inflation", summary.get("inflation", 1.0)),
         ("cycles (burn-in)", f"{summary['cycles']} ({summary['burn_in']})"),
-        ("analysis RMSE (time mean)", f"{summary['rmse_analysis']:.4f}"),
-        ("forecast RMSE (time mean)", f"{summary['rmse_forecast']:.4f}"),
+    ]
+    if "rmse_analysis" in summary:
+        rows += [
+            ("analysis RMSE (time mean)", f"{summary['rmse_analysis']:.4f}"),
+            ("forecast RMSE (time mean)", f"{summary['rmse_forecast']:.4f}"),
+        ]
+    rows += [
         ("analysis spread", f"{summary['spread_analysis']:.4f}"),
+        ("innovation ratio (≈1)", f"{summary.get('innovation_ratio', float('nan')):.3f}"),
+        ("status", summary["status"]),
         ("compile [s]", f"{summary['compile_seconds']:.2f}"),
         ("run [s]", f"{summary['run_seconds']:.2f}"),
         ("cycles / s", f"{summary['cycles_per_second']:.0f}"),
@@ -367,16 +552,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        summary = run_experiment(args, progress=not (args.no_progress or args.json))
+        summary, outputs = run_experiment(args, progress=not (args.no_progress or args.json))
     except ValueError as e:
         parser.exit(2, f"jaxda: error: {e}\n")
+    code = 0
+    if outputs is not None and args.output:
+        from .io import save_run
+
+        hist, state, series, truth = outputs
+        save_run(
+            args.output,
+            hist,
+            final_state=state,
+            observations=series,
+            truth=truth,
+            attrs={k: v for k, v in summary.items() if isinstance(v, int | float | str)},
+        )
+    if outputs is not None and args.plot:
+        try:
+            plot_history(args.plot, outputs[0], summary)
+        except Exception as e:  # the results are already printed/saved; say why the plot failed
+            print(
+                f"jaxda: warning: the plot could not be written ({type(e).__name__}: {e})",
+                file=sys.stderr,
+            )
+            code = 1
     if args.json:
         print(json.dumps(summary))
     else:
         print(_table(summary))
-        if not summary["finite"]:
-            print("warning: the analysis diverged (non-finite RMSE)", file=sys.stderr)
-    return 0 if summary["finite"] else 1
+    if not summary["finite"]:
+        print("jaxda: warning: the analysis diverged (non-finite values)", file=sys.stderr)
+        return 1
+    if summary["status"] == Status.DIVERGED.name:
+        print(
+            f"jaxda: warning: the filter diverged: {status_message(Status.DIVERGED)} (innovation "
+            f"ratio {summary['innovation_ratio']:.1f}, expected ≈ 1)",
+            file=sys.stderr,
+        )
+        if args.fail_on_divergence:
+            return 3
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,6 +113,8 @@ def history_to_dataset(
         data_vars["ensemble"] = (("member", "state"), E)
         data_vars["analysis_mean_final"] = (("state",), np.asarray(ensemble_mean(final_state)))
     for name, a in _flatten("", history._replace(time=None)).items():
+        if a.dtype == bool:  # netCDF has no boolean type
+            a = a.astype(np.int8)
         data_vars[name] = (_dims(name, a, K, n, N), a)
     if observations is not None:
         data_vars["y"] = (("time", "obs"), np.asarray(observations.y))
@@ -120,7 +122,9 @@ def history_to_dataset(
     if truth is not None:
         data_vars["truth"] = (("time", "state"), np.asarray(truth))
     ds = xr.Dataset(data_vars, coords={"time": np.asarray(history.time)})
-    ds.attrs.update({k: (str(v) if not isinstance(v, int | float | str) else v) for k, v in (attrs or {}).items()})
+    for k, v in (attrs or {}).items():
+        keep = isinstance(v, int | float | str) and not isinstance(v, bool)
+        ds.attrs[k] = v if keep else str(v)
     ds.attrs.setdefault("created_by", "jaxda")
     return ds
 
@@ -207,12 +211,17 @@ def load_observations(
         raise ValueError(f"{path} has no obs_std: pass obs_std=")
     K, m = y.shape
     if loc.ndim == 1:
-        om = ObservationModel(Subset(jnp.asarray(loc, jnp.int32)), DiagonalNoise(jnp.broadcast_to(jnp.asarray(std), (m,))))
+        om = ObservationModel(
+            Subset(jnp.asarray(loc, jnp.int32)),
+            DiagonalNoise(jnp.broadcast_to(jnp.asarray(std), (m,))),
+        )
         obs: Any = om
     else:
         stds = np.broadcast_to(std, (K, m))
         obs = [
-            ObservationModel(Subset(jnp.asarray(loc[k], jnp.int32)), DiagonalNoise(jnp.asarray(stds[k])))
+            ObservationModel(
+                Subset(jnp.asarray(loc[k], jnp.int32)), DiagonalNoise(jnp.asarray(stds[k]))
+            )
             for k in range(K)
         ]
         y = list(y)

@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
@@ -113,7 +112,9 @@ def with_sharding(method: Method, mesh: Mesh, over: str = "state") -> Method:
     def step(key, state, y, obs):
         state = state._replace(ensemble=jax.lax.with_sharding_constraint(state.ensemble, sharding))
         state, info = method.step(key, state, y, obs)
-        return state._replace(ensemble=jax.lax.with_sharding_constraint(state.ensemble, sharding)), info
+        return state._replace(
+            ensemble=jax.lax.with_sharding_constraint(state.ensemble, sharding)
+        ), info
 
     return Method(init, step)
 

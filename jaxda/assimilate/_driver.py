@@ -93,7 +93,9 @@ def innovation_statistics(E, y, obs) -> tuple[Array, Array]:
 
 def _validate(method, model, observations, initial, truth):
     if not isinstance(method, Method):
-        raise TypeError(f"method must be a jaxda.core.Method (init, step), got {type(method).__name__}")
+        raise TypeError(
+            f"method must be a jaxda.core.Method (init, step), got {type(method).__name__}"
+        )
     if not isinstance(model, Model):
         raise TypeError(f"model must be a jaxda.models.Model, got {type(model).__name__}")
     if not isinstance(observations, ObservationSeries):
@@ -196,7 +198,13 @@ def assimilate(
         return state, h
 
     keys = jax.random.split(key, K)
-    xs = (keys, ys, observations.n_steps, obs_seq, None if truth is None else jnp.asarray(truth, dtype))
+    xs = (
+        keys,
+        ys,
+        observations.n_steps,
+        obs_seq,
+        None if truth is None else jnp.asarray(truth, dtype),
+    )
     final, hist = jax.lax.scan(body, state, xs)
     return final, hist._replace(time=observations.time.astype(dtype))
 
@@ -228,7 +236,9 @@ def run_status(history: History, *, burn_in: int = 0, divergence_ratio: float = 
     r = history.innovation_ratio[burn_in:]
     mean_ratio = jnp.nanmean(r)
     diverged = mean_ratio > divergence_ratio
-    status = first_failure(status.astype(jnp.int32), jnp.where(diverged, Status.DIVERGED, Status.SUCCESS))
+    status = first_failure(
+        status.astype(jnp.int32), jnp.where(diverged, Status.DIVERGED, Status.SUCCESS)
+    )
     return RunStatus(status, mean_ratio)
 
 
@@ -238,5 +248,3 @@ def throw_on_failure(history: History) -> History:
     return history._replace(
         spread_analysis=eqx.error_if(history.spread_analysis, bad, "an analysis became non-finite")
     )
-
-

@@ -36,9 +36,16 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array
 
-from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_in_range, check_vector
+from ..core import (
+    EnsembleState,
+    Method,
+    analysis_info,
+    check_ensemble,
+    check_in_range,
+    check_vector,
+)
 from ..observations import observed, whitened_residual
 from ._sde import SDE
 

@@ -22,7 +22,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_in_range, check_vector
+from ..core import (
+    EnsembleState,
+    Method,
+    analysis_info,
+    check_ensemble,
+    check_in_range,
+    check_vector,
+)
 from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
 from ._localization import gaspari_cohn, periodic_distance
@@ -113,7 +120,9 @@ def enkf(
         2
     """
     if localization_radius is not None:
-        check_in_range("localization_radius", localization_radius, 0.0, float("inf"), closed_low=False)
+        check_in_range(
+            "localization_radius", localization_radius, 0.0, float("inf"), closed_low=False
+        )
 
     def init(ensemble, obs=None):
         del obs
@@ -127,10 +136,16 @@ def enkf(
             n = E.shape[1]
             loc = obs.operator.locations
             if loc is None:
-                raise ValueError("EnKF localization needs observation locations (operator.locations)")
+                raise ValueError(
+                    "EnKF localization needs observation locations (operator.locations)"
+                )
             L = float(n if domain_length is None else domain_length)
             grid = jnp.arange(n)[:, None]
-            d = periodic_distance(grid, loc[None, :], L) if periodic else jnp.abs(grid - loc[None, :])
+            d = (
+                periodic_distance(grid, loc[None, :], L)
+                if periodic
+                else jnp.abs(grid - loc[None, :])
+            )
             taper = gaspari_cohn(d, localization_radius).astype(E.dtype)
         Ea = enkf_analysis(
             key, E, y, obs, center_perturbations=center_perturbations, localization=taper

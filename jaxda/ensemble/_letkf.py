@@ -364,7 +364,11 @@ def letkf(
     _check_batch_size(batch_size)
 
     def positions(n):
-        s = np.arange(n, dtype=float) if state_locations is None else np.asarray(state_locations, float)
+        s = (
+            np.arange(n, dtype=float)
+            if state_locations is None
+            else np.asarray(state_locations, float)
+        )
         if s.shape != (n,):
             raise ValueError(f"state_locations must have length n={n}, got shape {s.shape}")
         return s, float(n if domain_length is None else domain_length)
@@ -381,8 +385,13 @@ def letkf(
         s, L = positions(n)
         if is_concrete(loc):
             return local_observations(
-                n, np.asarray(loc), localization_radius, state_locations=s, periodic=periodic,
-                domain_length=L, cutoff=cutoff,
+                n,
+                np.asarray(loc),
+                localization_radius,
+                state_locations=s,
+                periodic=periodic,
+                domain_length=L,
+                cutoff=cutoff,
             )
         # traced locations (a network that changes in time): every observation, tapered
         sj = jnp.asarray(s)[:, None]

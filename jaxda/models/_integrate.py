@@ -165,7 +165,9 @@ def rk4_step(rhs: Rhs, x: Float[Array, " n"], dt: float | Array) -> Float[Array,
     return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def trajectory(key: Array, model: Model, x0: Float[Array, " n"], n_steps: int) -> Float[Array, "K n"]:
+def trajectory(
+    key: Array, model: Model, x0: Float[Array, " n"], n_steps: int
+) -> Float[Array, "K n"]:
     """States ``x_1 .. x_K`` from ``x0`` (``lax.scan``); the key drives a stochastic model.
 
     Example:

@@ -80,7 +80,9 @@ class Lorenz96(Model):
             raise ValueError(f"Lorenz-96 needs n >= 4 variables, got n={n}")
         _check_dt(dt)
         if is_concrete(forcing) and jnp.ndim(forcing) not in (0, 1):
-            raise ValueError(f"forcing must be a scalar or an (n,) vector, got shape {jnp.shape(forcing)}")
+            raise ValueError(
+                f"forcing must be a scalar or an (n,) vector, got shape {jnp.shape(forcing)}"
+            )
         self.forcing = forcing
         self.dt = dt
         self.x0 = jnp.zeros(n).at[0].set(1.0)
@@ -89,7 +91,9 @@ class Lorenz96(Model):
         return rk4_step(lambda z: lorenz96_rhs(z, self.forcing), x, self.dt)
 
 
-def lorenz63(dt: float = 0.01, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> Lorenz63:
+def lorenz63(
+    dt: float = 0.01, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0
+) -> Lorenz63:
     """:class:`Lorenz63` with the classical parameters."""
     return Lorenz63(sigma=sigma, rho=rho, beta=beta, dt=dt)
 

@@ -40,7 +40,9 @@ def whitened_residual(
     return noise.restrict(mask).whiten(r) * mask
 
 
-def log_likelihood(noise: Noise, r: Float[Array, " m"], mask: Bool[Array, " m"]) -> Float[Array, ""]:
+def log_likelihood(
+    noise: Noise, r: Float[Array, " m"], mask: Bool[Array, " m"]
+) -> Float[Array, ""]:
     """Gaussian log-density of the residual ``r`` over the observed entries only."""
     restricted = noise.restrict(mask)
     z = restricted.whiten(jnp.where(mask, r, 0.0)) * mask

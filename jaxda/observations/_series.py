@@ -91,7 +91,9 @@ def _pad_model(om: ObservationModel, m: int) -> ObservationModel:
     if isinstance(op, Subset):
         op = Subset(jnp.concatenate([op.indices, jnp.zeros(m - k, op.indices.dtype)]))
     elif isinstance(op, Identity):
-        op = Subset(jnp.concatenate([jnp.arange(op.n), jnp.zeros(m - k, jnp.int32)]).astype(jnp.int32))
+        op = Subset(
+            jnp.concatenate([jnp.arange(op.n), jnp.zeros(m - k, jnp.int32)]).astype(jnp.int32)
+        )
     elif isinstance(op, Linear):
         pos = None
         if op.positions is not None:
@@ -170,7 +172,9 @@ def observation_series(
             raise TypeError("obs must be an ObservationModel or a list of ObservationModels")
         stacked, sizes = stack_observation_models(models)
         if len(y) != len(models):
-            raise ValueError(f"got {len(y)} observation vectors for {len(models)} observation models")
+            raise ValueError(
+                f"got {len(y)} observation vectors for {len(models)} observation models"
+            )
         m = max(sizes)
         rows = []
         for k, (yk, mk) in enumerate(zip(y, sizes, strict=True)):

@@ -8,8 +8,8 @@ climatological ``B``. (The cycled 4D-Var twin experiment is
 """
 
 from ._analysis import (
-    climatological_covariance,
     Var3DInfo,
+    climatological_covariance,
     fourdvar_analysis,
     threedvar_analysis,
     var3d,

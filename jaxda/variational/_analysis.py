@@ -23,7 +23,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_in_range, first_failure
+from ..core import (
+    EnsembleState,
+    Method,
+    analysis_info,
+    check_ensemble,
+    check_in_range,
+    first_failure,
+)
 from ..models import Model, trajectory
 from ..observations import ObservationModel, observed
 from ..optimize._bfgs import bfgs
