@@ -10,13 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxda.ensemble._particle_filter import (
+from jaxda.assimilate import assimilate, ensemble_mean
+from jaxda.ensemble import (
     bootstrap_particle_filter,
-    make_particle_filter,
+    particle_filter,
     pf_trajectories,
     systematic_resample,
 )
-from jaxda.observations import linear, observation_model
+from jaxda.models import Model, with_noise
+from jaxda.observations import linear, observation_model, observation_series
 
 A = jnp.array([[0.9, 0.2], [-0.1, 0.8]])
 Q = jnp.diag(jnp.array([0.2, 0.1]))
@@ -103,16 +105,67 @@ def test_genealogy_trajectories_end_in_filtering_distribution(run):
 
 
 def test_single_step_analysis_matches_exact_posterior():
-    obs = observation_model(linear(H), cov=R)
-    analysis = jax.jit(make_particle_filter(obs))
+    obs = observation_model(linear(H), obs_cov=R)
+    pf = particle_filter()
+    analysis = jax.jit(lambda k, E, y: pf.step(k, pf.init(E), y, obs))
     E = jax.random.multivariate_normal(jax.random.key(4), M0, P0, (N,))
     y = jnp.array([1.2])
-    Ea = analysis(jax.random.key(5), E, y)
+    state, info = analysis(jax.random.key(5), E, y)
+    Ea = state.ensemble
+    # resample_threshold=1: resampled, so the weights are uniform again
+    assert bool(info.resampled) and int(info.status) == 0 and int(info.n_obs) == 1
+    np.testing.assert_allclose(state.log_weights, -np.log(N), rtol=1e-12)
+    assert 1.0 < float(info.ess) < N
     S = H @ P0 @ H.T + R
     Kg = jnp.linalg.solve(S, H @ P0).T
     ma, Pa = M0 + Kg @ (y - H @ M0), P0 - Kg @ H @ P0
     np.testing.assert_array_less(np.abs(Ea.mean(0) - ma), 5 * np.sqrt(np.diag(Pa) / (N / 2)))
     np.testing.assert_allclose(jnp.cov(Ea.T), Pa, atol=0.05)
+
+
+class LinearModel(Model):
+    """``x_{k+1} = A x_k`` (deterministic; model noise added with ``with_noise``)."""
+
+    M: jax.Array
+    x0: jax.Array
+    dt: float = 1.0
+
+    def __call__(self, x):
+        return self.M @ x
+
+
+def test_particle_filter_method_through_the_driver_matches_kalman_filter(run):
+    """The Method (ESS-triggered resampling) run by ``assimilate`` on the same problem: the
+    first observation is at the initial time (``n_steps = 0``), the unobserved times are
+    all-NaN rows, and the per-time ``log_evidence`` sums to the Kalman log-evidence."""
+    ys, mask, _ = run
+    means, covs, logev = kalman(ys, np.asarray(mask))
+    model = with_noise(LinearModel(A, M0), jnp.sqrt(jnp.diag(Q)))
+    y_nan = jnp.where(mask[:, None], ys, jnp.nan)
+    steps = np.ones(K_STEPS, int)
+    steps[0] = 0
+    series = observation_series(y_nan, observation_model(linear(H), obs_cov=R), n_steps=steps)
+    p0 = jax.random.multivariate_normal(jax.random.key(1), M0, P0, (N,))
+
+    def record(state):
+        w = jax.nn.softmax(state.log_weights)
+        m = ensemble_mean(state)
+        return m, w @ (state.ensemble - m) ** 2
+
+    pf = particle_filter(resample_threshold=0.5)
+    _, hist = jax.jit(lambda k: assimilate(k, pf, model, series, p0, record=record))(
+        jax.random.key(9)
+    )
+    pf_mean, pf_var = hist.record
+    info = hist.info
+    np.testing.assert_array_equal(info.n_obs, np.asarray(mask, int))
+    assert np.all(np.asarray(info.status) == 0)
+    # no observation: weights unchanged, hence no resampling
+    assert not np.any(np.asarray(info.resampled)[~np.asarray(mask)])
+    se = np.sqrt(np.diagonal(covs, axis1=1, axis2=2) / np.asarray(info.ess)[:, None])
+    np.testing.assert_array_less(np.abs(pf_mean - means), 5 * se + 1e-12)
+    np.testing.assert_allclose(pf_var, np.diagonal(covs, axis1=1, axis2=2), rtol=0.1)
+    assert abs(float(jnp.sum(info.log_evidence)) - logev) < 0.1
 
 
 def test_systematic_resampling_counts():
@@ -129,6 +182,10 @@ def test_pf_validation():
             jax.random.key(0), transition, loglik, jnp.zeros((10, 2)), jnp.zeros(3)
         )
     with pytest.raises(ValueError, match="resample_threshold"):
+        particle_filter(resample_threshold=1.5)
+    with pytest.raises(ValueError, match="jitter"):
+        particle_filter(jitter=-0.1)
+    with pytest.raises(ValueError, match="resample_threshold"):
         bootstrap_particle_filter(
             jax.random.key(0),
             transition,
@@ -142,13 +199,15 @@ def test_pf_validation():
 def test_regularization_jitter_has_the_weighted_covariance():
     """``Ea(jitter) - Ea(0)`` with the same key is ``N(0, jitter² C_w)``, ``C_w`` the weighted
     forecast covariance (computed here with numpy's ``aweights``)."""
-    obs = observation_model(linear(H), cov=R)
+    obs = observation_model(linear(H), obs_cov=R)
     n_members, jitter = 4000, 0.5
     E = jax.random.multivariate_normal(jax.random.key(6), M0, P0, (n_members,))
     y = jnp.array([1.2])
-    d = make_particle_filter(obs, jitter=jitter)(jax.random.key(7), E, y) - make_particle_filter(
-        obs
-    )(jax.random.key(7), E, y)
+
+    def analysis(pf):
+        return pf.step(jax.random.key(7), pf.init(E), y, obs)[0].ensemble
+
+    d = analysis(particle_filter(jitter=jitter)) - analysis(particle_filter())
     w = jax.nn.softmax(jax.vmap(lambda x: obs.noise.log_prob(y - H @ x))(E))
     C_w = np.cov(np.asarray(E).T, aweights=np.asarray(w), bias=True)
     # 4000 draws: sample-covariance entries have relative sd ≈ 2-3%
@@ -157,12 +216,15 @@ def test_regularization_jitter_has_the_weighted_covariance():
 
 
 def test_regularized_pf_tracks_lorenz63_where_the_plain_one_collapses():
-    from jaxda.experiments import lorenz63_setup, twin_experiment
+    import dataclasses
 
-    setup = lorenz63_setup(n_cycles=300, burn_in=100)
+    from jaxda.experiments import sakov2012, twin_experiment
+
+    # the former lorenz63_setup: sakov2012 with R = 4 I and an initial spread of 1
+    setup = dataclasses.replace(sakov2012(n_cycles=300, burn_in=100, obs_std=2.0), init_std=1.0)
 
     def rmse(jitter):
-        pf = make_particle_filter(setup.obs, jitter=jitter)
+        pf = particle_filter(jitter=jitter)
         run = jax.jit(jax.vmap(lambda k: twin_experiment(k, setup, pf, 100).rmse_analysis))
         return np.asarray(run(jax.random.split(jax.random.key(8), 2)))
 
