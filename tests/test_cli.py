@@ -1,51 +1,109 @@
 import json
 
+import numpy as np
 import pytest
 
 from jaxda.cli import main
 
+QUIET = ["--no-progress"]
+
 
 def test_cli_json_summary(capsys):
-    code = main(
-        ["run", "--model", "lorenz96", "--method", "etkf", "-N", "20", "--cycles", "300", "--json"]
-    )
+    code = main(["run", "--method", "etkf", "-N", "20", "--cycles", "300", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("rmse_analysis", "spread_analysis", "cycles", "seconds", "compile_seconds"):
+    for key in ("rmse_analysis", "spread_analysis", "cycles", "seconds", "compile_seconds", "status"):
         assert key in out
     assert out["cycles"] == 300
+    assert out["status"] == "SUCCESS"
     assert 0 < out["rmse_analysis"] < 1.0  # all 40 variables observed with R = I
+    assert 0.5 < out["innovation_ratio"] < 2.0  # a well-tuned filter is consistent
 
 
-def test_cli_table_and_plot(tmp_path, capsys):
-    png = tmp_path / "rmse.png"
-    code = main(
-        [
-            "run",
-            "--model",
-            "lorenz63",
-            "--method",
-            "enkf",
-            "--cycles",
-            "100",
-            "--plot",
-            str(png),
-            "--no-progress",
-        ]
-    )
-    assert code == 0
+def test_cli_table_plot_and_netcdf_output(tmp_path, capsys):
+    xr = pytest.importorskip("xarray")
+    png, nc = tmp_path / "rmse.png", tmp_path / "run.nc"
+    argv = ["run", "--model", "lorenz63", "--method", "enkf", "--cycles", "100"]
+    assert main([*argv, "--plot", str(png), "--output", str(nc), *QUIET]) == 0
     assert "analysis RMSE" in capsys.readouterr().out
     assert png.stat().st_size > 1000
+    with xr.open_dataset(nc) as ds:
+        assert ds["ensemble"].shape == (10, 3)
+        assert ds["record"].shape == (100, 3)  # the analysis mean at every time
+        assert ds["truth"].shape == (100, 3)
+        err = np.sqrt(np.mean((ds["record"].values - ds["truth"].values) ** 2, axis=1))
+        np.testing.assert_allclose(err, ds["rmse_analysis"].values, rtol=1e-5)
+        assert ds.attrs["method"] == "enkf"
+
+
+def test_cli_runs_on_an_observation_file(tmp_path, capsys):
+    """Real-observation mode: no truth, irregular times and missing values read from a file."""
+    import jax.numpy as jnp
+
+    from jaxda.io import save_observations
+    from jaxda.observations import observation_model, observation_series, subset
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(0.0, 3.0, (60, 20))
+    y[rng.random(y.shape) < 0.1] = np.nan
+    times = np.cumsum(rng.integers(1, 3, 60)) * 0.05
+    om = observation_model(subset(np.arange(0, 40, 2), n=40), obs_std=1.0)
+    path = tmp_path / "obs.nc"
+    save_observations(str(path), observation_series(jnp.asarray(y), om, times=times, dt=0.05))
+    assert main(["run", "--method", "letkf", "--observations", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cycles"] == 60 and out["observations"] == str(path)
+    assert "rmse_analysis" not in out  # no truth, no RMSE
+    assert np.isfinite(out["spread_analysis"])
+
+
+def test_cli_plot_failure_keeps_results(tmp_path, capsys, monkeypatch):
+    import jaxda.cli as cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(cli, "plot_history", broken)
+    nc = tmp_path / "run.nc"
+    argv = ["run", "--model", "lorenz63", "--method", "etkf", "--cycles", "50", "--json"]
+    code = main([*argv, "--plot", str(tmp_path / "x.png"), "--output", str(nc)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "plot could not be written" in captured.err and "disk full" in captured.err
+    assert json.loads(captured.out)["cycles"] == 50  # the summary is still printed
+    assert nc.stat().st_size > 0  # and the results written
+
+
+def test_cli_warns_on_divergence(capsys):
+    argv = ["run", "--method", "enkf", "--inflation", "1.0", "--cycles", "400", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["status"] == "DIVERGED" and out["innovation_ratio"] > 4
+    assert "diverged" in captured.err
+    assert main([*argv, "--fail-on-divergence"]) == 3
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--model", "lorenz99"], "unknown model"),
-        (["run", "--method", "magic"], "unknown method"),
+        (["run", "--model", "lorenz99"], "invalid choice: 'lorenz99'"),
+        (["run", "--method", "magic"], "invalid choice: 'magic'"),
         (["run", "-N", "1", "--cycles", "10"], "ensemble-size must be >= 2"),
         (["run", "--inflation", "0"], "inflation must be positive"),
         (["run", "--cycles", "-5"], "cycles must be >= 1"),
+        (["run", "--rtps", "5"], "rtps must be in [0, 1]"),
+        (["run", "--model", "lorenz63", "--dim", "5"], "--dim applies to lorenz96 only"),
+        (["run", "--method", "enkf", "--eps-beta", "0.1"], "--eps-beta does not apply to enkf"),
+        (["run", "--method", "enkf", "--jitter", "0.5"], "--jitter does not apply to enkf"),
+        (["run", "--method", "3dvar", "-N", "5"], "--ensemble-size does not apply to 3dvar"),
+        (["run", "--method", "4dvar", "--plot", "x.png"], "--plot is not available with 4dvar"),
+        (["run", "--method", "etkf", "--window", "3"], "--window applies to 4dvar only"),
+        (["run", "--plot", "/nonexistent/dir/x.png"], "directory /nonexistent/dir does not exist"),
+        (["run", "--output", "/nonexistent/dir/x.nc"], "directory /nonexistent/dir does not exist"),
+        (["run", "--observations", "/nonexistent.nc"], "file does not exist"),
+        (["run", "--cycles", "10", "--burn-in", "10"], "--burn-in must be in [0, --cycles)"),
+        (["run", "--method", "pf", "--jitter", "-1", "--cycles", "5"], "jitter must be in"),
     ],
 )
 def test_cli_bad_input_gives_clear_errors(argv, message, capsys):
@@ -55,20 +113,18 @@ def test_cli_bad_input_gives_clear_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_cli_help_documents_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--model", "--method", "--localization-radius", "--eps-beta", "--jitter", "--output", "--observations", "--rotate"):
+        assert flag in text
+    assert "(default: lorenz96)" in text and "letkf" in text
+
+
 @pytest.mark.parametrize("method", ["3dvar", "4dvar"])
 def test_cli_variational_methods(method, capsys):
-    argv = [
-        "run",
-        "--method",
-        method,
-        "--dim",
-        "10",
-        "--cycles",
-        "20",
-        "--obs-every",
-        "2",
-        "--json",
-    ]
+    argv = ["run", "--method", method, "--dim", "10", "--cycles", "20", "--obs-every", "2", "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == method
@@ -81,7 +137,7 @@ def test_cli_variational_methods(method, capsys):
 def test_cli_arctan_observations(method, capsys):
     """Bao et al.'s nonlinear observations from the CLI: every variable seen through arctan."""
     argv = ["run", "--method", *method, "--obs-operator", "arctan", "--obs-std", "0.05"]
-    argv += ["--obs-every", "2", "--cycles", "100", "--burn-in", "40", "--json", "--no-progress"]
+    argv += ["--obs-every", "2", "--cycles", "100", "--burn-in", "40", "--json", *QUIET]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["obs_operator"] == "arctan"
@@ -89,12 +145,12 @@ def test_cli_arctan_observations(method, capsys):
     assert 0 < out["rmse_analysis"] < 0.4
 
 
-def test_cli_regularized_particle_filter(capsys):
-    argv = ["run", "--model", "lorenz63", "--method", "pf", "--cycles", "300", "--json"]
-    assert main([*argv, "--no-progress"]) == 0
+def test_cli_regularized_particle_filter_and_rotation(capsys):
+    argv = ["run", "--model", "lorenz63", "--cycles", "300", "--json", *QUIET]
+    assert main([*argv, "--method", "pf"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ensemble_size"] == 100
-    assert 0 < out["rmse_analysis"] < 1.0  # R = 4 I, observations every 0.25 time units
-    with pytest.raises(SystemExit):
-        main([*argv, "--jitter", "-1"])
-    assert "jitter" in capsys.readouterr().err
+    assert out["ensemble_size"] == 100 and out["jitter"] == 0.8
+    assert 0 < out["rmse_analysis"] < 1.0  # R = 2 I, observations every 0.25 time units
+    assert main([*argv, "--method", "etkf", "--rotate"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rotate"] is True and 0 < out["rmse_analysis"] < 1.2
