@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxda.experiments import run_filter, sakov2008, simulate, twin_experiment
+from jaxda.assimilate import assimilate
+from jaxda.core import Status
+from jaxda.experiments import fourdvar_experiment, sakov2008, simulate, twin_experiment
 from jaxda.metrics import weighted_norm
 from jaxda.models import lorenz96
 from jaxda.observations import gaussian_noise, linear, observation_model, subset
@@ -17,11 +19,10 @@ from jaxda.variational import (
     climatological_covariance,
     fourdvar_analysis,
     fourdvar_cost,
-    fourdvar_experiment,
-    make_3dvar,
     threedvar_analysis,
     threedvar_cost,
     threedvar_cost_cv,
+    var3d,
 )
 
 
@@ -41,7 +42,7 @@ def test_3dvar_equals_dense_gaussian_conditioning(kind):
     n = 6
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     idx = jnp.array([0, 2, 3, 5])
-    obs = observation_model(subset(idx, n), std=jnp.array([0.5, 1.0, 0.7, 2.0]))
+    obs = observation_model(subset(idx, n), obs_std=jnp.array([0.5, 1.0, 0.7, 2.0]))
     xb = jax.random.normal(k1, (n,))
     y = jax.random.normal(k2, (4,))
     if kind == "scalar":
@@ -63,13 +64,13 @@ def test_3dvar_equals_dense_gaussian_conditioning(kind):
 
 def test_cost_terms_match_definitions_and_weighted_norm():
     n = 5
-    obs = observation_model(linear(jnp.eye(n)[:3] * 2.0), std=jnp.array([0.5, 1.0, 2.0]))
+    obs = observation_model(linear(jnp.eye(n)[:3] * 2.0), obs_std=jnp.array([0.5, 1.0, 2.0]))
     Bm = _spd(jax.random.key(1), n)
     B = background_covariance(cov=Bm)
     x, xb = jnp.arange(n) * 0.3, jnp.ones(n)
     y = jnp.array([1.0, -1.0, 0.5])
     Jb = 0.5 * float((x - xb) @ np.linalg.solve(Bm, np.asarray(x - xb)))
-    Jo = 0.5 * float(weighted_norm(y, obs.operator.fn(x), obs.noise.std)) ** 2  # seeds' ||·||_W
+    Jo = 0.5 * float(weighted_norm(y, obs.operator(x), obs.noise.std)) ** 2  # seeds' ||·||_W
     assert float(threedvar_cost(x, xb, y, obs, B)) == pytest.approx(Jb + Jo, rel=1e-10)
     # control-variable form: x = xb + L v gives the same cost
     v = jnp.linalg.solve(B.chol, x - xb)
@@ -81,7 +82,13 @@ def test_cost_terms_match_definitions_and_weighted_norm():
     with pytest.raises(ValueError, match="lower-triangular"):
         background_covariance(chol=jnp.array([[1.0, 1.0], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="dimension"):
-        make_3dvar(obs, gaussian_noise(std=1.0, dim=4), n=n)
+        var3d(gaussian_noise(std=1.0, dim=4), model=lorenz96(n))
+    with pytest.raises(ValueError, match="dimension"):
+        var3d(gaussian_noise(std=1.0, dim=4)).init(jnp.zeros((1, n)))
+    with pytest.raises(ValueError, match="B= or a model="):
+        var3d()
+    with pytest.raises(ValueError, match="members"):
+        var3d(B, members="spread")
 
 
 def test_4dvar_linear_model_equals_batch_gaussian_conditioning():
@@ -89,7 +96,7 @@ def test_4dvar_linear_model_equals_batch_gaussian_conditioning():
     n, K, dk = 4, 3, 2
     M = np.eye(n) + 0.1 * np.asarray(jax.random.normal(jax.random.key(2), (n, n)))
     step = lambda x: jnp.asarray(M) @ x  # noqa: E731
-    obs = observation_model(subset(jnp.array([0, 3]), n), std=jnp.array([0.3, 0.6]))
+    obs = observation_model(subset(jnp.array([0, 3]), n), obs_std=jnp.array([0.3, 0.6]))
     Bm = _spd(jax.random.key(3), n, 0.5)
     xb = jnp.array([1.0, -0.5, 0.2, 0.0])
     ys = jax.random.normal(jax.random.key(4), (K, 2))
@@ -109,6 +116,53 @@ def test_4dvar_linear_model_equals_batch_gaussian_conditioning():
     np.testing.assert_allclose(g, fd, rtol=1e-6)
 
 
+def test_var3d_method_and_missing_observations():
+    """The Method shifts every member by the 3D-Var increment of the mean (or collapses them);
+    a missing observation drops out of the cost."""
+    n = 6
+    idx = jnp.array([0, 2, 3, 5])
+    std = jnp.array([0.5, 1.0, 0.7, 2.0])
+    obs = observation_model(subset(idx, n), obs_std=std)
+    s = jnp.linspace(0.3, 1.5, n)
+    E = jax.random.normal(jax.random.key(5), (4, n))
+    y = jax.random.normal(jax.random.key(6), (4,)).at[1].set(jnp.nan)
+    keep = np.array([0, 2, 3])
+    reduced = observation_model(subset(idx[keep], n), obs_std=std[keep])
+    xb = E.mean(0)
+    xa, _ = jax.jit(lambda xb: threedvar_analysis(xb, y[keep], reduced, s, gtol=1e-7))(xb)
+    H = np.eye(n)[np.asarray(idx)[keep]]
+    ref = _kalman_update(
+        np.asarray(xb),
+        np.diag(np.asarray(s) ** 2),
+        H,
+        np.diag(np.asarray(std[keep]) ** 2),
+        np.asarray(y[keep]),
+    )
+    np.testing.assert_allclose(xa, ref, atol=1e-6)
+    method = var3d(s, gtol=1e-7)
+    state, info = jax.jit(lambda E: method.step(None, method.init(E), y, obs))(E)
+    np.testing.assert_allclose(state.ensemble, E + (xa - xb), atol=1e-6)
+    assert int(info.n_obs) == 3 and int(info.status) == Status.SUCCESS and int(info.n_steps) > 0
+    collapse = var3d(s, gtol=1e-7, members="collapse")
+    state, _ = jax.jit(lambda E: collapse.step(None, collapse.init(E), y, obs))(E)
+    np.testing.assert_allclose(state.ensemble, jnp.broadcast_to(xa, E.shape), atol=1e-6)
+
+
+def test_var3d_climatological_background_from_the_model():
+    # var3d(model=m, xb=a) is var3d(B = a · climatological covariance of a free run of m)
+    model = lorenz96(8)
+    method = var3d(model=model, xb=0.05, n_climatology=2_000)
+    C = climatological_covariance(model, n_steps=2_000)
+    ref = var3d(background_covariance(cov=0.05 * C))
+    obs = observation_model(subset(jnp.arange(0, 8, 2), 8), obs_std=1.0)
+    E = jax.random.normal(jax.random.key(1), (3, 8))
+    y = jnp.ones(4)
+    a, b = jax.jit(lambda E: [m.step(None, m.init(E), y, obs)[0].ensemble for m in (method, ref)])(
+        E
+    )
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def clim_cov():
     return climatological_covariance(lorenz96(40), n_steps=10_000, spinup=1_000)
@@ -124,10 +178,9 @@ def test_3dvar_sakov2008_rmse_close_to_published(clim_cov):
     B = background_covariance(cov=0.02 * clim_cov)
     # deterministic 3D-Var: N=2 identical members ("collapse") so that the driver's
     # spread-based diagnostics stay defined
-    run = jax.jit(
-        lambda k: twin_experiment(k, setup, make_3dvar(setup.obs, B, members="collapse"), 2)
-    )
+    run = jax.jit(lambda k: twin_experiment(k, setup, var3d(B, members="collapse"), 2))
     res = run(jax.random.key(0))
+    assert int(res.status) == Status.SUCCESS
     assert abs(float(res.rmse_analysis) - 0.41) < 0.04
     assert float(res.spread_analysis) == 0.0
 
@@ -141,7 +194,9 @@ def test_4dvar_beats_3dvar_on_sparse_observations(clim_cov):
     B = background_covariance(cov=0.05 * clim_cov)
     E0 = jnp.broadcast_to(setup.center, (2, 40))
     _, h3 = jax.jit(
-        lambda E: run_filter(key, setup, make_3dvar(setup.obs, B, members="collapse"), E, data)
+        lambda E: assimilate(
+            key, var3d(B, members="collapse"), setup.model, data.observations, E, truth=data.truth
+        )
     )(E0)
     r4 = jax.jit(lambda k: fourdvar_experiment(k, setup, 5, B, data=data, gtol=1e-4))(key)
     w = 5
