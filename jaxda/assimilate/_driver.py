@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ..core import Method, Status, check_ensemble, first_failure, is_concrete
@@ -118,6 +119,15 @@ def _validate(method, model, observations, initial, truth):
         )
 
 
+def _cast_floats(tree, dtype):
+    def cast(a):
+        if isinstance(a, jax.Array | np.ndarray) and jnp.issubdtype(a.dtype, jnp.floating):
+            return a.astype(dtype)
+        return a
+
+    return jax.tree.map(cast, tree)
+
+
 def assimilate(
     key: Array,
     method: Method,
@@ -166,6 +176,10 @@ def assimilate(
         _validate(method, model, observations, initial, truth)
         state = method.init(initial, observations.fixed_obs())
     dtype = state.ensemble.dtype
+    # One precision for the whole run: the ensemble's (float leaves of the model and the
+    # observation model are cast, so a float32 run stays float32 under jax_enable_x64).
+    model = _cast_floats(model, dtype)
+    observations = _cast_floats(observations, dtype)
     K = len(observations)
     ys = observations.y.astype(dtype)
     obs_seq = observations.obs if observations.varying else None
@@ -224,6 +238,7 @@ def run_status(history: History, *, burn_in: int = 0, divergence_ratio: float = 
 
     Example:
         >>> import jax.numpy as jnp
+import numpy as np
         >>> from jaxda.core import AnalysisInfo
         >>> h = History(jnp.arange(3.0), AnalysisInfo(jnp.ones(3, int), jnp.zeros(3, int)),
         ...             *(jnp.ones(3),) * 3, jnp.array([9.0, 9.0, 9.0]))

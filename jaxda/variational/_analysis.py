@@ -171,7 +171,8 @@ def var3d(
         del key
         E = state.ensemble
         x_b = jnp.mean(E, axis=0)
-        xa, res = threedvar_analysis(x_b, y, obs, B, max_iter=max_iter, gtol=gtol)
+        B_E = jax.tree.map(lambda a: a.astype(E.dtype), as_background(B, E.shape[1]))
+        xa, res = threedvar_analysis(x_b, y, obs, B_E, max_iter=max_iter, gtol=gtol)
         Ea = jnp.broadcast_to(xa, E.shape) if members == "collapse" else E + (xa - x_b)
         base = analysis_info(Ea, observed(y))
         status = first_failure(base.status, res.status)

@@ -1,0 +1,116 @@
+"""Conformance of every registered method with the protocol, through the one driver.
+
+Each method in :func:`jaxda.assimilate.available_methods` must: run under ``jit``; ``vmap``
+over seeds; give the same result for the same key; keep float32 in float32; trace its step
+once (no retrace per cycle, nor for new data of the same shape); handle a missing observation,
+an all-missing time and irregular observation times.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxda.assimilate import assimilate, available_methods, make_method
+from jaxda.core import Method, Status
+from jaxda.models import Lorenz96
+from jaxda.observations import observation_model, observation_series, subset
+from jaxda.variational import background_covariance
+
+n = 8
+MODEL = Lorenz96(n=n, dt=0.05)
+
+# Options and ensemble size per registered method (a new method must be added here).
+SETTINGS = {
+    "enkf": ({}, 10),
+    "etkf": ({}, 10),
+    "letkf": ({"localization_radius": 2.0}, 6),
+    "pf": ({"jitter": 0.5}, 30),
+    "ensf": ({"n_steps": 20, "standardize": True, "eps_beta": 0.5}, 10),
+    "3dvar": ({"B": background_covariance(std=0.5, dim=n)}, 1),
+}
+
+
+def _problem(dtype, K=8):
+    rng = np.random.default_rng(1)
+    y = rng.normal(0.0, 2.0, (K, 4))
+    y[2, 1] = np.nan  # one missing value
+    y[5, :] = np.nan  # a time with nothing observed
+    om = observation_model(subset([0, 2, 4, 6], n=n), obs_std=1.0)
+    series = observation_series(jnp.asarray(y, dtype), om, n_steps=np.array([1, 2, 1, 3, 1, 1, 2, 1]))
+    E0 = (MODEL.x0 + 0.5 * rng.normal(size=(1, n))).astype(dtype)
+    return series, E0
+
+
+def _method(name):
+    options, N = SETTINGS[name]
+    return make_method(name, **options), N
+
+
+def test_every_registered_method_has_settings():
+    assert sorted(SETTINGS) == available_methods()
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_conformance(name):
+    method, N = _method(name)
+    assert isinstance(method, Method)
+    series, x0 = _problem(jnp.float64)
+    E0 = x0 + 0.5 * jax.random.normal(jax.random.key(0), (N, n))
+
+    traces = []
+
+    def counted_step(key, state, y, obs):
+        traces.append(1)
+        return method.step(key, state, y, obs)
+
+    counted = Method(method.init, counted_step)
+    run = jax.jit(lambda key, E: assimilate(key, counted, MODEL, series, E))
+    final, hist = run(jax.random.key(1), E0)
+    assert len(traces) == 1  # one trace for all 8 cycles
+    run(jax.random.key(2), E0 + 0.1)  # new data, same shapes: no retrace
+    assert len(traces) == 1
+
+    # same key, same result; another key differs only for random methods
+    final2, _ = run(jax.random.key(1), E0)
+    np.testing.assert_array_equal(final.ensemble, final2.ensemble)
+
+    # missing values and an all-missing time
+    np.testing.assert_array_equal(hist.info.n_obs, [4, 4, 3, 4, 4, 0, 4, 4])
+    assert np.all(np.isfinite(final.ensemble))
+    assert np.all(np.asarray(hist.info.status) != Status.NONFINITE)
+    assert np.isnan(hist.innovation_ratio[5]) and np.all(np.isfinite(np.delete(hist.innovation_ratio, 5)))
+
+    # vmap over seeds
+    keys = jax.random.split(jax.random.key(3), 3)
+    finals, hists = jax.vmap(lambda k: assimilate(k, method, MODEL, series, E0))(keys)
+    assert finals.ensemble.shape == (3, N, n)
+    assert hists.spread_analysis.shape == (3, 8)
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_float32_stays_float32(name):
+    method, N = _method(name)
+    series, x0 = _problem(jnp.float32)
+    E0 = (x0 + 0.5 * jax.random.normal(jax.random.key(0), (N, n))).astype(jnp.float32)
+    final, hist = jax.jit(lambda k: assimilate(k, method, MODEL, series, E0))(jax.random.key(0))
+    assert final.ensemble.dtype == jnp.float32
+    assert hist.spread_analysis.dtype == jnp.float32
+    assert np.all(np.isfinite(final.ensemble))
+
+
+def test_all_missing_time_is_a_forecast_only():
+    """With nothing observed, every method returns its forecast (up to the method's own
+    post-processing: none here)."""
+    series, x0 = _problem(jnp.float64)
+    y = jnp.full_like(series.y, jnp.nan)
+    empty = observation_series(y, series.obs, n_steps=np.asarray(series.n_steps))
+    for name in available_methods():
+        method, N = _method(name)
+        E0 = x0 + 0.5 * jax.random.normal(jax.random.key(0), (N, n))
+        final, _ = assimilate(jax.random.key(0), method, MODEL, empty, E0)
+        free = E0
+        for k in range(len(empty)):
+            for _ in range(int(empty.n_steps[k])):
+                free = jax.vmap(MODEL)(free)
+        np.testing.assert_allclose(final.ensemble, free, rtol=1e-10, atol=1e-10, err_msg=name)
