@@ -10,11 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxda.ensemble._letkf import make_letkf
-from jaxda.experiments import make_analysis, sakov2008, twin_experiment
-from jaxda.experiments._twin import TwinSetup
-from jaxda.observations import ObservationModel
-from jaxda.observations._noise import DiagonalNoise
+from jaxda.assimilate import with_inflation
+from jaxda.ensemble import enkf, etkf, letkf
+from jaxda.experiments import TwinSetup, sakov2008, twin_experiment
+from jaxda.observations import DiagonalNoise, ObservationModel
 
 N_SEEDS = 3
 
@@ -35,7 +34,7 @@ def setup_in(dtype, n_cycles=500, burn_in=100):
 
 
 # DAPPER references: EnKF('PertObs', N=28, infl=1.08) -> 0.24; EnKF('Sqrt', N=20, infl=1.04, rot) -> 0.20
-METHODS = {"enkf": (28, 1.08), "etkf": (20, 1.04)}
+METHODS = {"enkf": (enkf, 28, 1.08), "etkf": (etkf, 20, 1.04)}
 
 
 def run_both(dtype):
@@ -45,8 +44,8 @@ def run_both(dtype):
 
     def one(k):
         return {
-            m: twin_experiment(k, setup, make_analysis(m, setup.obs), N, infl)
-            for m, (N, infl) in METHODS.items()
+            m: twin_experiment(k, setup, with_inflation(factory(), infl), N)
+            for m, (factory, N, infl) in METHODS.items()
         }
 
     return jax.jit(jax.vmap(one))(keys)
@@ -58,8 +57,12 @@ def test_float32_matches_float64():
         out = {}
         for dtype, r in res.items():
             r = r[method]
-            assert r.ensemble.dtype == dtype, (method, r.ensemble.dtype)  # no promotion
+            assert r.state.ensemble.dtype == dtype, (method, r.state.ensemble.dtype)  # no promotion
             assert r.history.rmse_analysis.dtype == dtype
+            assert r.history.spread_analysis.dtype == dtype
+            assert r.history.innovation_ratio.dtype == dtype
+            assert r.data.truth.dtype == dtype and r.data.observations.y.dtype == dtype
+            assert np.all(np.asarray(r.status) == 0), (method, dtype, r.status)
             assert np.all(np.isfinite(np.asarray(r.history.rmse_analysis))), f"{method} {dtype}"
             out[dtype] = np.asarray(r.rmse_analysis, np.float64)
             assert np.all(out[dtype] < 0.35), (method, dtype, out[dtype])  # stable in every seed
@@ -72,8 +75,12 @@ def test_float32_matches_float64():
 
 def test_letkf_float32_analysis():
     setup32, setup64 = setup_in(jnp.float32), setup_in(jnp.float64)
-    f32 = make_letkf(setup32.obs, 40, 4.0)
-    f64 = make_letkf(setup64.obs, 40, 4.0)
+    method = letkf(4.0)
+
+    def analysis(obs):
+        return lambda key, E, y: method.step(key, method.init(E, obs), y, obs)[0].ensemble
+
+    f32, f64 = analysis(setup32.obs), analysis(setup64.obs)
     # one analysis: float32 agrees with float64 to float32 round-off
     E = 3.0 * jax.random.normal(jax.random.key(0), (7, 40))
     y = jax.random.normal(jax.random.key(1), (40,))
