@@ -19,12 +19,11 @@ SCRIPT = textwrap.dedent(
     import json
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
-    from jaxda.ensemble import enkf_analysis, etkf_analysis
-    from jaxda.ensemble._letkf import letkf_analysis, local_observations, make_letkf
+    from jaxda.assimilate import with_inflation
+    from jaxda.ensemble import enkf, etkf, letkf, letkf_analysis, local_observations
     from jaxda.experiments import sakov2008, twin_experiment
     from jaxda.observations import identity, observation_model, subset
-    from jaxda.sharding import (make_mesh, make_sharded_letkf, shard_ensemble,
-                                sharded_analysis, sharded_letkf_analysis)
+    from jaxda.sharding import make_mesh, shard_ensemble, with_sharding
 
     out = {"n_devices": len(jax.devices())}
     mesh = make_mesh()
@@ -35,42 +34,42 @@ SCRIPT = textwrap.dedent(
 
     # LETKF: grid points split with shard_map (n divisible by 4, and padded n = 42)
     for n, stride, bs in [(40, 1, None), (42, 2, 4)]:
-        obs = observation_model(subset(np.arange(0, n, stride), n), std=0.8)
-        loc = local_observations(n, obs.operator.indices, 3.0)
+        obs = observation_model(subset(np.arange(0, n, stride), n), obs_std=0.8)
+        loc = local_observations(n, obs.operator.locations, 3.0)
         E = jax.random.normal(jax.random.key(n), (8, n))
         y = jax.random.normal(jax.random.key(n + 1), (obs.dim,))
         ref = jax.jit(lambda E, y: letkf_analysis(E, y, obs, loc))(E, y)
-        sh = jax.jit(lambda E, y: sharded_letkf_analysis(E, y, obs, loc, mesh, batch_size=bs))(
+        sh = jax.jit(lambda E, y: letkf_analysis(E, y, obs, loc, mesh=mesh, batch_size=bs))(
             shard_ensemble(E, mesh, "members") if n % 4 else shard_ensemble(E, mesh), y)
         out[f"letkf_{n}"] = [diff(ref, sh), ndev(sh), float(jnp.max(jnp.abs(ref - E)))]
 
     # global EnKF / ETKF: ensembles sharded over the state or the member axis
     n, N = 40, 8
-    obs = observation_model(identity(n), std=1.0)
+    obs = observation_model(identity(n), obs_std=1.0)
     E = jax.random.normal(jax.random.key(7), (N, n))
     y = jax.random.normal(jax.random.key(8), (n,))
     key = jax.random.key(9)
-    methods = {
-        "enkf": lambda k, E, y: enkf_analysis(k, E, y, obs),
-        "etkf": lambda k, E, y: etkf_analysis(E, y, obs),
-    }
-    for name, f in methods.items():
-        ref = jax.jit(f)(key, E, y)
+    def analysis(method):
+        return jax.jit(lambda k, E, y: method.step(k, method.init(E, obs), y, obs)[0].ensemble)
+    for name, factory in {"enkf": enkf, "etkf": etkf}.items():
+        ref = analysis(factory())(key, E, y)
         for over in ("state", "members"):
-            sh = jax.jit(sharded_analysis(f, mesh, over))(key, shard_ensemble(E, mesh, over), y)
+            f = analysis(with_sharding(factory(), mesh, over))
+            sh = f(key, shard_ensemble(E, mesh, over), y)
             out[f"{name}_{over}"] = [diff(ref, sh), ndev(sh), str(sh.sharding.spec)]
 
     # a short twin experiment: sharded LETKF (shard_map) and sharded ETKF vs unsharded
     setup = sakov2008(n_cycles=60, burn_in=10)
     runs = {
-        "twin_letkf": (make_letkf(setup.obs, 40, 4.0), make_sharded_letkf(setup.obs, 40, 4.0, mesh), 7),
+        "twin_letkf": (letkf(4.0), letkf(4.0, mesh=mesh), 7),
+        "twin_etkf": (etkf(), with_sharding(etkf(), mesh), 20),
     }
     for name, (f, g, N) in runs.items():
         k = jax.random.key(11)
-        a = jax.jit(lambda k: twin_experiment(k, setup, f, N, 1.04))(k)
-        b = jax.jit(lambda k: twin_experiment(k, setup, g, N, 1.04))(k)
+        a = jax.jit(lambda k: twin_experiment(k, setup, with_inflation(f, 1.04), N))(k)
+        b = jax.jit(lambda k: twin_experiment(k, setup, with_inflation(g, 1.04), N))(k)
         out[name] = [diff(a.history.rmse_analysis, b.history.rmse_analysis),
-                     float(a.rmse_analysis), ndev(b.ensemble)]
+                     float(a.rmse_analysis), ndev(b.state.ensemble)]
     print("RESULT" + json.dumps(out))
     """
 )
@@ -113,8 +112,9 @@ def test_sharded_global_filters_equal_unsharded(sharded_results, name, over):
     assert "'x'" in spec
 
 
-def test_sharded_twin_experiment(sharded_results):
-    d, rmse, ndev = sharded_results["twin_letkf"]
+@pytest.mark.parametrize("name", ["twin_letkf", "twin_etkf"])
+def test_sharded_twin_experiment(sharded_results, name):
+    d, rmse, ndev = sharded_results[name]
     assert 0 < rmse < 1.0  # converged filter (spin-up included in the 50-cycle mean)
     # 60 chaotic cycles amplify round-off of the different reduction order only mildly
     assert d < 1e-8
