@@ -25,6 +25,7 @@ from jaxtyping import Array, Float
 from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_vector
 from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
+from ._letkf import letkf_transform
 
 
 def etkf_transform(
@@ -57,7 +58,9 @@ def etkf_analysis(
     N = ensemble.shape[0]
     mean, A = mean_and_anomalies(ensemble)
     os = obs_space(ensemble, obs, y)
-    w, T = etkf_transform(os.S, os.innovation(y))
+    # The smaller of the N×N and m×m eigen-problems (letkf_transform): O(N m²) when m < N, and
+    # distinct eigenvalues, so the transform's derivative (jax.grad through a filter) is stable.
+    w, T = letkf_transform(os.S, os.innovation(y))
     mean_a = mean + (w @ A) / jnp.sqrt(N - 1.0)
     return mean_a + T @ A
 
