@@ -86,13 +86,13 @@ def enkf_analysis(
     D = perturbed_observations(key, y0, obs, N, center_perturbations) - os.Y  # (N, m)
     Dw = os.whiten(D)
     if localization is None:
-        return ensemble + kalman_increments(X, os.S, Dw)
+        return (ensemble + kalman_increments(X, os.S, Dw)).astype(ensemble.dtype)
     if localization.shape != (ensemble.shape[1], obs.dim):
         raise ValueError(
             f"localization must have shape (n, m)={(ensemble.shape[1], obs.dim)}, got {localization.shape}"
         )
     K = localization * kalman_gain(X, os.S, os.noise.restrict(os.mask))
-    return ensemble + (D * os.mask) @ K.T
+    return (ensemble + (D * os.mask) @ K.T).astype(ensemble.dtype)
 
 
 def enkf(

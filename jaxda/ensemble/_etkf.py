@@ -62,7 +62,7 @@ def etkf_analysis(
     # distinct eigenvalues, so the transform's derivative (jax.grad through a filter) is stable.
     w, T = letkf_transform(os.S, os.innovation(y))
     mean_a = mean + (w @ A) / jnp.sqrt(N - 1.0)
-    return mean_a + T @ A
+    return (mean_a + T @ A).astype(ensemble.dtype)
 
 
 def mean_preserving_rotation(key: Array, n_members: int) -> Float[Array, "N N"]:

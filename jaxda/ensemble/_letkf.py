@@ -293,7 +293,7 @@ def letkf_analysis(
     if mesh is not None:
         return _sharded_local_update(S, dw, local, A, mean, mesh, batch_size)
     cols = local_update(S, dw, local.indices, local.coeffs, A.T, mean, batch_size)
-    return cols.T
+    return cols.T.astype(ensemble.dtype)
 
 
 def _sharded_local_update(S, dw, local, A, mean, mesh, batch_size):

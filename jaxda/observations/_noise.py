@@ -143,14 +143,18 @@ def gaussian_noise(
     if (std is None) == (cov is None):
         raise ValueError("give exactly one of std= or cov=")
     if std is not None:
-        s = jnp.asarray(std, dtype=jnp.result_type(float))
+        s = jnp.asarray(std)
+        if not jnp.issubdtype(s.dtype, jnp.floating):  # keep float32 as float32
+            s = s.astype(jnp.result_type(float))
         if s.ndim == 0:
             if dim is None:
                 raise ValueError("a scalar std needs dim= (the number of observations)")
             s = jnp.full((dim,), s)
         check_vector(s, "obs std", dim)
         return DiagonalNoise(positive_or_error("obs std", s))
-    c = jnp.asarray(cov, dtype=jnp.result_type(float))
+    c = jnp.asarray(cov)
+    if not jnp.issubdtype(c.dtype, jnp.floating):
+        c = c.astype(jnp.result_type(float))
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"obs cov must be a square (m, m) matrix, got shape {c.shape}")
     if dim is not None and c.shape[0] != dim:
