@@ -19,19 +19,10 @@ from ._esmda import (
     esmda_perturbations,
     esmda_update,
     geometric_alpha,
-    make_esmda_analysis,
     normalize_alpha,
 )
 from ._etkf import etkf_analysis, etkf_transform, mean_preserving_rotation
-from ._ies import (
-    IESHistory,
-    IESResult,
-    IESStatus,
-    ies,
-    ies_kalman,
-    make_ies_analysis,
-    step_length_schedule,
-)
+from ._ies import IESResult, ies, ies_kalman, step_length_schedule
 from ._inflation import inflate, rtps
 from ._letkf import (
     LocalObs,
@@ -59,9 +50,7 @@ from ._problems import (
 
 __all__ = [
     "ESMDAResult",
-    "IESHistory",
     "IESResult",
-    "IESStatus",
     "InverseProblem",
     "LocalObs",
     "ObsSpace",
@@ -90,8 +79,6 @@ __all__ = [
     "linear_gaussian_problem",
     "local_observations",
     "lorenz96_parameter_problem",
-    "make_esmda_analysis",
-    "make_ies_analysis",
     "make_letkf",
     "make_particle_filter",
     "mean_and_anomalies",
