@@ -232,3 +232,68 @@ def test_input_validation():
         ies_kalman(
             key(0), lambda x: x, E, y, obs_std=1.0, resample=True, perturbations=jnp.zeros((10, 2))
         )
+
+
+def test_member_failing_mid_run_is_rolled_back_and_throw():
+    N = 30
+    prior = 0.3 * jax.random.normal(key(1), (N, 2))
+
+    def g(x):  # members whose iterates land in this band crash on the way to the data
+        bad = (x[0] > 0.8) & (x[0] < 1.2) & (x[1] > 0.1)
+        return jnp.where(bad, jnp.nan, jnp.array([x[0], x[0] + x[1]]))
+
+    y = jnp.array([2.0, 2.0])
+    prior_bad = np.asarray(jnp.any(jnp.isnan(jax.vmap(g)(prior)), axis=1))
+    for fn in (ies, ies_kalman):
+        out = jax.jit(lambda k, E, fn=fn: fn(k, g, E, y, obs_std=0.1, max_steps=8))(key(2), prior)
+        failed = np.asarray(out.failed)
+        assert int(out.status) == Status.FAILED_MEMBERS and 0 < failed.sum() < N - 2, fn
+        # rolled back to a finite iterate (members failing at the prior stay there)
+        assert bool(jnp.all(jnp.isfinite(out.predictions[~prior_bad])))
+        np.testing.assert_allclose(out.predictions, jax.vmap(g)(out.posterior))
+        np.testing.assert_array_equal(out.posterior[prior_bad], prior[prior_bad])
+        k = int(out.n_steps)
+        assert bool(jnp.all(jnp.isfinite(out.history.misfit[: k + 1])))
+    with pytest.raises(RuntimeError, match="FAILED_MEMBERS"):
+        ies(key(2), g, prior, y, obs_std=0.1, max_steps=8, throw=True)
+
+
+@pytest.mark.parametrize("fn", ["ies", "ies_kalman"])
+def test_missing_observations_equal_removed_observations(fn):
+    N, n, m = 20, 4, 6
+    A = jax.random.normal(key(1), (m, n)) / np.sqrt(n)
+    B = jax.random.normal(key(2), (m, m))
+    R = B @ B.T / m + 0.3 * jnp.eye(m)
+    prior = jax.random.normal(key(3), (N, n))
+    y = jax.random.normal(key(4), (m,))
+    eps = jax.random.normal(key(5), (N, m)) @ jnp.linalg.cholesky(R).T
+    keep = np.array([1, 1, 0, 1, 0, 1], bool)
+    smoother = {"ies": ies, "ies_kalman": ies_kalman}[fn]
+
+    def g(x):
+        return A @ x + 0.2 * (A @ x) ** 2
+
+    @jax.jit
+    def both(prior, y):
+        kw = dict(max_steps=6, tol=0.0)
+        a = smoother(
+            key(0), g, prior, jnp.where(keep, y, jnp.nan), obs_cov=R, perturbations=eps, **kw
+        )
+        b = smoother(
+            key(0),
+            lambda x: g(x)[keep],
+            prior,
+            y[keep],
+            obs_cov=R[np.ix_(keep, keep)],
+            perturbations=eps[:, keep],
+            **kw,
+        )
+        none = smoother(key(0), g, prior, jnp.full(m, jnp.nan), obs_cov=R, **kw)
+        return a, b, none
+
+    a, b, none = both(prior, y)
+    np.testing.assert_allclose(a.posterior, b.posterior, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.history.misfit, b.history.misfit, rtol=1e-9)
+    assert int(a.n_steps) == 6 and int(a.status) == Status.MAX_STEPS
+    np.testing.assert_array_equal(none.posterior, prior)  # all missing: the prior back
+    assert int(none.status) == Status.SUCCESS
