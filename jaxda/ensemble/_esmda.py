@@ -408,7 +408,7 @@ def normalize_alpha(alpha: Float[Array, " Na"]) -> Float[Array, " Na"]:
     r"""Rescale inflation factors so that :math:`\sum_j 1/α_j = 1` (Emerick & Reynolds 2013).
 
     Example:
-        >>> float(jnp.sum(1.0 / normalize_alpha(jnp.array([1.0, 2.0, 4.0]))))
+        >>> round(float(jnp.sum(1.0 / normalize_alpha(jnp.array([1.0, 2.0, 4.0])))), 6)
         1.0
     """
     alpha = jnp.asarray(alpha, dtype=jnp.result_type(float))
