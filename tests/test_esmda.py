@@ -8,12 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxda.core import Status
 from jaxda.ensemble._core import kalman_gain, obs_space_from_predictions, scaled_anomalies
 from jaxda.ensemble._esmda import (
     esmda,
     esmda_perturbations,
+    esmda_update,
     geometric_alpha,
-    make_esmda_analysis,
     normalize_alpha,
 )
 from jaxda.ensemble._problems import (
@@ -21,7 +22,7 @@ from jaxda.ensemble._problems import (
     lorenz96_parameter_problem,
 )
 from jaxda.metrics import weighted_norm
-from jaxda.observations import gaussian_noise, identity, observation_model
+from jaxda.observations import gaussian_noise
 
 key = jax.random.key
 
@@ -285,6 +286,10 @@ def test_history_and_misfit_definition():
         out.history.misfit[-1], weighted_norm(y, jnp.mean(out.posterior @ G.T, 0), theta)
     )
     np.testing.assert_allclose(out.predictions, out.posterior @ G.T, atol=1e-12)
+    assert int(out.status) == Status.SUCCESS and int(out.n_steps) == 4
+    assert not bool(jnp.any(out.failed))
+    assert bool(jnp.all(jnp.isnan(out.history.cost))) and bool(jnp.isnan(out.history.step[0]))
+    assert bool(jnp.all(out.history.step[1:] > 0))
     assert float(out.history.misfit[-1]) < float(out.history.misfit[0])
     assert float(out.history.spread[-1]) < float(out.history.spread[0])
 
@@ -318,15 +323,6 @@ def test_lorenz96_parameter_estimation_improves_forcing():
     assert f_post < 0.5 * f_prior
     assert float(out.history.misfit[-1]) < 0.5 * float(out.history.misfit[0])
     assert float(jnp.std(out.posterior["forcing"])) < float(jnp.std(prior["forcing"]))
-
-
-def test_make_esmda_analysis_filter_step():
-    obs = observation_model(identity(3), std=0.5)
-    analysis = make_esmda_analysis(obs, alpha=2)
-    E = jax.random.normal(key(1), (25, 3)) + 2.0
-    Ea = jax.jit(analysis)(key(2), E, jnp.zeros(3))
-    assert Ea.shape == E.shape
-    assert float(jnp.linalg.norm(jnp.mean(Ea, 0))) < float(jnp.linalg.norm(jnp.mean(E, 0)))
 
 
 def test_alpha_helpers():
@@ -376,3 +372,142 @@ def test_input_validation():
         esmda(key(0), g, jnp.zeros((N, n, 2)), y, obs_std=1.0)
     with pytest.raises(ValueError, match="ratio"):
         geometric_alpha(3, -1.0)
+
+
+# --------------------------------------------------------------------------- failed members
+def _failing_setup(N=24, n=4, m=3):
+    G = jax.random.normal(key(11), (m, n))
+    prior = jax.random.normal(key(12), (N, n))
+    bad = np.zeros(N, bool)
+    bad[[2, 7, 19]] = True
+    prior = prior.at[bad, 0].set(1e6)  # these members crash the model
+
+    def g(x):
+        return jnp.where(jnp.abs(x[0]) > 1e3, jnp.nan, G @ x)
+
+    y = jax.random.normal(key(13), (m,))
+    return g, prior, y, bad
+
+
+def test_failed_members_are_dropped_exactly(inversion="exact"):
+    """The survivors' posterior is the ES-MDA posterior of the survivors alone."""
+    g, prior, y, bad = _failing_setup()
+    noise = gaussian_noise(std=jnp.array([0.3, 0.5, 0.8]))
+    eps = esmda_perturbations(key(14), noise, 3, prior.shape[0])
+    kw = dict(noise=noise, alpha=3, inversion=inversion)
+    full = run(esmda, key(0), g, prior, y, perturbations=eps, **kw)
+    ok = ~bad
+    alone = run(esmda, key(0), g, prior[ok], y, perturbations=eps[:, ok], **kw)
+    assert int(full.status) == Status.FAILED_MEMBERS and int(full.n_steps) == 3
+    np.testing.assert_array_equal(full.failed, bad)
+    np.testing.assert_allclose(full.posterior[ok], alone.posterior, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(full.posterior[bad], prior[bad])  # kept at the prior value
+    np.testing.assert_allclose(full.history.misfit, alone.history.misfit, rtol=1e-10)
+    assert int(alone.status) == Status.SUCCESS
+    with pytest.raises(RuntimeError, match="FAILED_MEMBERS"):
+        esmda(key(0), g, prior, y, perturbations=eps, throw=True, **kw)
+
+
+def test_member_failing_mid_run_is_rolled_back():
+    N, n = 30, 2
+    prior = 0.3 * jax.random.normal(key(1), (N, n))
+
+    def g(x):  # the data pull members to x0 ~ 2; those that pass 1.5 crash
+        return jnp.where(x[0] > 1.5, jnp.inf, jnp.array([x[0], x[0] + x[1]]))
+
+    out = run(esmda, key(2), g, prior, jnp.array([2.0, 2.0]), obs_std=0.1, alpha=4)
+    failed = np.asarray(out.failed)
+    assert int(out.status) == Status.FAILED_MEMBERS and 0 < failed.sum() < N - 2
+    # every member, failed or not, ends at a value whose predictions are finite
+    assert bool(jnp.all(jnp.isfinite(out.predictions)))
+    np.testing.assert_allclose(out.predictions, jax.vmap(g)(out.posterior))
+    assert bool(jnp.all(jnp.isfinite(out.history.misfit)))
+
+
+def test_too_few_members_is_nonfinite_and_throw_raises():
+    g, prior, y, _ = _failing_setup()
+    crash = prior.at[:, 0].set(1e6).at[0, 0].set(0.0)  # a single member survives
+    out = run(esmda, key(0), g, crash, y, obs_std=0.5, alpha=2)
+    assert int(out.status) == Status.NONFINITE and int(out.n_steps) == 0
+    np.testing.assert_array_equal(out.posterior, crash)  # no update, and no nan leaks
+    assert bool(jnp.all(jnp.isfinite(out.history.misfit)))
+    with pytest.raises(RuntimeError, match="NONFINITE"):
+        esmda(key(0), g, crash, y, obs_std=0.5, alpha=2, throw=True)
+    with pytest.raises(Exception, match="status is not SUCCESS"):
+        jax.block_until_ready(
+            jax.jit(lambda E: esmda(key(0), g, E, y, obs_std=0.5, alpha=2, throw=True))(crash)
+        )
+
+
+def test_esmda_update_skips_nan_members_and_needs_two():
+    N, n, m = 12, 3, 2
+    E = jax.random.normal(key(1), (N, n))
+    Y = E[:, :m]
+    noise = gaussian_noise(std=0.5, dim=m)
+    eps = noise.sample(key(2), (N,))
+    y = jnp.ones(m)
+    Ynan = Y.at[3].set(jnp.nan)
+    out = esmda_update(E, Ynan, y, noise, eps)
+    keep = np.arange(N) != 3
+    ref = esmda_update(E[keep], Y[keep], y, noise, eps[keep])
+    np.testing.assert_allclose(out[keep], ref, atol=1e-12)
+    np.testing.assert_array_equal(out[3], E[3])
+    with pytest.raises(ValueError, match="at least 2 members with finite predictions"):
+        esmda_update(E, Y.at[1:].set(jnp.nan), y, noise, eps)
+
+
+# --------------------------------------------------------------------------- missing data
+@pytest.mark.parametrize("full_cov,inversion", [(False, "exact"), (True, "subspace")])
+def test_missing_observations_equal_removed_observations(full_cov, inversion):
+    N, n, m = 20, 5, 8
+    A = jax.random.normal(key(1), (m, n)) / np.sqrt(n)
+
+    def g(x):
+        return A @ x + 0.1 * jnp.sin(A @ x)
+
+    prior = jax.random.normal(key(2), (N, n))
+    y = jax.random.normal(key(3), (m,))
+    if full_cov:
+        B = jax.random.normal(key(4), (m, m))
+        R = B @ B.T / m + 0.3 * jnp.eye(m)
+    else:
+        R = jnp.diag(jnp.linspace(0.2, 1.0, m) ** 2)
+    keep = np.array([1, 0, 1, 1, 0, 0, 1, 0], bool)
+    eps = esmda_perturbations(key(5), gaussian_noise(cov=R), 3, N)
+    kw = dict(alpha=jnp.array([4.0, 2.0, 1.0]), inversion=inversion, truncation=0.95)
+    y_nan = jnp.where(keep, y, jnp.nan)
+    missing = run(esmda, key(0), g, prior, y_nan, obs_cov=R, perturbations=eps, **kw)
+    masked = run(esmda, key(0), g, prior, y, obs_cov=R, mask=keep, perturbations=eps, **kw)
+    Rk = R[np.ix_(keep, keep)]
+    removed = run(
+        esmda,
+        key(0),
+        lambda x: g(x)[keep],
+        prior,
+        y[keep],
+        obs_cov=Rk,
+        perturbations=eps[..., keep],
+        **kw,
+    )
+    np.testing.assert_allclose(missing.posterior, removed.posterior, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(masked.posterior, removed.posterior, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(missing.history.misfit, removed.history.misfit, rtol=1e-10)
+    assert int(missing.status) == Status.SUCCESS
+    assert float(jnp.max(jnp.abs(missing.posterior - prior))) > 1e-2  # the kept data act
+
+
+def test_all_missing_returns_the_prior_and_nan_predictions_there_are_ignored():
+    N, n, m = 15, 3, 4
+    prior = jax.random.normal(key(1), (N, n))
+
+    def g(x):  # predictions of the unobserved entries are nan: not a failure
+        return jnp.array([x[0], x[1], jnp.nan, x[2]])
+
+    none = run(esmda, key(2), g, prior, jnp.full(m, jnp.nan), obs_std=0.5, alpha=3)
+    np.testing.assert_array_equal(none.posterior, prior)
+    assert int(none.status) == Status.SUCCESS
+    y = jnp.array([0.5, jnp.nan, jnp.nan, 1.0])
+    out = run(esmda, key(2), g, prior, y, obs_cov=jnp.eye(m) * 0.25 + 0.05, alpha=3)
+    assert int(out.status) == Status.SUCCESS and not bool(jnp.any(out.failed))
+    assert bool(jnp.all(jnp.isfinite(out.posterior)))
+    assert bool(jnp.all(jnp.isnan(out.predictions[:, 2])))

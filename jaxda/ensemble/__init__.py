@@ -19,19 +19,10 @@ from ._esmda import (
     esmda_perturbations,
     esmda_update,
     geometric_alpha,
-    make_esmda_analysis,
     normalize_alpha,
 )
 from ._etkf import etkf, etkf_analysis, etkf_transform, mean_preserving_rotation
-from ._ies import (
-    IESHistory,
-    IESResult,
-    IESStatus,
-    ies,
-    ies_kalman,
-    make_ies_analysis,
-    step_length_schedule,
-)
+from ._ies import IESResult, ies, ies_kalman, step_length_schedule
 from ._inflation import inflate, rtps
 from ._letkf import (
     LETKFState,
@@ -63,9 +54,7 @@ from ._problems import (
 
 __all__ = [
     "ESMDAResult",
-    "IESHistory",
     "IESResult",
-    "IESStatus",
     "InverseProblem",
     "LETKFState",
     "LocalObs",
@@ -101,8 +90,6 @@ __all__ = [
     "local_observations",
     "local_update",
     "lorenz96_parameter_problem",
-    "make_esmda_analysis",
-    "make_ies_analysis",
     "mean_and_anomalies",
     "mean_preserving_rotation",
     "nonlinear_scalar_problem",

@@ -1,7 +1,7 @@
-r"""Iterative ensemble smoothers: the seeds' repeated Kalman update and the
+r"""Iterative ensemble smoothers: the repeated Kalman update (iterated ensemble smoother) and the
 Gauss–Newton subspace IES of Evensen, Raanes, Stordal & Hove (2019).
 
-**Seeds' iteration** (:func:`ies_kalman`). Starting from the prior ensemble, repeat
+**Repeated Kalman update** (:func:`ies_kalman`). Starting from the prior ensemble, repeat
 
 .. math:: x_k^{(i)} = x_{k-1}^{(i)} + K_k\,(y^{(i)} - g(x_{k-1}^{(i)})),\qquad
           K_k = C_{xg}(C_{gg} + R)^{-1}
@@ -32,9 +32,18 @@ sensitivity is obtained by least squares on the current anomalies instead
 ``N×N`` solve: cost ``O(N²(n+m) + N³)`` per iteration. For a linear ``g`` one step
 with ``γ=1`` is exactly the ES update with the same perturbations.
 
-Both loops are ``lax.while_loop`` with a static ``max_iter`` bound; the result
-reports the iterations done, a ``converged`` flag and an integer ``status``
-(:class:`IESStatus`), and a history padded with ``NaN`` after the last iteration.
+Both loops are ``lax.while_loop`` with a static ``max_steps`` bound; the result reports
+the updates done (``n_steps``), a ``converged`` flag, a :class:`jaxda.core.Status`
+``status`` and a :class:`~jaxda.ensemble.SmootherHistory` padded with ``nan`` after the
+last update. Failed members (non-finite predictions) and missing observations (``nan``
+in ``y``) are handled as in :mod:`jaxda.ensemble._esmda`: a member whose predictions
+become non-finite is rolled back to its last iterate with finite predictions, frozen
+there, and excluded from the sensitivity, the gradient statistics and the history
+(``status = FAILED_MEMBERS``, ``failed`` mask); the loop stops with ``NONFINITE`` when
+fewer than two members remain. While members are inactive the ensemble-average
+sensitivity is the least-squares fit on the active members' current anomalies
+(``S = X X_iᵀ (X_i X_iᵀ)^{+} Π g(E_i)/\sqrt{N_a-1}``, ensemble space), which is exact for
+a linear ``g`` in the span of those anomalies.
 
 References:
     Evensen, Raanes, Stordal & Hove (2019), *Efficient implementation of an iterative
@@ -48,7 +57,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from enum import IntEnum
 from typing import Any, NamedTuple
 
 import jax
@@ -56,72 +64,65 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float, Int
 
-from ..core import check_in_range, check_vector
-from ..observations import ObservationModel
-from ._core import ensemble_solve, scaled_anomalies
+from ..core import check_in_range, raise_on_failure
+from ._core import ensemble_solve
 from ._esmda import (
     Noise,
+    SmootherHistory,
+    _active_rows,
+    _check_bool,
+    _check_callable,
     _check_common,
+    _check_finite,
+    _check_key,
+    _combine_status,
+    _decouple,
+    _flatten_ensemble,
+    _history_entry,
+    _mean_anomalies,
+    _observations,
     _predict,
-    esmda_update,
-    flatten_ensemble,
-    history_entry,
-    resolve_noise,
-    unflatten_ensemble,
+    _resolve_noise,
+    _rms_change,
+    _spread,
+    _unflatten_ensemble,
+    _update,
 )
 
 PyTree = Any
 
 __all__ = [
-    "IESHistory",
     "IESResult",
-    "IESStatus",
     "ies",
     "ies_kalman",
-    "make_ies_analysis",
     "step_length_schedule",
 ]
 
 
-class IESStatus(IntEnum):
-    """Integer status carried in :class:`IESResult` (works under jit/vmap)."""
-
-    CONVERGED = 0
-    MAX_ITERATIONS = 1  # stopped by the iteration bound before meeting the criterion
-    NONFINITE = 2  # a NaN/inf appeared (forward model blew up)
-
-
-class IESHistory(NamedTuple):
-    """Per-iteration diagnostics; entry 0 is the prior, entry ``k`` after ``k`` updates.
-
-    Entries after ``n_iter`` are ``NaN``.
+class IESResult(NamedTuple):
+    """Output of :func:`ies` and :func:`ies_kalman`.
 
     Attributes:
-        misfit: the seeds' weighted norm ``‖y - ȳ‖_W`` of the ensemble-mean prediction.
-        member_misfit: mean over members of ``‖y - g(x^{(i)})‖_W``.
-        spread: parameter spread ``√ mean var``.
-        cost: mean over members of the RML cost ``J(w_j)`` (:func:`ies` only, else ``NaN``).
-        step: size of the update that produced this entry (``NaN`` at index 0):
-            ``rms(E_k - E_{k-1}) / spread(E_0)``, the change of the members in units of
-            the prior spread (the convergence criterion).
+        posterior: the final ensemble, same structure as the prior.
+        predictions: ``g`` of the final members, ``(N, m)``.
+        history: :class:`~jaxda.ensemble.SmootherHistory` of length ``max_steps + 1``
+            (``nan`` after ``n_steps``).
+        n_steps: number of updates made.
+        status: :class:`jaxda.core.Status`: ``SUCCESS`` (converged), ``MAX_STEPS``,
+            ``FAILED_MEMBERS`` (some members dropped, see ``failed``; ``converged`` still
+            tells whether the others converged) or ``NONFINITE`` (fewer than two members
+            left).
+        failed: ``(N,)`` mask of the members dropped for non-finite predictions.
+        converged: the convergence test was met.
     """
 
-    misfit: Float[Array, " K"]
-    member_misfit: Float[Array, " K"]
-    spread: Float[Array, " K"]
-    cost: Float[Array, " K"]
-    step: Float[Array, " K"]
-
-
-class IESResult(NamedTuple):
-    """Output of :func:`ies` and :func:`ies_kalman`."""
-
     posterior: PyTree
-    history: IESHistory
-    n_iter: Int[Array, ""]
-    converged: Bool[Array, ""]
-    status: Int[Array, ""]
     predictions: Float[Array, "N m"]
+    history: SmootherHistory
+    n_steps: Int[Array, ""]
+    status: Int[Array, ""]
+    failed: Bool[Array, " N"]
+    converged: Bool[Array, ""]
 
 
 def step_length_schedule(
@@ -129,7 +130,8 @@ def step_length_schedule(
 ) -> Callable[[Array], Array]:
     r"""Evensen et al. (2019) step lengths ``γ_i = γ_min + (γ_max-γ_min) 2^{-(i-1)/(γ_dec-1)}``.
 
-    ``i`` counts from 1. Returns a function of the (traced) iteration number.
+    ``i`` counts from 1. Returns a function of the (traced) iteration number. Requires
+    ``0 < min_step <= max_step <= 1`` and ``decay > 1``.
 
     Example:
         >>> s = step_length_schedule(1.0, 0.5, 2.0)
@@ -138,8 +140,7 @@ def step_length_schedule(
     """
     check_in_range("max_step", max_step, 0.0, 1.0, closed_low=False)
     check_in_range("min_step", min_step, 0.0, max_step, closed_low=False)
-    if decay <= 1.0:
-        raise ValueError(f"decay must be > 1, got {decay}")
+    check_in_range("decay", decay, 1.0, float("inf"), closed_low=False, closed_high=False)
 
     def gamma(i):
         i = jnp.asarray(i, dtype=jnp.result_type(float))
@@ -153,14 +154,19 @@ def _resolve_step(step_length) -> Callable[[Array], Array]:
         return step_length_schedule()
     if callable(step_length):
         return step_length  # pyright: ignore[reportReturnType]
+    if isinstance(step_length, bool) or not isinstance(step_length, numbers.Real):
+        raise TypeError(
+            f"step_length must be None, a float in (0, 1] or a function i -> step, "
+            f"got {type(step_length).__name__}"
+        )
     check_in_range("step_length", step_length, 0.0, 1.0, closed_low=False)
     return lambda i: jnp.asarray(step_length, dtype=jnp.result_type(float))
 
 
-def _check_iter(max_iter, tol):
-    if not isinstance(max_iter, numbers.Integral) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-    check_in_range("tol", tol, 0.0, float("inf"))
+def _check_steps(max_steps, tol):
+    if not isinstance(max_steps, numbers.Integral) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    check_in_range("tol", tol, 0.0, float("inf"), closed_high=False)
 
 
 def _fixed_perturbations(key, noise, N, m, perturbations):
@@ -170,23 +176,31 @@ def _fixed_perturbations(key, noise, N, m, perturbations):
         raise ValueError(
             f"perturbations must have shape (N, m)={(N, m)}, got {jnp.shape(perturbations)}"
         )
+    _check_finite("perturbations", perturbations)
     return jnp.asarray(perturbations)
 
 
-def _empty_history(max_iter, dtype):
-    nan = jnp.full((max_iter + 1,), jnp.nan, dtype=dtype)
-    return IESHistory(nan, nan, nan, nan, nan)
+def _empty_history(max_steps, dtype):
+    nan = jnp.full((max_steps + 1,), jnp.nan, dtype=dtype)
+    return SmootherHistory(nan, nan, nan, nan, nan)
 
 
-def _set(history: IESHistory, i, values) -> IESHistory:
-    return IESHistory(*(h.at[i].set(v) for h, v in zip(history, values, strict=True)))
+def _set(history: SmootherHistory, i, values) -> SmootherHistory:
+    return SmootherHistory(*(h.at[i].set(v) for h, v in zip(history, values, strict=True)))
 
 
-def _status(converged, finite):
-    return jnp.where(
-        ~finite,
-        int(IESStatus.NONFINITE),
-        jnp.where(converged, int(IESStatus.CONVERGED), int(IESStatus.MAX_ITERATIONS)),
+def _result(out, unravel) -> IESResult:
+    too_few = jnp.sum(out.active) < 2
+    failed = ~out.active
+    converged = out.converged & ~too_few
+    return IESResult(
+        _unflatten_ensemble(out.E, unravel),
+        out.Y,
+        out.history,
+        out.i,
+        _combine_status(too_few, failed, converged),
+        failed,
+        converged,
     )
 
 
@@ -200,72 +214,90 @@ def ies(
     noise: Noise | None = None,
     obs_std: Float[Array, " m"] | float | None = None,
     obs_cov: Float[Array, "m m"] | None = None,
+    mask: Bool[Array, " m"] | None = None,
     step_length: float | Callable[[Array], Array] | None = None,
-    max_iter: int = 30,
+    max_steps: int = 30,
     tol: float = 1e-3,
     perturbations: Float[Array, "N m"] | None = None,
+    throw: bool = False,
 ) -> IESResult:
     r"""Gauss–Newton subspace iterative ensemble smoother (Evensen et al. 2019).
 
     Iterates the ensemble-space Gauss–Newton update of the module docstring with
     *fixed* perturbed observations ``d_j = y + ε_j`` until the applied step
     ``rms(E_{i+1} - E_i) / spread(E_0)`` (member change in units of the prior spread)
-    is ``<= tol`` or
-    ``max_iter`` updates were made (``lax.while_loop``).
+    is ``<= tol`` or ``max_steps`` updates were made (``lax.while_loop``).
 
     Args:
         key: PRNG key for the (fixed) observation perturbations ``ε_j ~ N(0, R)``.
         forward: ``g(params) -> (m,)`` for one member (pytree like one prior member).
         prior: prior ensemble ``(N, n)`` or pytree with leading member axis, ``N >= 2``.
-        y: data ``(m,)``.
+        y: data ``(m,)``; ``nan`` entries are not observed.
         noise, obs_std, obs_cov: observation noise (exactly one).
+        mask: optional ``(m,)`` booleans, ``False`` = not observed.
         step_length: ``None`` (Evensen's schedule ``(0.6, 0.3, 2.5)``), a float in
             ``(0, 1]`` or a function ``i -> γ_i`` of the 1-based iteration.
-        max_iter: bound on the number of updates.
+        max_steps: bound on the number of updates.
         tol: convergence threshold on the relative rms change of the members.
         perturbations: optional pre-drawn ``(N, m)`` ``ε`` used instead of ``key``.
+        throw: raise when ``status`` is not ``SUCCESS`` (see :func:`jaxda.core.raise_on_failure`).
 
     Returns:
-        :class:`IESResult` (posterior, history, n_iter, converged, status, predictions).
+        :class:`IESResult` (posterior, predictions, history, n_steps, status, failed,
+        converged).
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> prior = jax.random.normal(jax.random.key(0), (40, 1))
         >>> out = ies(jax.random.key(1), lambda x: x + 0.2 * x**3, prior, jnp.array([1.0]),
         ...           obs_std=0.3)
-        >>> bool(out.converged), out.posterior.shape
-        (True, (40, 1))
+        >>> bool(out.converged), int(out.status), out.posterior.shape
+        (True, 0, (40, 1))
     """
-    y = jnp.asarray(y)
-    check_vector(y, "y")
+    _check_key(key)
+    _check_callable(forward)
+    _check_bool(throw, "throw")
+    y, observed = _observations(y, mask)
     m = y.shape[0]
-    Ef, unravel = flatten_ensemble(prior)
-    _check_common(Ef, y, "exact", 0.99, None)
-    _check_iter(max_iter, tol)
-    noise = resolve_noise(noise, obs_std, obs_cov, m)
+    Ef, unravel = _flatten_ensemble(prior)
+    _check_steps(max_steps, tol)
+    noise = _resolve_noise(noise, obs_std, obs_cov, m)
     gamma = _resolve_step(step_length)
     dtype = jnp.result_type(Ef.dtype, y.dtype)
     Ef = Ef.astype(dtype)
     N, n = Ef.shape
     eps = _fixed_perturbations(key, noise, N, m, perturbations)
     D = y + eps
-    _, X = scaled_anomalies(Ef)
-    scale = jnp.sqrt(jnp.mean(jnp.var(Ef, axis=0, ddof=1)))
+    wnoise = _decouple(noise, observed)
+    theta = noise.std
+    prior_ok = jnp.all(jnp.isfinite(Ef), axis=1)
+    _, X = _mean_anomalies(Ef, prior_ok)
     sq = jnp.sqrt(N - 1.0)
 
-    def sensitivity(W, Y):
-        St = (Y - jnp.mean(Y, axis=0)) / sq  # Π g(E_i)/√(N-1)
-        PiW = W - jnp.mean(W, axis=0)  # Π W
-        if n < N - 1:  # least squares on the current anomalies (static branch)
-            Xi = X + PiW @ X / sq
-            return X @ (jnp.linalg.pinv(Xi) @ St)
-        Omega = jnp.eye(N, dtype=dtype) + PiW / sq
-        return jnp.linalg.solve(Omega, St)
+    def sensitivity(W, E, Y, active):
+        _, St = _mean_anomalies(jnp.where(observed, Y, 0.0), active)  # Π g(E_i)/√(N_a-1)
 
-    def diagnostics(W, E, Y):
-        Rw = noise.whiten(Y - D)
-        cost = jnp.mean(0.5 * jnp.sum(W**2, axis=1) + 0.5 * jnp.sum(Rw**2, axis=1))
-        return (*history_entry(E, Y, y, noise), cost), Rw
+        def least_squares(_):  # regression on the active members' current anomalies
+            _, Xi = _mean_anomalies(E, active)
+            if n < N - 1:
+                return X @ (jnp.linalg.pinv(Xi) @ St)
+            return (X @ Xi.T) @ (jnp.linalg.pinv(Xi @ Xi.T, hermitian=True) @ St)
+
+        if n < N - 1:  # static branch: least squares, as the paper prescribes
+            return least_squares(None)
+
+        def omega(_):  # all members active: Ω_i = I + Π W_i/√(N-1)
+            PiW = W - jnp.mean(W, axis=0)
+            return jnp.linalg.solve(jnp.eye(N, dtype=dtype) + PiW / sq, St)
+
+        return jax.lax.cond(jnp.all(active), omega, least_squares, None)
+
+    def diagnostics(W, E, Y, active):
+        use = active[:, None] & observed
+        Rw = jnp.where(observed, wnoise.whiten(jnp.where(use, Y - D, 0.0)), 0.0)
+        per = 0.5 * jnp.sum(W**2, axis=1) + 0.5 * jnp.sum(Rw**2, axis=1)
+        cost = jnp.sum(jnp.where(active, per, 0.0)) / jnp.maximum(jnp.sum(active), 1)
+        return (*_history_entry(E, Y, y, observed, active, theta), cost), Rw
 
     class Carry(NamedTuple):
         i: Array
@@ -273,50 +305,49 @@ def ies(
         E: Array
         Y: Array
         Rw: Array
-        history: IESHistory
+        history: SmootherHistory
         converged: Array
-        finite: Array
+        active: Array
 
     Y0 = _predict(forward, unravel, Ef, m)
+    active0 = _active_rows(Ef, Y0, observed)
+    scale = _spread(Ef, active0)
+    scale = jnp.where(scale > 0, scale, 1.0)
     W0 = jnp.zeros((N, N), dtype)
-    (h0, Rw0) = diagnostics(W0, Ef, Y0)
-    hist0 = _set(_empty_history(max_iter, dtype), 0, (*h0, jnp.nan))
-    init = Carry(jnp.array(0), W0, Ef, Y0, Rw0, hist0, jnp.array(False), jnp.all(jnp.isfinite(Y0)))
+    h0, Rw0 = diagnostics(W0, Ef, Y0, active0)
+    hist0 = _set(_empty_history(max_steps, dtype), 0, (*h0, jnp.nan))
+    init = Carry(jnp.array(0, jnp.int32), W0, Ef, Y0, Rw0, hist0, jnp.array(False), active0)
 
     def cond(c: Carry):
-        return (c.i < max_iter) & ~c.converged & c.finite
+        return (c.i < max_steps) & ~c.converged & (jnp.sum(c.active) >= 2)
 
     def body(c: Carry) -> Carry:
-        S = noise.whiten(sensitivity(c.W, c.Y))  # Ŝ (N, m)
+        S = jnp.where(observed, wnoise.whiten(sensitivity(c.W, c.E, c.Y, c.active)), 0.0)
         grad = c.W + c.Rw @ S.T  # rows: ∇J(w_j)ᵀ
         if m < N:  # Woodbury: (I + ŜŜᵀ)^{-1} = I - Ŝ (I_m + ŜᵀŜ)^{-1} Ŝᵀ, an m×m solve
             cf = jsl.cho_factor(jnp.eye(m, dtype=dtype) + S.T @ S, lower=True)
             Z = grad - jsl.cho_solve(cf, (grad @ S).T).T @ S.T
         else:
             Z = ensemble_solve(S, grad.T).T  # (I + ŜŜᵀ)^{-1} ∇J, as rows
-        dW = -gamma(c.i + 1) * Z
-        W = c.W + dW
+        W = jnp.where(c.active[:, None], c.W - gamma(c.i + 1) * Z, c.W)
         E = Ef + W @ X
         Y = _predict(forward, unravel, E, m)
-        step = jnp.sqrt(jnp.mean((E - c.E) ** 2)) / scale
-        h, Rw = diagnostics(W, E, Y)
-        finite = jnp.all(jnp.isfinite(Y)) & jnp.all(jnp.isfinite(W))
+        newly = c.active & ~_active_rows(E, Y, observed)
+        W = jnp.where(newly[:, None], c.W, W)  # roll failed members back
+        E = jnp.where(newly[:, None], c.E, E)
+        Y = jnp.where(newly[:, None], c.Y, Y)
+        active = c.active & ~newly
+        step = _rms_change(E, c.E, active) / scale
+        h, Rw = diagnostics(W, E, Y, active)
         i = c.i + 1
         history = _set(c.history, i, (*h, step))
-        return Carry(i, W, E, Y, Rw, history, step <= tol, finite)
+        return Carry(i, W, E, Y, Rw, history, step <= tol, active)
 
-    out = jax.lax.while_loop(cond, body, init)
-    return IESResult(
-        unflatten_ensemble(out.E, unravel),
-        out.history,
-        out.i,
-        out.converged & out.finite,
-        _status(out.converged, out.finite),
-        out.Y,
-    )
+    result = _result(jax.lax.while_loop(cond, body, init), unravel)
+    return raise_on_failure(result) if throw else result
 
 
-# --------------------------------------------------------------- seeds' iteration
+# --------------------------------------------------------------- repeated Kalman update
 def ies_kalman(
     key: Array,
     forward: Callable[[PyTree], Float[Array, " m"]],
@@ -326,20 +357,22 @@ def ies_kalman(
     noise: Noise | None = None,
     obs_std: Float[Array, " m"] | float | None = None,
     obs_cov: Float[Array, "m m"] | None = None,
-    max_iter: int = 10,
+    mask: Bool[Array, " m"] | None = None,
+    max_steps: int = 10,
     tol: float = 1e-2,
     resample: bool = False,
     inversion: str = "exact",
     truncation: float = 0.99,
     localization: Float[Array, "n m"] | None = None,
     perturbations: Float[Array, "N m"] | None = None,
+    throw: bool = False,
 ) -> IESResult:
-    r"""The seeds' iterative ensemble smoother: repeated Kalman updates until the change is small.
+    r"""Iterative ensemble smoother by repeated Kalman updates until the change is small.
 
     .. math:: x_k^{(i)} = x_{k-1}^{(i)} + K_k (y^{(i)} - g(x_{k-1}^{(i)})),\quad
               K_k = C_{xg}(C_{gg} + R)^{-1}\ \text{(ensemble of iteration } k-1)
 
-    Stops when ``rms(E_k - E_{k-1}) / spread(E_0) <= tol`` or after ``max_iter``
+    Stops when ``rms(E_k - E_{k-1}) / spread(E_0) <= tol`` or after ``max_steps``
     updates. The perturbed data ``y^{(i)} = y + ε^{(i)}`` are drawn once (or at every
     iteration with ``resample=True``). The first iteration is exactly one ES update;
     later ones re-use the data with full weight, so the ensemble collapses towards
@@ -347,15 +380,16 @@ def ies_kalman(
 
     Args:
         key: PRNG key for the perturbations.
-        forward, prior, y, noise, obs_std, obs_cov: as in :func:`ies`.
-        max_iter: bound on the number of updates.
+        forward, prior, y, noise, obs_std, obs_cov, mask: as in :func:`ies`.
+        max_steps: bound on the number of updates.
         tol: threshold on the relative change.
         resample: draw new perturbations at every iteration.
         inversion, truncation, localization: gain options as in :func:`jaxda.ensemble.esmda`.
         perturbations: optional pre-drawn ``(N, m)`` ``ε`` (only with ``resample=False``).
+        throw: raise when ``status`` is not ``SUCCESS``.
 
     Returns:
-        :class:`IESResult`; ``history.cost`` is ``NaN`` (no cost function is minimised).
+        :class:`IESResult`; ``history.cost`` is ``nan`` (no cost function is minimised).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -365,13 +399,16 @@ def ies_kalman(
         >>> out.history.misfit.shape
         (11,)
     """
-    y = jnp.asarray(y)
-    check_vector(y, "y")
+    _check_key(key)
+    _check_callable(forward)
+    _check_bool(resample, "resample")
+    _check_bool(throw, "throw")
+    y, observed = _observations(y, mask)
     m = y.shape[0]
-    E0, unravel = flatten_ensemble(prior)
-    _check_common(E0, y, inversion, truncation, localization)
-    _check_iter(max_iter, tol)
-    noise = resolve_noise(noise, obs_std, obs_cov, m)
+    E0, unravel = _flatten_ensemble(prior)
+    _check_common(E0, m, inversion, truncation, localization)
+    _check_steps(max_steps, tol)
+    noise = _resolve_noise(noise, obs_std, obs_cov, m)
     if resample and perturbations is not None:
         raise ValueError("perturbations= cannot be combined with resample=True")
     dtype = jnp.result_type(E0.dtype, y.dtype)
@@ -379,25 +416,28 @@ def ies_kalman(
     N = E0.shape[0]
     key, sub = jax.random.split(key)
     eps0 = _fixed_perturbations(sub, noise, N, m, perturbations)
-    scale = jnp.sqrt(jnp.mean(jnp.var(E0, axis=0, ddof=1)))
+    wnoise = _decouple(noise, observed)
+    theta = noise.std
 
     class Carry(NamedTuple):
         i: Array
         key: Array
         E: Array
         Y: Array
-        history: IESHistory
+        history: SmootherHistory
         converged: Array
-        finite: Array
+        active: Array
 
     Y0 = _predict(forward, unravel, E0, m)
-    hist0 = _set(
-        _empty_history(max_iter, dtype), 0, (*history_entry(E0, Y0, y, noise), jnp.nan, jnp.nan)
-    )
-    init = Carry(jnp.array(0), key, E0, Y0, hist0, jnp.array(False), jnp.all(jnp.isfinite(Y0)))
+    active0 = _active_rows(E0, Y0, observed)
+    scale = _spread(E0, active0)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    h0 = _history_entry(E0, Y0, y, observed, active0, theta)
+    hist0 = _set(_empty_history(max_steps, dtype), 0, (*h0, jnp.nan, jnp.nan))
+    init = Carry(jnp.array(0, jnp.int32), key, E0, Y0, hist0, jnp.array(False), active0)
 
     def cond(c: Carry):
-        return (c.i < max_iter) & ~c.converged & c.finite
+        return (c.i < max_steps) & ~c.converged & (jnp.sum(c.active) >= 2)
 
     def body(c: Carry) -> Carry:
         if resample:
@@ -405,40 +445,29 @@ def ies_kalman(
             eps = noise.sample(sub, (N,))
         else:
             key, eps = c.key, eps0
-        E = esmda_update(
+        E = _update(
             c.E,
             c.Y,
             y,
-            noise,
+            wnoise,
             eps,
             1.0,
-            inversion=inversion,
-            truncation=truncation,
-            localization=localization,
+            c.active,
+            observed,
+            inversion,
+            truncation,
+            localization,
         )
         Y = _predict(forward, unravel, E, m)
-        step = jnp.sqrt(jnp.mean((E - c.E) ** 2)) / scale
+        newly = c.active & ~_active_rows(E, Y, observed)
+        E = jnp.where(newly[:, None], c.E, E)  # roll failed members back
+        Y = jnp.where(newly[:, None], c.Y, Y)
+        active = c.active & ~newly
+        step = _rms_change(E, c.E, active) / scale
         i = c.i + 1
-        history = _set(c.history, i, (*history_entry(E, Y, y, noise), jnp.nan, step))
-        finite = jnp.all(jnp.isfinite(Y)) & jnp.all(jnp.isfinite(E))
-        return Carry(i, key, E, Y, history, step <= tol, finite)
+        h = _history_entry(E, Y, y, observed, active, theta)
+        history = _set(c.history, i, (*h, jnp.nan, step))
+        return Carry(i, key, E, Y, history, step <= tol, active)
 
-    out = jax.lax.while_loop(cond, body, init)
-    return IESResult(
-        unflatten_ensemble(out.E, unravel),
-        out.history,
-        out.i,
-        out.converged & out.finite,
-        _status(out.converged, out.finite),
-        out.Y,
-    )
-
-
-def make_ies_analysis(obs: ObservationModel, **options) -> Callable:
-    """Filter-style analysis ``analysis(key, E_forecast, y) -> E_analysis`` by :func:`ies`
-    with the observation operator as forward model (an iterative EnKF-like update)."""
-
-    def analysis(key, ensemble, y):
-        return ies(key, obs.operator.fn, ensemble, y, noise=obs.noise, **options).posterior
-
-    return analysis
+    result = _result(jax.lax.while_loop(cond, body, init), unravel)
+    return raise_on_failure(result) if throw else result

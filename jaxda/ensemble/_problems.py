@@ -28,6 +28,7 @@ from jaxtyping import Array, Float
 from ..core import check_in_range, positive_or_error
 from ..models import lorenz96_rhs, rk4_step
 from ..observations import DiagonalNoise, FullNoise, gaussian_noise
+from ._esmda import _check_key, _check_positive_int
 
 __all__ = [
     "InverseProblem",
@@ -79,7 +80,28 @@ def linear_gaussian_posterior(
               P_a = P - P Gᵀ (G P Gᵀ + R)^{-1} G P
 
     computed with a Cholesky solve (no explicit inverse).
+
+    Example:
+        >>> mean, cov = linear_gaussian_posterior(jnp.eye(1), jnp.array([2.0]), jnp.eye(1),
+        ...                                       jnp.zeros(1), jnp.eye(1))
+        >>> jnp.round(mean, 6).tolist(), jnp.round(cov, 6).tolist()
+        ([1.0], [[0.5]])
     """
+    G, y, R = jnp.asarray(G), jnp.asarray(y), jnp.asarray(R)
+    prior_mean, prior_cov = jnp.asarray(prior_mean), jnp.asarray(prior_cov)
+    if G.ndim != 2:
+        raise ValueError(f"G must be an (m, n) matrix, got shape {G.shape}")
+    m, n = G.shape
+    for name, arr, shape in (
+        ("y", y, (m,)),
+        ("R", R, (m, m)),
+        ("prior_mean", prior_mean, (n,)),
+        ("prior_cov", prior_cov, (n, n)),
+    ):
+        if arr.shape != shape:
+            raise ValueError(
+                f"{name} must have shape {shape} for G of shape {G.shape}, got {arr.shape}"
+            )
     PGt = prior_cov @ G.T
     C = G @ PGt + R
     cf = jsl.cho_factor(C, lower=True)
@@ -101,8 +123,9 @@ def linear_gaussian_problem(
         >>> p.sample_prior(jax.random.key(1), 10).shape, p.y.shape
         ((10, 4), (3,))
     """
-    if n < 1 or m < 1:
-        raise ValueError(f"n and m must be >= 1, got n={n}, m={m}")
+    _check_key(key)
+    _check_positive_int("n", n)
+    _check_positive_int("m", m)
     positive_or_error("obs_std", obs_std)
     positive_or_error("prior_std", prior_std)
     kG, kx, ke = jax.random.split(key, 3)
@@ -131,39 +154,41 @@ def linear_gaussian_problem(
 
 
 def nonlinear_scalar_problem(
+    key: Array,
     truth: float = 1.0,
     beta: float = 0.2,
     m: int = 3,
     obs_std: float = 0.5,
     prior_mean: float = 0.0,
     prior_std: float = 1.0,
-    key: Array | None = None,
 ) -> InverseProblem:
     r"""Scalar ``x`` observed ``m`` times through ``g(x) = x + β x³`` (Evensen 2018/2019 style).
 
-    Prior ``x ~ N(μ_0, σ_0²)``; data ``y = g(x_true) 1_m + ε`` (noise-free when ``key``
-    is ``None``). The posterior density ``∝ N(x; μ_0, σ_0²) Π_k N(y_k; g(x), θ²)`` is
+    Prior ``x ~ N(μ_0, σ_0²)``; data ``y = g(x_true) 1_m + ε`` with ``ε ~ N(0, θ² I)``
+    drawn from ``key``. The posterior density ``∝ N(x; μ_0, σ_0²) Π_k N(y_k; g(x), θ²)`` is
     one-dimensional: :func:`grid_posterior` integrates it on a dense grid.
 
     Example:
-        >>> p = nonlinear_scalar_problem()
-        >>> p.forward(jnp.array([1.0])).tolist()
+        >>> p = nonlinear_scalar_problem(jax.random.key(0))
+        >>> [round(v, 6) for v in p.forward(jnp.array([1.0])).tolist()]
         [1.2, 1.2, 1.2]
     """
+    _check_key(key)
+    _check_positive_int("m", m)
     positive_or_error("obs_std", obs_std)
     positive_or_error("prior_std", prior_std)
-    check_in_range("beta", beta, 0.0, float("inf"))
-    if m < 1:
-        raise ValueError(f"m must be >= 1, got {m}")
+    check_in_range("beta", beta, 0.0, float("inf"), closed_high=False)
+    check_in_range("truth", truth, -float("inf"), float("inf"), closed_low=False, closed_high=False)
+    check_in_range(
+        "prior_mean", prior_mean, -float("inf"), float("inf"), closed_low=False, closed_high=False
+    )
 
     def forward(x):
         return jnp.full((m,), 1.0) * (x[0] + beta * x[0] ** 3)
 
     noise = gaussian_noise(std=obs_std, dim=m)
     x_true = jnp.array([float(truth)])
-    y = forward(x_true)
-    if key is not None:
-        y = y + noise.sample(key)
+    y = forward(x_true) + noise.sample(key)
 
     def sample_prior(k, N):
         return prior_mean + prior_std * jax.random.normal(k, (N, 1))
@@ -187,9 +212,20 @@ def grid_posterior(
     """Reference posterior of a scalar problem by dense-grid quadrature.
 
     Returns ``{"grid", "density", "mean", "std"}`` (density normalized on the grid).
+
+    Example:
+        >>> ref = grid_posterior(nonlinear_scalar_problem(jax.random.key(0)), n_grid=2001)
+        >>> ref["density"].shape
+        (2001,)
     """
-    if problem.truth.shape != (1,):
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
+    if jnp.shape(problem.truth) != (1,):
         raise ValueError("grid_posterior needs a scalar (1-D) parameter problem")
+    check_in_range("lo", lo, -float("inf"), float("inf"), closed_low=False, closed_high=False)
+    check_in_range("hi", hi, lo, float("inf"), closed_low=False, closed_high=False)
+    if not isinstance(n_grid, int) or isinstance(n_grid, bool) or n_grid < 3:
+        raise ValueError(f"n_grid must be an integer >= 3, got {n_grid!r}")
 
     @jax.jit
     def compute(grid):
@@ -237,10 +273,17 @@ def lorenz96_parameter_problem(
         >>> p.forward(p.truth).shape
         (8,)
     """
+    _check_key(key)
+    for name, value in (("n", n), ("n_steps", n_steps), ("obs_every", obs_every)):
+        _check_positive_int(name, value)
+    _check_positive_int("obs_stride", obs_stride)
     if n < 4:
         raise ValueError(f"Lorenz-96 needs n >= 4 variables, got n={n}")
-    if n_steps < 1 or obs_every < 1 or obs_stride < 1:
-        raise ValueError("n_steps, obs_every and obs_stride must be >= 1")
+    if not isinstance(spinup, int) or isinstance(spinup, bool) or spinup < 0:
+        raise ValueError(f"spinup must be a non-negative integer, got {spinup!r}")
+    positive_or_error("dt", dt)
+    if len(prior_forcing) != 2:
+        raise ValueError(f"prior_forcing must be (mean, std), got {prior_forcing!r}")
     if n_steps % obs_every:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of obs_every ({obs_every})")
     positive_or_error("obs_std", obs_std)

@@ -1,4 +1,4 @@
-"""Scores for data assimilation: the seeds' weighted norm, RMSE, spread, CRPS, rank histogram."""
+"""Scores for data assimilation: the weighted norm ‖Y − Ŷ‖_W, RMSE, spread, CRPS, rank histogram."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..core import check_ensemble, positive_or_error
 def weighted_norm(
     y: Float[Array, " m"], y_hat: Float[Array, " m"], theta: Float[Array, " m"] | float
 ) -> Float[Array, ""]:
-    r"""Weighted error norm of the seeds, :math:`\|Y-\hat Y\|_W`.
+    r"""Weighted error norm :math:`\|Y-\hat Y\|_W`.
 
     .. math::
         \|Y - \hat Y\|_W = \sqrt{(Y-\hat Y)^T W (Y-\hat Y)}
