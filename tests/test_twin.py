@@ -117,7 +117,7 @@ def test_sakov2012_lorenz63_etkf_with_rotation():
 
 def test_imperfect_model_twin_uses_the_truth_model():
     # the truth from a stochastic model, the forecast from the deterministic one
-    base = sakov2008(n_cycles=20, burn_in=0)
+    base = sakov2008(n=8, n_cycles=20, burn_in=0)
     noisy = with_noise(base.model, 0.5)
     setup = TwinSetup(base.model, base.obs, n_cycles=20, truth_model=noisy)
     perfect = TwinSetup(base.model, base.obs, n_cycles=20)
@@ -130,7 +130,7 @@ def test_imperfect_model_twin_uses_the_truth_model():
     for k in range(3):
         x = base.model(x)
         np.testing.assert_allclose(b.truth[k], x, rtol=1e-12)
-    assert b.observations.y.shape == (20, 40) and b.observations.steps == 1
+    assert b.observations.y.shape == (20, 8) and b.observations.steps == 1
 
 
 def test_driver_errors():
