@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -226,7 +227,10 @@ def load_observations(
         ]
         y = list(y)
     if "n_steps" in data:
-        return observation_series(y, obs, n_steps=np.asarray(data["n_steps"]).astype(int))
+        series = observation_series(y, obs, n_steps=np.asarray(data["n_steps"]).astype(int), dt=dt)
+        if "time" in data:  # keep the stored times
+            series = eqx.tree_at(lambda s: s.time, series, jnp.asarray(data["time"]))
+        return series
     if dt is None:
         raise ValueError(f"{path} stores times but no n_steps: pass the model time step dt=")
     return observation_series(y, obs, times=np.asarray(data["time"]), dt=dt)

@@ -14,7 +14,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("JAXDA_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in Jupyter
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -28,6 +28,16 @@ def test_notebook_runs(path, monkeypatch):
         if o.output_type == "error"
     ]
     assert not errors
+    # notebooks that plot show their figures inline (no forced non-interactive backend)
+    if any("matplotlib" in c.source for c in nb.cells if c.cell_type == "code"):
+        images = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.output_type == "display_data" and "image/png" in o.get("data", {})
+        ]
+        assert images, f"{path.name} plots but displays no figure"
 
 
 def test_there_are_notebooks():
