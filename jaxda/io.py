@@ -9,7 +9,7 @@
   Variables: ``y`` (time, obs), ``time`` (time), ``obs_std`` (obs) or (time, obs),
   ``locations`` (obs) or (time, obs) as integer state indices, attribute ``dt``.
 
-Example:
+Examples:
     >>> import tempfile, os, jax.numpy as jnp
     >>> from jaxda.observations import observation_model, observation_series, subset
     >>> om = observation_model(subset([0, 2], n=4), obs_std=0.5)

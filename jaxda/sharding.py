@@ -18,7 +18,7 @@ Multi-host: call ``jax.distributed.initialize()`` first; :func:`make_mesh` then 
 all processes' devices (``jax.devices()``), and arrays are assembled from per-process
 pieces with ``jax.make_array_from_callback``. See ``benchmarks/multihost_example.py``.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> mesh = make_mesh()                     # all devices, axis "x"
     >>> E = shard_ensemble(jnp.zeros((8, 16)), mesh)

@@ -156,7 +156,7 @@ def assimilate(
         ``(final_state, history)`` (:class:`History`). The values are cast to the ensemble's
         dtype, so a float32 ensemble runs in float32.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.ensemble import etkf
         >>> from jaxda.models import Lorenz63
@@ -236,9 +236,8 @@ def run_status(history: History, *, burn_in: int = 0, divergence_ratio: float = 
     many times larger, in variance, than the ensemble spread and ``R`` explain); else
     ``SUCCESS``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
-import numpy as np
         >>> from jaxda.core import AnalysisInfo
         >>> h = History(jnp.arange(3.0), AnalysisInfo(jnp.ones(3, int), jnp.zeros(3, int)),
         ...             *(jnp.ones(3),) * 3, jnp.array([9.0, 9.0, 9.0]))

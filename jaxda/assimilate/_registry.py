@@ -5,7 +5,7 @@ A factory takes keyword options and returns a :class:`jaxda.core.Method`. Option
 them (3D-Var builds its climatological ``B`` from it). A new method is one factory plus one
 :func:`register` line.
 
-Example:
+Examples:
     >>> "etkf" in available_methods()
     True
     >>> method_options("letkf")["localization_radius"] is REQUIRED

@@ -1,7 +1,7 @@
 """Wrappers: each takes a :class:`jaxda.core.Method` and returns a method (optax ``chain``
 style), so inflation, relaxation and rotation are composable rather than driver flags.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from jaxda.ensemble import etkf
     >>> method = with_rotation(with_inflation(etkf(), 1.02))

@@ -19,7 +19,7 @@ name                     value  meaning
 ``FAILED_MEMBERS``       6      some ensemble members failed and were dropped
 =======================  =====  =========================================================
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> status_message(jnp.asarray(Status.NONFINITE))
     'a value became non-finite (nan or inf)'
@@ -85,7 +85,7 @@ def raise_on_failure(result: Any, *, ok: tuple[Status, ...] = (Status.SUCCESS,))
     :func:`equinox.error_if` check to every array leaf of the result, which fails when the
     compiled function runs. Under ``vmap`` any failing member raises.
 
-    Example:
+    Examples:
         >>> from typing import NamedTuple
         >>> class R(NamedTuple):
         ...     x: jax.Array

@@ -118,7 +118,7 @@ def ensf(
     setup ``0.15`` gives 0.43 RMSE and ``0.025`` 1.2–1.4; the CLI uses
     ``standardize=True`` with ``ε_β = 0.5`` on all its setups.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> method = ensf(n_steps=20)

@@ -69,7 +69,7 @@ def enkf_analysis(
     Returns:
         The analysis ensemble ``(N, n)``.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> obs = observation_model(identity(3), obs_std=1.0)
@@ -109,7 +109,7 @@ def enkf(
     of length ``domain_length``, default ``n``, when ``periodic``) and the observations at
     ``obs.operator.locations``.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> method = enkf()

@@ -406,7 +406,7 @@ def _combine_status(too_few, failed, converged=None) -> Int[Array, ""]:
 def normalize_alpha(alpha: Float[Array, " Na"]) -> Float[Array, " Na"]:
     r"""Rescale inflation factors so that :math:`\sum_j 1/α_j = 1` (Emerick & Reynolds 2013).
 
-    Example:
+    Examples:
         >>> round(float(jnp.sum(1.0 / normalize_alpha(jnp.array([1.0, 2.0, 4.0])))), 6)
         1.0
     """
@@ -423,7 +423,7 @@ def geometric_alpha(n_assimilations: int, ratio: float = 2.0) -> Float[Array, " 
     Large inflation first (small, cautious updates while the ensemble is far from the
     data), smaller ones at the end (Emerick 2016; Rafiee & Reynolds 2017).
 
-    Example:
+    Examples:
         >>> [round(a, 3) for a in geometric_alpha(3, 2.0).tolist()]
         [7.0, 3.5, 1.75]
     """
@@ -468,7 +468,7 @@ def esmda_perturbations(
     One fresh draw per assimilation (``jax.random.split(key, N_a)``); :func:`esmda`
     scales them by ``√α_j``. Exposed so other codes can be fed the same perturbations.
 
-    Example:
+    Examples:
         >>> from jaxda.observations import gaussian_noise
         >>> esmda_perturbations(jax.random.key(0), gaussian_noise(std=[1.0, 2.0]), 3, 10).shape
         (3, 10, 2)
@@ -522,7 +522,7 @@ def esmda_update(
     Returns:
         The updated ``(N, n)`` ensemble.
 
-    Example:
+    Examples:
         >>> from jaxda.observations import gaussian_noise
         >>> E = jax.random.normal(jax.random.key(0), (20, 2))
         >>> esmda_update(E, E[:, :1], jnp.array([1.0]), gaussian_noise(std=[0.5]),
@@ -633,7 +633,7 @@ def esmda(
         :class:`ESMDAResult` (posterior, predictions, history, n_steps, status, failed,
         alpha).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> prior = jax.random.normal(jax.random.key(0), (50, 2))
         >>> out = esmda(jax.random.key(1), lambda x: x[:1] + x[1:] ** 2, prior,

@@ -45,7 +45,7 @@ def etkf_analysis(
     """Deterministic ETKF analysis (symmetric square root, mean preserving); ``NaN`` in ``y``
     marks a missing observation, which drops out of the update.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> obs = observation_model(identity(3), obs_std=1.0)
@@ -88,7 +88,7 @@ def etkf() -> Method:
     """The ETKF as a :class:`jaxda.core.Method` (deterministic: the key is unused; wrap it with
     :func:`jaxda.assimilate.with_rotation` for DAPPER's random rotation).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> method = etkf()

@@ -133,7 +133,7 @@ def step_length_schedule(
     ``i`` counts from 1. Returns a function of the (traced) iteration number. Requires
     ``0 < min_step <= max_step <= 1`` and ``decay > 1``.
 
-    Example:
+    Examples:
         >>> s = step_length_schedule(1.0, 0.5, 2.0)
         >>> [float(s(i)) for i in (1, 2, 3)]
         [1.0, 0.75, 0.625]
@@ -246,7 +246,7 @@ def ies(
         :class:`IESResult` (posterior, predictions, history, n_steps, status, failed,
         converged).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> prior = jax.random.normal(jax.random.key(0), (40, 1))
         >>> out = ies(jax.random.key(1), lambda x: x + 0.2 * x**3, prior, jnp.array([1.0]),
@@ -391,7 +391,7 @@ def ies_kalman(
     Returns:
         :class:`IESResult`; ``history.cost`` is ``nan`` (no cost function is minimised).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> prior = jax.random.normal(jax.random.key(0), (40, 2))
         >>> out = ies_kalman(jax.random.key(1), lambda x: x[:1] * x[1:], prior,

@@ -91,7 +91,7 @@ def local_observations(
         domain_length: ring length when ``periodic``.
         cutoff: drop observations whose coefficient is ``<= cutoff`` (DAPPER uses ``1e-3``).
 
-    Example:
+    Examples:
         >>> loc = local_observations(40, range(40), radius=4.0)
         >>> loc.indices.shape
         (40, 29)
@@ -276,7 +276,7 @@ def letkf_analysis(
         The analysis ensemble ``(N, n)``. With an infinite radius (every
         coefficient 1) it equals :func:`jaxda.ensemble.etkf_analysis`.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> obs = observation_model(identity(10), obs_std=1.0)
@@ -350,7 +350,7 @@ def letkf(
     taper against every observation (``O(n m)`` memory). ``mesh`` shards the grid points
     across devices. Deterministic: the key is unused (see :func:`jaxda.assimilate.with_rotation`).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> obs = observation_model(identity(10), obs_std=1.0)

@@ -20,7 +20,7 @@ def gaspari_cohn(distance: Float[Array, "..."], radius: float | Array) -> Float[
     so the taper equals ``exp(-1/2)`` (approximately) at ``distance = radius``,
     like a Gaussian of std ``radius``, and vanishes beyond ``2c``.
 
-    Example:
+    Examples:
         >>> float(gaspari_cohn(jnp.array(0.0), 4.0))
         1.0
     """

@@ -87,7 +87,7 @@ def bootstrap_particle_filter(
         mask: ``(K,)`` booleans, True where ``ys[k]`` is an actual observation.
         resample_threshold: resample when ``ESS < threshold · N`` (1 = always).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> tr = lambda k, x: 0.9 * x + 0.1 * jax.random.normal(k, x.shape)
         >>> ll = lambda x, y: -0.5 * jnp.sum((y - x) ** 2)
@@ -195,7 +195,7 @@ def particle_filter(*, jitter: float = 0.0, resample_threshold: float = 1.0) -> 
     it the filter collapses onto a few members in perfect-model twin experiments, where
     nothing else renews the particles.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> pf = particle_filter(jitter=0.3)

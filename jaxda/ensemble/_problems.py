@@ -81,7 +81,7 @@ def linear_gaussian_posterior(
 
     computed with a Cholesky solve (no explicit inverse).
 
-    Example:
+    Examples:
         >>> mean, cov = linear_gaussian_posterior(jnp.eye(1), jnp.array([2.0]), jnp.eye(1),
         ...                                       jnp.zeros(1), jnp.eye(1))
         >>> jnp.round(mean, 6).tolist(), jnp.round(cov, 6).tolist()
@@ -118,7 +118,7 @@ def linear_gaussian_problem(
     ``G`` has i.i.d. ``N(0, 1/n)`` entries; the truth is a prior draw. The exact
     posterior is ``linear_gaussian_posterior(G, y, R, 0, σ_x² I)`` (see ``extra``).
 
-    Example:
+    Examples:
         >>> p = linear_gaussian_problem(jax.random.key(0), n=4, m=3)
         >>> p.sample_prior(jax.random.key(1), 10).shape, p.y.shape
         ((10, 4), (3,))
@@ -168,7 +168,7 @@ def nonlinear_scalar_problem(
     drawn from ``key``. The posterior density ``∝ N(x; μ_0, σ_0²) Π_k N(y_k; g(x), θ²)`` is
     one-dimensional: :func:`grid_posterior` integrates it on a dense grid.
 
-    Example:
+    Examples:
         >>> p = nonlinear_scalar_problem(jax.random.key(0))
         >>> [round(v, 6) for v in p.forward(jnp.array([1.0])).tolist()]
         [1.2, 1.2, 1.2]
@@ -213,7 +213,7 @@ def grid_posterior(
 
     Returns ``{"grid", "density", "mean", "std"}`` (density normalized on the grid).
 
-    Example:
+    Examples:
         >>> ref = grid_posterior(nonlinear_scalar_problem(jax.random.key(0)), n_grid=2001)
         >>> ref["density"].shape
         (2001,)
@@ -268,7 +268,7 @@ def lorenz96_parameter_problem(
     prior is ``F ~ N(prior_forcing)`` and ``x_0 ~ N(x_b, σ_b² I)`` with a background
     ``x_b = x_0^{true} + σ_b ξ`` (so the prior mean is *not* the truth).
 
-    Example:
+    Examples:
         >>> p = lorenz96_parameter_problem(jax.random.key(0), n=8, n_steps=4)
         >>> p.forward(p.truth).shape
         (8,)

@@ -18,7 +18,7 @@ truth of a single state, averaged over windows after the burn-in):
   the window (uses later observations in the window);
 * ``rmse_forecast``: the background trajectory before the analysis.
 
-Example:
+Examples:
     >>> import jax
     >>> from jaxda.experiments import sakov2008
     >>> from jaxda.variational import background_covariance

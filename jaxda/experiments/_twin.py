@@ -9,7 +9,7 @@ same driver that runs on real observations.
 Everything is pure: the setup is a pytree (``jax.vmap``/``jax.grad`` over the forcing, R,
 the initial spread...), and a whole experiment can be ``jit``-ed and ``vmap``-ed over seeds.
 
-Example:
+Examples:
     >>> import jax
     >>> from jaxda.assimilate import with_inflation
     >>> from jaxda.ensemble import etkf
@@ -143,7 +143,7 @@ def twin_experiment(
     ``jax.jit`` the whole call. ``data`` reuses a simulated truth (e.g. to compare methods on
     the same observations).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.assimilate import with_inflation
         >>> from jaxda.ensemble import enkf

@@ -20,7 +20,7 @@ def weighted_norm(
     Errors on observations with a large uncertainty ``θ_i`` weigh less.
     Works on trailing axis, so batched inputs ``(..., m)`` give ``(...)``.
 
-    Example:
+    Examples:
         >>> float(weighted_norm(jnp.array([1.0, 2.0]), jnp.zeros(2), jnp.array([1.0, 2.0])))
         1.4142135...
     """

@@ -30,7 +30,7 @@ class Model(eqx.Module):
     and override :meth:`step`. Every model has ``dt`` (time per step) and ``x0`` (a reference
     state, e.g. on the attractor), and ``dim`` (the state size ``n``).
 
-    Example (a model that is not in jaxda, written by a user):
+    Examples:
         >>> import jax.numpy as jnp
         >>> class Decay(Model):
         ...     rate: float
@@ -76,7 +76,7 @@ def from_callable(fn: Callable[[Array], Array], x0, dt: float = 1.0) -> Function
 
     The output shape is checked eagerly against ``x0``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> m = from_callable(lambda x: 0.5 * x, jnp.ones(3))
         >>> m(m.x0).tolist()
@@ -153,7 +153,7 @@ def rk4_step(rhs: Rhs, x: Float[Array, " n"], dt: float | Array) -> Float[Array,
 
     .. math:: x_{k+1} = x_k + \tfrac{dt}{6}(k_1 + 2k_2 + 2k_3 + k_4)
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> print(rk4_step(lambda x: -x, jnp.ones(2), 0.1).round(4))
         [0.9048 0.9048]
@@ -170,7 +170,7 @@ def trajectory(
 ) -> Float[Array, "K n"]:
     """States ``x_1 .. x_K`` from ``x0`` (``lax.scan``); the key drives a stochastic model.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> m = from_callable(lambda x: 2 * x, jnp.ones(1))
         >>> trajectory(jax.random.key(0), m, m.x0, 3)[:, 0].tolist()
@@ -205,7 +205,7 @@ def forecast(
     state after ``n_steps``, so the forecast stays reverse-differentiable. ``n_steps = 0``
     returns the ensemble unchanged.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> m = from_callable(lambda x: x + 1.0, jnp.zeros(2))
         >>> forecast(jax.random.key(0), m, jnp.zeros((3, 2)), 2)[0].tolist()

@@ -34,7 +34,7 @@ def lorenz96_rhs(x: Float[Array, " n"], forcing: float | Array = 8.0) -> Float[A
 class Lorenz63(Model):
     """Lorenz-63 with an RK4 step of length ``dt``; ``sigma``, ``rho``, ``beta`` are leaves.
 
-    Example:
+    Examples:
         >>> m = Lorenz63()
         >>> m(m.x0).shape
         (3,)
@@ -61,7 +61,7 @@ class Lorenz96(Model):
     al. (2008) setup; the flow then spins up onto the attractor. ``forcing`` is a pytree leaf:
     ``jax.grad`` and ``jax.vmap`` act on it.
 
-    Example:
+    Examples:
         >>> import jax
         >>> m = Lorenz96(n=40)
         >>> m(m.x0).shape

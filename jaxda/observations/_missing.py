@@ -19,7 +19,7 @@ from ._noise import Noise
 def observed(y: Float[Array, "... m"]) -> Bool[Array, "... m"]:
     """The mask of present observations: ``True`` where ``y`` is finite.
 
-    Example:
+    Examples:
         >>> observed(jnp.array([1.0, jnp.nan])).tolist()
         [True, False]
     """

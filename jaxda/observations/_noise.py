@@ -135,7 +135,7 @@ def gaussian_noise(
     Raises ``ValueError`` for non-positive std, a non-square or non-positive-definite
     covariance, or when both/neither of ``std`` and ``cov`` are given.
 
-    Example:
+    Examples:
         >>> noise = gaussian_noise(std=[1.0, 2.0])
         >>> noise.cov().tolist()
         [[1.0, 0.0], [0.0, 4.0]]

@@ -137,7 +137,7 @@ class FromCallable(ObsOperator):
 def identity(n: int) -> Identity:
     """Observe every state variable: ``H = I_n``.
 
-    Example:
+    Examples:
         >>> identity(3).dim
         3
     """
@@ -152,7 +152,7 @@ def subset(indices, n: int | None = None) -> Subset:
     Indices must be integers (float indices are rejected, not truncated) and, when the state
     size ``n`` is given, lie in ``[0, n)``.
 
-    Example:
+    Examples:
         >>> subset([0, 2], n=4)(jnp.arange(4.0)).tolist()
         [0.0, 2.0]
     """
@@ -185,7 +185,7 @@ def from_callable(
     With the state size ``n`` the output shape is checked at once; otherwise it is checked
     when the operator first meets a state (the driver and :class:`ObservationModel`).
 
-    Example:
+    Examples:
         >>> op = from_callable(jnp.arctan, 3, n=3)
         >>> from_callable(lambda x: x[:1], 5, n=3)
         Traceback (most recent call last):
@@ -205,7 +205,7 @@ def from_callable(
 class ObservationModel(eqx.Module):
     """``y = H(x) + ε``, ``ε ~ N(0, R)``: an operator and its noise (a pytree).
 
-    Example:
+    Examples:
         >>> om = observation_model(identity(2), obs_std=0.5)
         >>> om.noise.std.tolist(), om.dim
         ([0.5, 0.5], 2)

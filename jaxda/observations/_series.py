@@ -151,7 +151,7 @@ def observation_series(
         dt, t0: model time step and initial time (with ``times``).
         mask: optional ``(K, m)`` booleans, False = missing (combined with ``NaN``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> om = observation_model(identity(2), obs_std=1.0)

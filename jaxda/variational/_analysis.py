@@ -142,7 +142,7 @@ def var3d(
     ``members="collapse"`` sets every member to the analysis (then any ``N`` runs the
     classical deterministic 3D-Var cycle). The solver status is the step's ``status``.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
         >>> method = var3d(background_covariance(std=1.0, dim=2))

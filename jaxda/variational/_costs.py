@@ -30,10 +30,10 @@ References:
     Lorenc (1986), *Q. J. R. Meteorol. Soc.* 112; Courtier, Thépaut & Hollingsworth (1994),
     *Q. J. R. Meteorol. Soc.* 120; Bannister (2008), *Q. J. R. Meteorol. Soc.* 134 (control variables).
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from jaxda.observations import identity, observation_model
-    >>> obs = observation_model(identity(2), std=1.0)
+    >>> obs = observation_model(identity(2), obs_std=1.0)
     >>> B = background_covariance(std=1.0, dim=2)
     >>> float(threedvar_cost(jnp.zeros(2), jnp.ones(2), jnp.zeros(2), obs, B))
     1.0
@@ -77,7 +77,7 @@ def background_covariance(
     ``DiagonalNoise``/``FullNoise`` objects used for :math:`R`
     (``whiten(r) = B^{-1/2} r``).
 
-    Example:
+    Examples:
         >>> background_covariance(variance=4.0, dim=3).std.tolist()
         [2.0, 2.0, 2.0]
     """
