@@ -511,7 +511,7 @@ def plot_history(path: str, hist, summary: dict) -> None:
         ax.plot(t, np.asarray(hist.rmse_analysis), lw=0.7, label="analysis RMSE")
     ax.plot(t, np.asarray(hist.spread_analysis), lw=0.7, label="analysis spread")
     if summary["burn_in"] > 0:
-        ax.axvline(t[summary["burn_in"]], color="k", ls=":", lw=0.8, label="end of burn-in")
+        ax.axvline(float(t[summary["burn_in"]]), color="k", ls=":", lw=0.8, label="end of burn-in")
     ax.set_xlabel("model time")
     ax.set_ylabel("RMSE / spread")
     ax.set_yscale("log")

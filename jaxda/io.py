@@ -25,7 +25,7 @@ Examples:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -50,7 +50,7 @@ def _xarray():
     return xr
 
 
-def _engine(path: str) -> str:
+def _engine(path: str) -> Literal["h5netcdf", "netcdf4"]:
     try:
         import h5netcdf  # noqa: F401
 
@@ -160,7 +160,7 @@ def save_observations(path: str | os.PathLike, series: ObservationSeries) -> Non
         "obs_std": np.asarray(noise.std),
     }
     if path.endswith(".npz"):
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # pyright: ignore[reportArgumentType]
         return
     xr = _xarray()
     loc_dims = ("time", "obs") if series.varying else ("obs",)
@@ -177,7 +177,7 @@ def save_observations(path: str | os.PathLike, series: ObservationSeries) -> Non
 
 
 def load_observations(
-    path: str | os.PathLike, *, dt: float | None = None, obs_std=None
+    path: str | os.PathLike, *, dt: Any = None, obs_std=None
 ) -> ObservationSeries:
     """Read an observation series from ``.nc`` or ``.npz`` (see the module docstring).
 

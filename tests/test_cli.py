@@ -12,7 +12,14 @@ def test_cli_json_summary(capsys):
     code = main(["run", "--method", "etkf", "-N", "20", "--cycles", "300", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("rmse_analysis", "spread_analysis", "cycles", "seconds", "compile_seconds", "status"):
+    for key in (
+        "rmse_analysis",
+        "spread_analysis",
+        "cycles",
+        "seconds",
+        "compile_seconds",
+        "status",
+    ):
         assert key in out
     assert out["cycles"] == 300
     assert out["status"] == "SUCCESS"
@@ -117,14 +124,34 @@ def test_cli_help_documents_every_option_with_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--model", "--method", "--localization-radius", "--eps-beta", "--jitter", "--output", "--observations", "--rotate"):
+    for flag in (
+        "--model",
+        "--method",
+        "--localization-radius",
+        "--eps-beta",
+        "--jitter",
+        "--output",
+        "--observations",
+        "--rotate",
+    ):
         assert flag in text
     assert "(default: lorenz96)" in text and "letkf" in text
 
 
 @pytest.mark.parametrize("method", ["3dvar", "4dvar"])
 def test_cli_variational_methods(method, capsys):
-    argv = ["run", "--method", method, "--dim", "10", "--cycles", "20", "--obs-every", "2", "--json"]
+    argv = [
+        "run",
+        "--method",
+        method,
+        "--dim",
+        "10",
+        "--cycles",
+        "20",
+        "--obs-every",
+        "2",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == method

@@ -37,7 +37,9 @@ def _problem(dtype, K=8):
     y[2, 1] = np.nan  # one missing value
     y[5, :] = np.nan  # a time with nothing observed
     om = observation_model(subset([0, 2, 4, 6], n=n), obs_std=1.0)
-    series = observation_series(jnp.asarray(y, dtype), om, n_steps=np.array([1, 2, 1, 3, 1, 1, 2, 1]))
+    series = observation_series(
+        jnp.asarray(y, dtype), om, n_steps=np.array([1, 2, 1, 3, 1, 1, 2, 1])
+    )
     E0 = (MODEL.x0 + 0.5 * rng.normal(size=(1, n))).astype(dtype)
     return series, E0
 
@@ -79,7 +81,9 @@ def test_conformance(name):
     np.testing.assert_array_equal(hist.info.n_obs, [4, 4, 3, 4, 4, 0, 4, 4])
     assert np.all(np.isfinite(final.ensemble))
     assert np.all(np.asarray(hist.info.status) != Status.NONFINITE)
-    assert np.isnan(hist.innovation_ratio[5]) and np.all(np.isfinite(np.delete(hist.innovation_ratio, 5)))
+    assert np.isnan(hist.innovation_ratio[5]) and np.all(
+        np.isfinite(np.delete(hist.innovation_ratio, 5))
+    )
 
     # vmap over seeds
     keys = jax.random.split(jax.random.key(3), 3)

@@ -40,12 +40,17 @@ def test_every_public_function_has_a_docstring():
         module = importlib.import_module(name)
         for attr in getattr(module, "__all__", []):
             obj = getattr(module, attr)
-            if (inspect.isfunction(obj) or inspect.isclass(obj)) and not (getattr(obj, "__doc__", None) or "").strip():
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and not (
+                getattr(obj, "__doc__", None) or ""
+            ).strip():
                 missing.append(f"{name}.{attr}")
     assert not missing, missing
 
 
-@pytest.mark.skipif(shutil.which("mkdocs") is None and not Path(sys.executable).with_name("mkdocs").exists(), reason="mkdocs not installed")
+@pytest.mark.skipif(
+    shutil.which("mkdocs") is None and not Path(sys.executable).with_name("mkdocs").exists(),
+    reason="mkdocs not installed",
+)
 def test_api_reference_builds_strict(tmp_path):
     exe = shutil.which("mkdocs") or str(Path(sys.executable).with_name("mkdocs"))
     proc = subprocess.run(

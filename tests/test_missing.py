@@ -33,7 +33,11 @@ def test_ten_percent_missing_between_full_and_free_run():
     cases = [(etkf(), 1.02, 20), (enkf(), 1.06, 40), (letkf(4.0), 1.04, 10)]
     for method, infl, N in cases:
         m = with_inflation(method, infl)
-        run = jax.jit(lambda s, m=m, N=N: assimilate(jax.random.key(3), m, setup.model, s, E0[:N], truth=data.truth))
+        run = jax.jit(
+            lambda s, m=m, N=N: assimilate(
+                jax.random.key(3), m, setup.model, s, E0[:N], truth=data.truth
+            )
+        )
         _, h_full = run(data.observations)
         _, h_part = run(partial)
         full = float(jnp.mean(h_full.rmse_analysis[100:]))

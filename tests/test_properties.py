@@ -38,7 +38,9 @@ def test_etkf_mean_is_the_kalman_mean_and_anomalies_stay_centred(shape, dtype, s
     K = P @ H64.T @ np.linalg.inv(S)
     xm = E64.mean(0) + K @ (np.asarray(y, np.float64) - H64 @ E64.mean(0))
     tol = 1e-3 if dtype == jnp.float32 else 1e-8
-    np.testing.assert_allclose(np.asarray(Ea).mean(0), xm, rtol=tol, atol=tol * (1 + np.abs(xm).max()))
+    np.testing.assert_allclose(
+        np.asarray(Ea).mean(0), xm, rtol=tol, atol=tol * (1 + np.abs(xm).max())
+    )
     # analysis covariance is the Kalman one: (I - KH) P
     Pa = np.cov(np.asarray(Ea, np.float64), rowvar=False, ddof=1).reshape(n, n)
     Pk = (np.eye(n) - K @ H64) @ P

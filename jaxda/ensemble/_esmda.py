@@ -158,7 +158,7 @@ class ESMDAResult(NamedTuple):
 
 # --------------------------------------------------------------------------- validation
 def _check_key(key: Any) -> None:
-    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return
     if (
         isinstance(key, jax.Array | np.ndarray)

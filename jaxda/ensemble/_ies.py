@@ -159,7 +159,7 @@ def _resolve_step(step_length) -> Callable[[Array], Array]:
             f"step_length must be None, a float in (0, 1] or a function i -> step, "
             f"got {type(step_length).__name__}"
         )
-    check_in_range("step_length", step_length, 0.0, 1.0, closed_low=False)
+    check_in_range("step_length", float(step_length), 0.0, 1.0, closed_low=False)
     return lambda i: jnp.asarray(step_length, dtype=jnp.result_type(float))
 
 

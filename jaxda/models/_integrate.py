@@ -10,7 +10,7 @@ the key. Ensembles are propagated by vmapping over members (:func:`forecast`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import equinox as eqx
 import jax
@@ -44,7 +44,9 @@ class Model(eqx.Module):
 
     stochastic: ClassVar[bool] = False
     name: ClassVar[str] = "model"
-    # Subclasses declare the fields (or properties) ``dt`` and ``x0``.
+    if TYPE_CHECKING:  # subclasses declare the fields (or properties) ``dt`` and ``x0``
+        dt: float | Array
+        x0: Array
 
     def __call__(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
         raise NotImplementedError(f"{type(self).__name__} is stochastic: use step(key, x)")
@@ -121,7 +123,7 @@ class AdditiveNoise(Model):
         self.std = positive_or_error("model-noise std", std) if is_concrete(std) else std
 
     @property
-    def dt(self) -> float:  # pyright: ignore[reportIncompatibleVariableOverride]
+    def dt(self) -> float | Array:  # pyright: ignore[reportIncompatibleVariableOverride]
         return self.model.dt
 
     @property

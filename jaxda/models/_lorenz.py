@@ -13,7 +13,10 @@ from ._integrate import Model, _check_dt, rk4_step
 
 
 def lorenz63_rhs(
-    x: Float[Array, " 3"], sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0
+    x: Float[Array, " 3"],
+    sigma: float | Array = 10.0,
+    rho: float | Array = 28.0,
+    beta: float | Array = 8.0 / 3.0,
 ) -> Float[Array, " 3"]:
     r"""Lorenz (1963) vector field.
 

@@ -13,7 +13,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ._noise import Noise
+from ._noise import FullNoise, Noise
 
 
 def observed(y: Float[Array, "... m"]) -> Bool[Array, "... m"]:
@@ -46,7 +46,7 @@ def log_likelihood(
     """Gaussian log-density of the residual ``r`` over the observed entries only."""
     restricted = noise.restrict(mask)
     z = restricted.whiten(jnp.where(mask, r, 0.0)) * mask
-    if hasattr(restricted, "chol"):
+    if isinstance(restricted, FullNoise):
         logdet = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(restricted.chol))) * mask)
     else:
         logdet = jnp.sum(jnp.log(restricted.std) * mask)

@@ -11,6 +11,7 @@ numbers of observations, padded to the largest with missing values).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -135,7 +136,7 @@ def observation_series(
     *,
     n_steps=None,
     times=None,
-    dt: float | None = None,
+    dt: Any = None,
     t0: float = 0.0,
     mask=None,
 ) -> ObservationSeries:
@@ -209,10 +210,11 @@ def observation_series(
                 f"the previous time"
             )
     else:
-        steps = np.broadcast_to(np.asarray(n_steps), (K,)) if np.ndim(n_steps) == 0 else n_steps
-        if not is_concrete(steps):
+        if not is_concrete(n_steps):
             raise ValueError("n_steps must be concrete (known before tracing)")
-        steps = np.asarray(steps)
+        steps = np.asarray(n_steps)
+        if steps.ndim == 0:
+            steps = np.broadcast_to(steps, (K,))
         if steps.shape != (K,) or not np.issubdtype(steps.dtype, np.integer):
             raise ValueError(f"n_steps must be an int or (K={K},) integers, got {steps!r}")
         t = None
