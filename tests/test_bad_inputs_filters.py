@@ -136,7 +136,11 @@ def series(y, obs=OBS5, **kw):
             "must return a state of the same shape",
         ),
         (lambda: from_callable(jnp.sin, jnp.ones((2, 3))), ValueError, "1-D state"),
-        (lambda: with_noise(Lorenz96(n=8), -1.0), ValueError, "model-noise std must be positive"),
+        (
+            lambda: with_noise(Lorenz96(n=8), -1.0),
+            ValueError,
+            "model-noise std must be non-negative",
+        ),
         (lambda: with_noise(Lorenz96(n=8), jnp.ones(3)), ValueError, "vector of length n=8"),
         (
             lambda: trajectory(jax.random.key(0), jnp.sin, jnp.ones(3), 2),

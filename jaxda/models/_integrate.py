@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete, positive_or_error
+from ..core import is_concrete
 
 Rhs = Callable[[Array], Array]
 
@@ -120,7 +120,13 @@ class AdditiveNoise(Model):
                 f"model-noise std must be a scalar or a vector of length n={model.dim}, "
                 f"got shape {std.shape}"
             )
-        self.std = positive_or_error("model-noise std", std) if is_concrete(std) else std
+        bad_msg = "model-noise std must be non-negative and finite"
+        if is_concrete(std):
+            if not np.all(np.isfinite(np.asarray(std))) or np.any(np.asarray(std) < 0):
+                raise ValueError(f"{bad_msg}, got {np.asarray(std)}")
+            self.std = std
+        else:
+            self.std = eqx.error_if(std, jnp.any(std < 0) | ~jnp.all(jnp.isfinite(std)), bad_msg)
 
     @property
     def dt(self) -> float | Array:  # pyright: ignore[reportIncompatibleVariableOverride]
