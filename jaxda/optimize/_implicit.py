@@ -120,7 +120,7 @@ def minimize(
         linear_solve: ``"dense"`` (Hessian by ``jacfwd``, Cholesky) or ``"cg"`` (Hessian-vector
             products; needs a positive-definite Hessian at the optimum).
         cg_maxiter: iteration cap for CG.
-        **options: passed to the solver (``gtol``, ``max_iter``, …).
+        **options: passed to the solver (``gtol``, ``max_steps``, ``throw``, …).
 
     Only ``result.x`` carries the implicit gradient; the other fields are computed
     on stopped-gradient inputs.

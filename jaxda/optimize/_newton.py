@@ -21,6 +21,7 @@ Reference:
 
 Example:
     >>> import jax.numpy as jnp
+    >>> from jaxda.optimize import newton
     >>> res = newton(lambda x: jnp.sum(jnp.cosh(x - 1.0)), jnp.zeros(3))
     >>> int(res.status), [round(float(v), 6) for v in res.x]
     (0, [1.0, 1.0, 1.0])
@@ -35,17 +36,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import is_concrete
+from ..core import Status, is_concrete, raise_on_failure
 from ._linesearch import backtracking_armijo, strong_wolfe
 from ._status import (
     RUNNING,
     OptimizeResult,
-    SolverStatus,
     check_iterations,
+    empty_history,
     final_status,
     flatten_problem,
     grad_norm,
-    raise_on_failure,
+    record,
     step_status,
 )
 
@@ -86,7 +87,7 @@ def newton(
     x0: Any,
     args: tuple = (),
     *,
-    max_iter: int = 100,
+    max_steps: int = 100,
     gtol: float = 1e-8,
     norm: float = jnp.inf,
     step_size: float = 1.0,
@@ -101,16 +102,16 @@ def newton(
         objective: twice-differentiable scalar function of a pytree ``x``.
         x0: starting point (any pytree of float arrays).
         args: extra arguments for ``objective``.
-        max_iter: iteration bound.
+        max_steps: iteration bound (status ``MAX_STEPS`` when reached).
         gtol: stop when ``||∇J||_norm <= gtol``.
         norm: ``jnp.inf`` or ``2``.
         step_size: the seeds' α (fixed step, or the first trial of the line search).
         damping: Levenberg-style λ added to the Hessian diagonal.
         line_search: ``"armijo"`` (backtracking), ``"wolfe"`` (strong Wolfe) or ``None``.
         max_linesearch: evaluations allowed per line search.
-        throw: raise unless converged.
+        throw: raise unless the status is ``SUCCESS``.
     """
-    check_iterations(max_iter, gtol)
+    check_iterations(max_steps, gtol)
     if line_search not in LINE_SEARCHES:
         raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
     if is_concrete(step_size) and not float(step_size) > 0:
@@ -124,22 +125,12 @@ def newton(
 
     f0, g0 = vg(x_flat)
     gn0 = grad_norm(g0, norm)
-    nan_hist = jnp.full((max_iter + 1,), jnp.nan, dt)
-    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_iter, gtol)
-    init = (
-        jnp.asarray(0),
-        x_flat,
-        f0,
-        g0,
-        gn0,
-        jnp.asarray(1),
-        status0,
-        nan_hist.at[0].set(f0),
-        nan_hist.at[0].set(gn0),
-    )
+    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_steps, gtol)
+    hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
+    init = (jnp.asarray(0), x_flat, f0, g0, gn0, jnp.asarray(1), status0, hist)
 
     def body(s):
-        k, x, f, g, _, nfev, _, fh, gh = s
+        k, x, f, g, _, nfev, _, hist = s
         p = newton_direction(hess(x), g, damping)
         p = jnp.where(jnp.vdot(g, p) < 0, p, -g)
         if line_search is None:
@@ -152,32 +143,23 @@ def newton(
         x_new = x + alpha * p
         gn = grad_norm(g_new, norm)
         k1 = k + 1
-        status = step_status(f_new, g_new, gn, k1, max_iter, gtol)
+        status = step_status(f_new, g_new, gn, k1, max_steps, gtol)
         stuck = (~ok) & (alpha == 0)
-        status = jnp.where(
-            stuck & (status == RUNNING), SolverStatus.LINESEARCH_FAILED, status
-        ).astype(jnp.int32)
-        return (
-            k1,
-            x_new,
-            f_new,
-            g_new,
-            gn,
-            nfev + n_ls,
-            status,
-            fh.at[k1].set(f_new),
-            gh.at[k1].set(gn),
+        status = jnp.where(stuck & (status == RUNNING), Status.LINESEARCH_FAILED, status).astype(
+            jnp.int32
         )
+        nfev = nfev + n_ls
+        hist = record(hist, k1, f_new, nfev, gn)
+        return (k1, x_new, f_new, g_new, gn, nfev, status, hist)
 
-    k, x, f, _, gn, nfev, status, fh, gh = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
+    k, x, f, _, gn, nfev, status, hist = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
     res = OptimizeResult(
         x=unravel(x),
         f=f,
         grad_norm=gn,
-        n_iterations=k,
+        n_steps=k,
         n_evaluations=nfev,
         status=final_status(status),
-        f_history=fh,
-        grad_norm_history=gh,
+        history=hist,
     )
     return raise_on_failure(res) if throw else res

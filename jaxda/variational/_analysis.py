@@ -79,7 +79,9 @@ def threedvar_analysis(
     Cholesky factor ``(n, n)``.
     """
     B = as_background(B, xb.shape[-1])
-    res = bfgs(threedvar_cost_cv, jnp.zeros_like(xb), (xb, y, obs, B), max_iter=max_iter, gtol=gtol)
+    res = bfgs(
+        threedvar_cost_cv, jnp.zeros_like(xb), (xb, y, obs, B), max_steps=max_iter, gtol=gtol
+    )
     return xb + sqrt_apply(B, res.x), res
 
 
@@ -102,7 +104,7 @@ def fourdvar_analysis(
         fourdvar_cost_cv,
         jnp.zeros_like(xb),
         (xb, ys, obs, B, step, obs_every),
-        max_iter=max_iter,
+        max_steps=max_iter,
         gtol=gtol,
     )
     return xb + sqrt_apply(B, res.x), res

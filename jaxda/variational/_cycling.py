@@ -113,7 +113,7 @@ def fourdvar_experiment(
             rmse(traj_a[-1], x_w[-1]),
             rmse(traj_a, x_w),
             rmse(traj_b, x_w),
-            res.n_iterations,
+            res.n_steps,
             res.status,
             res.f,
         )
