@@ -147,8 +147,15 @@ def test_bounds_validation():
     np.testing.assert_array_equal(
         np.asarray(bounds_from_pairs([(0, 1), (2, 3), (4, 5)])), [[0, 2, 4], [1, 3, 5]]
     )
-    with pytest.raises(ValueError, match="bounds_from_pairs"):
+    # unambiguous scipy-style (n, 2) pairs are transposed, not misread
+    lo, hi = check_bounds(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]))
+    np.testing.assert_array_equal(np.asarray(lo), [0, 2, 4])
+    np.testing.assert_array_equal(np.asarray(hi), [1, 3, 5])
+    with pytest.raises(ValueError, match=r"\(n, 2\) pairs.*lower < upper"):
         check_bounds(np.zeros((3, 2)))
+    # (2, 2) is ambiguous: read as rows, and pairs that look like inverted rows are rejected
+    with pytest.raises(ValueError, match="bounds_from_pairs"):
+        check_bounds(np.array([[0.0, 1.0], [2.0, 0.5]]))
     with pytest.raises(ValueError, match=r"shape \(2, n\)"):
         check_bounds(np.zeros(3))
     with pytest.raises(ValueError, match=r"lower < upper.*indices \[1\]"):
@@ -212,7 +219,7 @@ BOX2 = jnp.array([[-2.0, -1.0], [1.0, 3.0]])
         (lambda: grid_search(sphere, BOX2, num=0), "num must be"),
         (lambda: grid_search(sphere, BOX2, num=[3, 3, 3]), "num must be"),
         (lambda: random_search(jax.random.key(0), sphere, BOX2, batch_size=0), "batch_size"),
-        (lambda: random_search(jax.random.key(0), sphere, jnp.zeros((3, 2))), r"shape \(2, n\)"),
+        (lambda: random_search(jax.random.key(0), sphere, jnp.zeros((3, 3))), r"shape \(2, n\)"),
     ],
 )
 def test_argument_errors(call, match):

@@ -3,6 +3,13 @@
 Every other package imports from here; this package imports no other part of jaxda.
 """
 
+from ._black_box import (
+    TRACER_ERRORS,
+    black_box,
+    catch_not_traceable,
+    not_traceable_as_type_error,
+    not_traceable_error,
+)
 from ._checks import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
 from ._status import (
     Status,
@@ -13,12 +20,17 @@ from ._status import (
 )
 
 __all__ = [
+    "TRACER_ERRORS",
     "Status",
+    "black_box",
+    "catch_not_traceable",
     "check_ensemble",
     "check_in_range",
     "check_vector",
     "first_failure",
     "is_concrete",
+    "not_traceable_as_type_error",
+    "not_traceable_error",
     "positive_or_error",
     "raise_on_failure",
     "status_array",

@@ -37,11 +37,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ..core import check_in_range
+from ..core import catch_not_traceable, check_in_range
 from ._bounds import (
     apply_bounds,
     check_bound_handling,
     check_bounds,
+    check_objective,
     normal_from_uniform,
     uniform_in_bounds,
 )
@@ -84,6 +85,7 @@ def metropolis_accept(
     return accept & ~jnp.isnan(f_new)
 
 
+@catch_not_traceable()
 def simulated_annealing(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
@@ -135,6 +137,7 @@ def simulated_annealing(
         True
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     check_bound_handling(bound_handling)
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -142,9 +145,9 @@ def simulated_annealing(
         raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {schedule!r}")
     if step_scaling not in ("temperature", "constant"):
         raise ValueError(f"step_scaling must be 'temperature' or 'constant', got {step_scaling!r}")
-    check_in_range("T0", T0, 0.0, float("inf"), closed_low=False)
-    check_in_range("T_end", T_end, 0.0, float("inf"), closed_low=False)
-    check_in_range("step_size", step_size, 0.0, float("inf"), closed_low=False)
+    check_in_range("T0", T0, 0.0, float("inf"), closed_low=False, closed_high=False)
+    check_in_range("T_end", T_end, 0.0, float("inf"), closed_low=False, closed_high=False)
+    check_in_range("step_size", step_size, 0.0, float("inf"), closed_low=False, closed_high=False)
     n = lower.shape[0]
     k_x0, k_iter = jax.random.split(key)
     if x0 is None:

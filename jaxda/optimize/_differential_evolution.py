@@ -32,8 +32,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ..core import check_in_range
-from ._bounds import apply_bounds, check_bound_handling, check_bounds, uniform_in_bounds
+from ..core import catch_not_traceable, check_in_range
+from ._bounds import (
+    apply_bounds,
+    check_bound_handling,
+    check_bounds,
+    check_objective,
+    uniform_in_bounds,
+)
 from ._result import GradientFreeResult, finite_or_inf, result_from_history
 
 STRATEGIES = ("rand1bin", "best1bin")
@@ -73,6 +79,7 @@ def _check_F(F: Any) -> tuple[float, float]:
     return lo, hi
 
 
+@catch_not_traceable()
 def differential_evolution(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
@@ -126,6 +133,7 @@ def differential_evolution(
         (15,)
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     check_bound_handling(bound_handling)

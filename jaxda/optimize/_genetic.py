@@ -34,11 +34,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import check_in_range
+from ..core import catch_not_traceable, check_in_range
 from ._bounds import (
     apply_bounds,
     check_bound_handling,
     check_bounds,
+    check_objective,
     normal_from_uniform,
     uniform_in_bounds,
 )
@@ -47,6 +48,7 @@ from ._result import GradientFreeResult, finite_or_inf, result_from_history
 CROSSOVERS = ("blend", "uniform")
 
 
+@catch_not_traceable()
 def genetic_algorithm(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
@@ -100,6 +102,7 @@ def genetic_algorithm(
         True
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     check_bound_handling(bound_handling)
     if crossover not in CROSSOVERS:
         raise ValueError(f"crossover must be one of {CROSSOVERS}, got {crossover!r}")
@@ -117,8 +120,10 @@ def genetic_algorithm(
     check_in_range("crossover_rate", crossover_rate, 0.0, 1.0)
     check_in_range("mutation_rate", mutation_rate, 0.0, 1.0)
     check_in_range("mutation_decay", mutation_decay, 0.0, 1.0, closed_low=False)
-    check_in_range("mutation_scale", mutation_scale, 0.0, float("inf"), closed_low=False)
-    check_in_range("blend_alpha", blend_alpha, 0.0, float("inf"))
+    check_in_range(
+        "mutation_scale", mutation_scale, 0.0, float("inf"), closed_low=False, closed_high=False
+    )
+    check_in_range("blend_alpha", blend_alpha, 0.0, float("inf"), closed_high=False)
     n = lower.shape[0]
     n_child = n_pop - n_el
     width = upper - lower

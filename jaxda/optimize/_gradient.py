@@ -104,6 +104,8 @@ def gradient_descent(
         throw: raise unless the status is ``SUCCESS``.
     """
     check_iterations(max_steps, gtol)
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
     if not isinstance(args, tuple):
         raise ValueError(f"args must be a tuple, got {type(args).__name__}")
     opt = _optimizer(optimizer, learning_rate)
@@ -176,6 +178,8 @@ def sgd(
         >>> [round(float(v), 3) for v in res.x]
         [1.0, -2.0]
     """
+    if not callable(loss):
+        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
     if not isinstance(args, tuple):
         raise ValueError(f"args must be a tuple, got {type(args).__name__}")
     leaves = jax.tree_util.tree_leaves(data)

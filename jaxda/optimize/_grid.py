@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._bounds import check_bounds
+from ..core import catch_not_traceable
+from ._bounds import check_bounds, check_objective
 from ._result import GradientFreeResult, finite_or_inf, make_result
 
 
+@catch_not_traceable()
 def grid_search(
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
     bounds: Any,
@@ -62,6 +64,7 @@ def grid_search(
         (True, 16641)
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     n = lower.shape[0]
     nums = np.broadcast_to(np.asarray(num), (n,)) if np.ndim(num) == 0 else np.asarray(num)
     if nums.shape != (n,) or not np.issubdtype(nums.dtype, np.integer) or np.any(nums < 1):

@@ -30,14 +30,22 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import check_in_range
-from ._bounds import check_bound_handling, check_bounds, reflect, reflection_sign, uniform_in_bounds
+from ..core import catch_not_traceable, check_in_range
+from ._bounds import (
+    check_bound_handling,
+    check_bounds,
+    check_objective,
+    reflect,
+    reflection_sign,
+    uniform_in_bounds,
+)
 from ._result import GradientFreeResult, finite_or_inf, result_from_history
 
 CLERC_W = 0.7298
 CLERC_C = 1.49618
 
 
+@catch_not_traceable()
 def particle_swarm(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
@@ -84,6 +92,7 @@ def particle_swarm(
         True
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     check_bound_handling(bound_handling)
     n_p = int(n_particles)
     if n_p < 2:
@@ -91,10 +100,10 @@ def particle_swarm(
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     check_in_range("w", w, 0.0, 1.0)
-    check_in_range("c1", c1, 0.0, float("inf"))
-    check_in_range("c2", c2, 0.0, float("inf"))
+    check_in_range("c1", c1, 0.0, float("inf"), closed_high=False)
+    check_in_range("c2", c2, 0.0, float("inf"), closed_high=False)
     if v_max is not None:
-        check_in_range("v_max", v_max, 0.0, float("inf"), closed_low=False)
+        check_in_range("v_max", v_max, 0.0, float("inf"), closed_low=False, closed_high=False)
     n = lower.shape[0]
     width = upper - lower
 

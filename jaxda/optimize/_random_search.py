@@ -21,10 +21,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._bounds import check_bounds, uniform_in_bounds
+from ..core import catch_not_traceable
+from ._bounds import check_bounds, check_objective, uniform_in_bounds
 from ._result import GradientFreeResult, finite_or_inf, make_result
 
 
+@catch_not_traceable()
 def random_search(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
@@ -61,6 +63,7 @@ def random_search(
         (1000, True)
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if int(batch_size) < 1:

@@ -64,6 +64,8 @@ def flatten_problem(objective, x0, args: tuple):
     """
     from jax.flatten_util import ravel_pytree
 
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
     if not isinstance(args, tuple):
         raise ValueError(
             f"args must be a tuple of extra objective arguments, got {type(args).__name__}"
