@@ -46,7 +46,10 @@ from ._status import (
     final_status,
     flatten_problem,
     grad_norm,
+    model_negligible,
+    newton_like_status,
     record,
+    roundoff_tol,
     step_status,
 )
 
@@ -103,7 +106,11 @@ def newton(
         x0: starting point (any pytree of float arrays).
         args: extra arguments for ``objective``.
         max_steps: iteration bound (status ``MAX_STEPS`` when reached).
-        gtol: stop when ``||∇J||_norm <= gtol``.
+        gtol: stop when ``||∇J||_norm <= gtol``. Newton also stops at round-off (relative
+            ``16 ε`` of the dtype): ``SUCCESS`` when the next Newton step can no longer change
+            ``x``, or when it stalls where the model predicts no measurable decrease of ``J``;
+            ``STAGNATED`` / ``LINESEARCH_FAILED`` when it stalls although the model predicts
+            more (rule in ``jaxda.optimize._status.newton_like_status``).
         norm: ``jnp.inf`` or ``2``.
         step_size: the seeds' α (fixed step, or the first trial of the line search).
         damping: Levenberg-style λ added to the Hessian diagonal.
@@ -123,16 +130,24 @@ def newton(
     hess = jax.hessian(fun)
     dt = x_flat.dtype
 
+    tol = roundoff_tol(dt)
+
+    def direction(x, g):
+        p = newton_direction(hess(x), g, damping)
+        return jnp.where(jnp.vdot(g, p) < 0, p, -g)
+
     f0, g0 = vg(x_flat)
     gn0 = grad_norm(g0, norm)
+    p0 = direction(x_flat, g0)
     status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_steps, gtol)
+    status0 = jnp.where(
+        (status0 == RUNNING) & model_negligible(x_flat, f0, g0, p0, tol)[0], Status.SUCCESS, status0
+    ).astype(jnp.int32)
     hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
-    init = (jnp.asarray(0), x_flat, f0, g0, gn0, jnp.asarray(1), status0, hist)
+    init = (jnp.asarray(0), x_flat, f0, g0, p0, gn0, jnp.asarray(1), status0, hist)
 
     def body(s):
-        k, x, f, g, _, nfev, _, hist = s
-        p = newton_direction(hess(x), g, damping)
-        p = jnp.where(jnp.vdot(g, p) < 0, p, -g)
+        k, x, f, g, p, _, nfev, _, hist = s
         if line_search is None:
             f_new, g_new = vg(x + step_size * p)
             alpha, n_ls, ok = jnp.asarray(step_size, dt), 1, jnp.asarray(True)
@@ -140,19 +155,32 @@ def newton(
             search = backtracking_armijo if line_search == "armijo" else strong_wolfe
             ls = search(vg, x, p, f, g, alpha_init=step_size, max_steps=max_linesearch)
             f_new, g_new, alpha, n_ls, ok = ls.f, ls.grad, ls.alpha, ls.n_evaluations, ls.success
-        x_new = x + alpha * p
+        step = alpha * p
+        x_new = x + step
         gn = grad_norm(g_new, norm)
         k1 = k + 1
-        status = step_status(f_new, g_new, gn, k1, max_steps, gtol)
-        stuck = (~ok) & (alpha == 0)
-        status = jnp.where(stuck & (status == RUNNING), Status.LINESEARCH_FAILED, status).astype(
-            jnp.int32
+        p_new = direction(x_new, g_new)  # the next iteration's step, used by the stopping rule
+        status = newton_like_status(
+            f=f_new,
+            g=g_new,
+            gnorm=gn,
+            k=k1,
+            max_steps=max_steps,
+            gtol=gtol,
+            model=model_negligible(x_new, f_new, g_new, p_new, tol),
+            no_progress=(~ok) & (alpha == 0),
+            f_prev=f,
+            step=step,
+            x=x_new,
+            tol=tol,
         )
         nfev = nfev + n_ls
         hist = record(hist, k1, f_new, nfev, gn)
-        return (k1, x_new, f_new, g_new, gn, nfev, status, hist)
+        return (k1, x_new, f_new, g_new, p_new, gn, nfev, status, hist)
 
-    k, x, f, _, gn, nfev, status, hist = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
+    k, x, f, _, _, gn, nfev, status, hist = jax.lax.while_loop(
+        lambda s: s[7] == RUNNING, body, init
+    )
     res = OptimizeResult(
         x=unravel(x),
         f=f,

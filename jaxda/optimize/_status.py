@@ -139,3 +139,69 @@ def step_status(f: Array, g: Array, gnorm: Array, k: Array, max_steps: int, gtol
             jnp.where(k >= max_steps, Status.MAX_STEPS, RUNNING),
         ),
     ).astype(jnp.int32)
+
+
+ROUNDOFF_FACTOR = 16.0
+
+
+def roundoff_tol(dtype: Any) -> float:
+    """Relative tolerance at which changes are round-off: ``16 ε`` of ``dtype``.
+
+    ``1.9e-6`` in float32, ``3.6e-15`` in float64.
+    """
+    return ROUNDOFF_FACTOR * float(jnp.finfo(dtype).eps)
+
+
+def model_negligible(x: Array, f: Array, g: Array, p: Array, tol: float) -> tuple[Array, Array]:
+    """Whether the (quasi-)Newton step ``p`` can still change ``x`` / ``f`` measurably.
+
+    Returns ``(small_x, small_f)``: ``small_x`` when the step is below the resolution of ``x``
+    (``||p||_∞ <= tol ||x||_∞``), ``small_f`` when the decrease the quadratic model predicts
+    for the full step, ``-gᵀp / 2``, is below the resolution of ``f`` (``<= tol |f|``).
+    """
+    finite = jnp.all(jnp.isfinite(p))
+    small_x = jnp.max(jnp.abs(p)) <= tol * jnp.max(jnp.abs(x))
+    small_f = -0.5 * jnp.vdot(g, p) <= tol * jnp.abs(f)
+    return small_x & finite, small_f & finite
+
+
+def newton_like_status(
+    *,
+    f: Array,
+    g: Array,
+    gnorm: Array,
+    k: Array,
+    max_steps: int,
+    gtol: Any,
+    model: tuple[Array, Array],
+    no_progress: Array,
+    f_prev: Array,
+    step: Array,
+    x: Array,
+    tol: float,
+) -> Array:
+    """Status after iteration ``k`` of Newton/BFGS: the stopping rule, in priority order.
+
+    ``model = (small_x, small_f)`` from :func:`model_negligible` for the *next* step;
+    ``tol = 16 ε`` of the dtype (:func:`roundoff_tol`).
+
+    1. ``NONFINITE``: ``f`` or ``g`` is nan/inf.
+    2. ``SUCCESS``: ``||g|| <= gtol``, or the next step is below the resolution of ``x``.
+    3. The solver stalled: the line search found no acceptable step (``no_progress``), or the
+       step taken changed ``f`` by at most ``tol |f|`` or ``x`` by at most ``tol ||x||_∞``. Then
+       ``SUCCESS`` if the model predicts no decrease measurable in ``f`` either (a minimum to
+       working precision, e.g. float32 with a ``gtol`` below its round-off), otherwise
+       ``LINESEARCH_FAILED`` (no acceptable step) or ``STAGNATED`` (steps at round-off).
+    4. ``MAX_STEPS`` once ``k >= max_steps``, else still running.
+    """
+    small_x, small_f = model
+    nonfinite = ~(jnp.isfinite(f) & jnp.all(jnp.isfinite(g)))
+    f_stag = jnp.abs(f - f_prev) <= tol * jnp.maximum(jnp.abs(f), jnp.abs(f_prev))
+    x_stag = jnp.max(jnp.abs(step)) <= tol * jnp.max(jnp.abs(x))
+    stalled = no_progress | f_stag | x_stag
+    status = jnp.where(k >= max_steps, Status.MAX_STEPS, RUNNING)
+    status = jnp.where(f_stag | x_stag, Status.STAGNATED, status)
+    status = jnp.where(no_progress, Status.LINESEARCH_FAILED, status)
+    converged = (gnorm <= gtol) | small_x | (stalled & small_f)
+    status = jnp.where(converged, Status.SUCCESS, status)
+    return jnp.where(nonfinite, Status.NONFINITE, status).astype(jnp.int32)
