@@ -379,3 +379,57 @@ def test_float32_rosenbrock_restarts_all_success():
     # started exactly at the minimum: SUCCESS at once
     r = bfgs(rosenbrock, jnp.ones(2, jnp.float32), gtol=1e-6)
     assert int(r.status) == Status.SUCCESS and int(r.n_steps) == 0
+
+
+def test_implicit_higher_derivatives_forward_mode_and_unconverged_flag():
+    """x*(θ) = θ^(1/3) for J = x⁴/4 - θx: first and second derivatives (reverse, forward, mixed)
+    against the closed form and finite differences; jacfwd works; an unconverged inner solve is
+    flagged and raises with throw=True."""
+    J = lambda x, th: x**4 / 4 - th * x  # noqa: E731
+
+    def xs(th):
+        return minimize(J, jnp.asarray(1.0), th, method="newton", gtol=1e-13).x
+
+    th, h = 2.0, 1e-3
+    d1, d2 = th ** (-2 / 3) / 3, -2 / 9 * th ** (-5 / 3)  # d2 = -0.0700 (was 0.0 before)
+
+    @jax.jit  # one compilation for every derivative
+    def all_derivs(t):
+        firsts = (jax.grad(xs)(t), jax.jacfwd(xs)(t), jax.jvp(xs, (t,), (1.0,))[1])
+        seconds = (jax.hessian(xs)(t), jax.grad(jax.grad(xs))(t), jax.jacfwd(jax.jacrev(xs))(t))
+        return xs(t), jnp.stack(firsts), jnp.stack(seconds), xs(t + h), xs(t - h)
+
+    x0, firsts, seconds, xp, xm = (np.asarray(v) for v in all_derivs(th))
+    assert float(x0) == pytest.approx(th ** (1 / 3), rel=1e-12)
+    np.testing.assert_allclose(firsts, d1, rtol=1e-10)
+    np.testing.assert_allclose(seconds, d2, rtol=1e-9)
+    fd2 = (float(xp) - 2 * float(x0) + float(xm)) / h**2
+    assert float(seconds[0]) == pytest.approx(fd2, rel=1e-5)
+
+    # hessian of an outer loss of a 6-parameter ridge problem vs finite differences of its gradient
+    A = jax.random.normal(jax.random.key(2), (10, 6))
+    y = jax.random.normal(jax.random.key(3), (10,))
+    target = jnp.linspace(-1.0, 1.0, 6)
+
+    def ridge(x, log_lam):
+        return 0.5 * jnp.sum((A @ x - y) ** 2) + 0.5 * jnp.sum(jnp.exp(log_lam) * x**2)
+
+    def outer(log_lam):
+        x = minimize(ridge, jnp.zeros(6), log_lam, method="newton", gtol=1e-13).x
+        return jnp.sum((x - target) ** 2)
+
+    t0 = jnp.full(6, -0.5)
+    H = np.asarray(jax.jit(jax.hessian(outer))(t0))
+    grad = jax.jit(jax.vmap(jax.grad(outer)))
+    eps = 1e-5
+    E = eps * np.eye(6)
+    G = np.asarray(grad(jnp.concatenate([t0 + E, t0 - E])))
+    fd = (G[:6] - G[6:]).T / (2 * eps)
+    np.testing.assert_allclose(H, fd, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(H, H.T, atol=1e-10)
+
+    # unconverged inner solve: flagged in the result, raises with throw=True
+    r = minimize(J, jnp.asarray(5.0), th, method="bfgs", max_steps=1)
+    assert int(r.status) == Status.MAX_STEPS
+    with pytest.raises(RuntimeError, match="MAX_STEPS"):
+        minimize(J, jnp.asarray(5.0), th, method="bfgs", max_steps=1, throw=True)
