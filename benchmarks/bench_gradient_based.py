@@ -28,8 +28,7 @@ import scipy.optimize as so  # noqa: E402
 
 from jaxda.experiments import run_filter, sakov2008, simulate, twin_experiment  # noqa: E402
 from jaxda.models import lorenz96  # noqa: E402
-from jaxda.optimize._bfgs import bfgs  # noqa: E402
-from jaxda.optimize._newton import newton  # noqa: E402
+from jaxda.optimize import bfgs, newton  # noqa: E402
 from jaxda.variational import (  # noqa: E402
     background_covariance,
     climatological_covariance,
@@ -73,9 +72,11 @@ def single_runs(dims, gtol, repeats):
         x0 = jnp.zeros(n)
         vg(x0)  # compile scipy's callback once
         for name, solver in (("jaxda BFGS", bfgs), ("jaxda Newton", newton)):
-            c, tc = compile_time(lambda x, s=solver: s(rosenbrock, x, gtol=gtol, max_iter=1000), x0)
+            c, tc = compile_time(
+                lambda x, s=solver: s(rosenbrock, x, gtol=gtol, max_steps=1000), x0
+            )
             r, t = timed(c, x0, repeats=repeats)
-            rows.append((n, name, int(r.n_iterations), int(r.n_evaluations), float(r.f), t, tc))
+            rows.append((n, name, int(r.n_steps), int(r.n_evaluations), float(r.f), t, tc))
         ts = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def single_runs(dims, gtol, repeats):
 
 def batched(R, n, gtol):
     starts = jax.random.uniform(jax.random.key(0), (R, n), minval=-2.0, maxval=2.0)
-    fn = jax.vmap(lambda x: bfgs(rosenbrock, x, gtol=gtol, max_iter=1000))
+    fn = jax.vmap(lambda x: bfgs(rosenbrock, x, gtol=gtol, max_steps=1000))
     c, tc = compile_time(fn, starts)
     res, t_jax = timed(c, starts, repeats=3)
     vg = jax.jit(jax.value_and_grad(rosenbrock))
@@ -107,7 +108,7 @@ def batched(R, n, gtol):
         "scipy_global": int(np.sum(f_sp < 1e-10)),
         "jax_converged": int(np.sum(np.asarray(res.status) == 0)),
         "scipy_success": int(sum(s.success for s in sc)),
-        "jax_mean_iters": float(np.mean(np.asarray(res.n_iterations))),
+        "jax_mean_iters": float(np.mean(np.asarray(res.n_steps))),
         "scipy_mean_iters": float(np.mean([s.nit for s in sc])),
     }
 

@@ -33,12 +33,14 @@ jax.config.update("jax_enable_x64", True)
 from evosax.algorithms import PSO as EvoPSO  # noqa: E402
 from evosax.algorithms import DifferentialEvolution as EvoDE  # noqa: E402
 
-from jaxda.optimize._annealing import simulated_annealing  # noqa: E402
-from jaxda.optimize._differential_evolution import differential_evolution  # noqa: E402
-from jaxda.optimize._grid import grid_search  # noqa: E402
-from jaxda.optimize._pso import particle_swarm  # noqa: E402
-from jaxda.optimize._result import evaluations_to_target  # noqa: E402
-from jaxda.optimize._test_functions import benchmark_problem  # noqa: E402
+from jaxda.optimize import (  # noqa: E402
+    benchmark_problem,
+    differential_evolution,
+    evaluations_to_target,
+    grid_search,
+    particle_swarm,
+    simulated_annealing,
+)
 
 
 def rastrigin_np(x):
@@ -163,7 +165,7 @@ def main():
     pop, gens, F, CR, target = 50, 400, 0.5, 0.1, 1e-6
     de_one = jax.jit(
         lambda k: differential_evolution(
-            k, p.fn, p.bounds, population_size=pop, n_generations=gens, F=F, CR=CR
+            k, p.fn, p.bounds, population_size=pop, max_steps=gens, F=F, CR=CR
         )
     )
     c_de = compile_time(de_one, keys[0])
@@ -180,7 +182,7 @@ def main():
         f"{np.median(t_de) * 1e3:.1f} ms",
         f"{c_de:.1f} s",
         median_evals(ev_de),
-        f"{np.median([float(r.f_best) for r in res_de]):.1e}",
+        f"{np.median([float(r.f) for r in res_de]):.1e}",
         "1.0",
     )
 
@@ -246,7 +248,7 @@ def main():
     p = benchmark_problem("sphere", 10)
     n_part, iters, target = 40, 500, 1e-8
     pso_one = jax.jit(
-        lambda k: particle_swarm(k, p.fn, p.bounds, n_particles=n_part, n_iterations=iters)
+        lambda k: particle_swarm(k, p.fn, p.bounds, n_particles=n_part, max_steps=iters)
     )
     c_pso = compile_time(pso_one, keys[0])
     t_pso, r_pso = [], []
@@ -260,7 +262,7 @@ def main():
         f"{np.median(t_pso) * 1e3:.1f} ms",
         f"{c_pso:.1f} s",
         median_evals([int(evaluations_to_target(r, target)) for r in r_pso]),
-        f"{np.median([float(r.f_best) for r in r_pso]):.1e}",
+        f"{np.median([float(r.f) for r in r_pso]):.1e}",
         "1.0",
     )
     evp = EvoPSO(n_part, jnp.zeros(10))
@@ -290,7 +292,7 @@ def main():
     iters, target = 20_000, 1e-3
     sa_one = jax.jit(
         lambda k: simulated_annealing(
-            k, p.fn, p.bounds, n_iterations=iters, T0=10.0, T_end=1e-9, step_size=0.2
+            k, p.fn, p.bounds, max_steps=iters, T0=10.0, T_end=1e-9, step_size=0.2
         )
     )
     c_sa = compile_time(sa_one, keys[0])
@@ -305,7 +307,7 @@ def main():
         f"{np.median(t_sa) * 1e3:.1f} ms",
         f"{c_sa:.1f} s",
         median_evals([int(evaluations_to_target(r, target)) for r in r_sa]),
-        f"{np.median([float(r.f_best) for r in r_sa]):.1e}",
+        f"{np.median([float(r.f) for r in r_sa]):.1e}",
         "1.0",
     )
     t_da, ev_da, f_da = [], [], []
@@ -337,7 +339,7 @@ def main():
     # ------------------------------------------------------------------ 1d. grid, 4-D Rastrigin
     p = benchmark_problem("rastrigin", 4)
     num = 21
-    g_one = jax.jit(lambda: grid_search(None, p.fn, p.bounds, num=num, batch_size=8192))
+    g_one = jax.jit(lambda: grid_search(p.fn, p.bounds, num=num, batch_size=8192))
     c_g = compile_time(g_one)
     _, t_g, r_g = timed(g_one, repeat=3)
     row(
@@ -346,7 +348,7 @@ def main():
         f"{t_g * 1e3:.1f} ms",
         f"{c_g:.1f} s",
         f"{num**4}",
-        f"{float(r_g.f_best):.1e}",
+        f"{float(r_g.f):.1e}",
         "1.0",
     )
     t0 = time.perf_counter()
@@ -354,7 +356,7 @@ def main():
         rastrigin_np, [slice(-5.12, 5.12, complex(0, num))] * 4, full_output=True, finish=None
     )
     t_b = time.perf_counter() - t0
-    assert np.allclose(xb, np.asarray(r_g.x_best)) and np.isclose(fb, float(r_g.f_best))
+    assert np.allclose(xb, np.asarray(r_g.x)) and np.isclose(fb, float(r_g.f))
     row(
         f"grid {num}^4, 4-D Rastrigin",
         "scipy brute (finish=None)",
@@ -373,13 +375,13 @@ def main():
     de_many = jax.jit(
         jax.vmap(
             lambda k: differential_evolution(
-                k, p.fn, p.bounds, population_size=pop, n_generations=gens_b, F=F, CR=CR
+                k, p.fn, p.bounds, population_size=pop, max_steps=gens_b, F=F, CR=CR
             )
         )
     )
     c_b = compile_time(de_many, bkeys)
     _, t_b, r_b = timed(de_many, bkeys)
-    succ = int(np.sum(np.asarray(r_b.f_best) < target))
+    succ = int(np.sum(np.asarray(r_b.f) < target))
     row(
         f"{R} DE restarts ({gens_b} gen), 5-D Rastrigin",
         "jaxda vmap (one call)",

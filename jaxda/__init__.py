@@ -6,6 +6,7 @@ from . import (
     diffusion,
     ensemble,
     experiments,
+    io,
     metrics,
     models,
     observations,
@@ -13,17 +14,20 @@ from . import (
     sharding,
     variational,
 )
+from .core import black_box
 from .metrics import crps, rank_histogram, rmse, spread, weighted_norm
 
 __version__ = "0.1.0"
 
 __all__ = [
     "assimilate",
+    "black_box",
     "core",
     "crps",
     "diffusion",
     "ensemble",
     "experiments",
+    "io",
     "metrics",
     "models",
     "observations",

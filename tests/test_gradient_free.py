@@ -14,27 +14,29 @@ import pytest
 import scipy.optimize
 import scipy.stats
 
-from jaxda.optimize._annealing import metropolis_accept, simulated_annealing, temperature
-from jaxda.optimize._bounds import (
+from jaxda.core import Status
+from jaxda.optimize import (
+    ackley,
     apply_bounds,
+    benchmark_problem,
     bounds_from_pairs,
     check_bounds,
-    reflect,
-    reflection_sign,
-)
-from jaxda.optimize._differential_evolution import differential_evolution, distinct_others
-from jaxda.optimize._genetic import genetic_algorithm
-from jaxda.optimize._grid import grid_search
-from jaxda.optimize._pso import particle_swarm
-from jaxda.optimize._random_search import random_search
-from jaxda.optimize._result import Status, evaluations_to_target
-from jaxda.optimize._test_functions import (
-    ackley,
-    benchmark_problem,
+    differential_evolution,
+    evaluations_to_target,
+    genetic_algorithm,
+    grid_search,
+    metropolis_accept,
+    particle_swarm,
+    random_search,
     rastrigin,
+    reflect,
     rosenbrock,
+    simulated_annealing,
     sphere,
 )
+from jaxda.optimize import annealing_temperature as temperature
+from jaxda.optimize._bounds import reflection_sign
+from jaxda.optimize._differential_evolution import distinct_others
 
 KEYS15 = jax.random.split(jax.random.key(2024), 15)
 
@@ -55,7 +57,7 @@ def success_count(method, problem, target, keys=KEYS15, **kw):
     run = jax.jit(jax.vmap(lambda k: method(k, p.fn, p.bounds, **kw)))
     res = run(keys)
     assert np.all(np.asarray(res.status) == Status.SUCCESS)
-    return int(np.sum(np.asarray(res.f_best) < target)), res
+    return int(np.sum(np.asarray(res.f) < target)), res
 
 
 def success_counts(method, names, dim, targets, keys=KEYS15, **kw):
@@ -74,7 +76,7 @@ def success_counts(method, names, dim, targets, keys=KEYS15, **kw):
 
     res = jax.jit(jax.vmap(one))(jnp.concatenate([keys] * n_p), jnp.repeat(jnp.arange(n_p), n_k))
     assert np.all(np.asarray(res.status) == Status.SUCCESS)
-    f = np.asarray(res.f_best).reshape(n_p, n_k)
+    f = np.asarray(res.f).reshape(n_p, n_k)
     t = np.broadcast_to(np.asarray(targets, float), (n_p,))
     return [int(np.sum(f[j] < t[j])) for j in range(n_p)]
 
@@ -145,8 +147,15 @@ def test_bounds_validation():
     np.testing.assert_array_equal(
         np.asarray(bounds_from_pairs([(0, 1), (2, 3), (4, 5)])), [[0, 2, 4], [1, 3, 5]]
     )
-    with pytest.raises(ValueError, match="bounds_from_pairs"):
+    # unambiguous scipy-style (n, 2) pairs are transposed, not misread
+    lo, hi = check_bounds(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]))
+    np.testing.assert_array_equal(np.asarray(lo), [0, 2, 4])
+    np.testing.assert_array_equal(np.asarray(hi), [1, 3, 5])
+    with pytest.raises(ValueError, match=r"\(n, 2\) pairs.*lower < upper"):
         check_bounds(np.zeros((3, 2)))
+    # (2, 2) is ambiguous: read as rows, and pairs that look like inverted rows are rejected
+    with pytest.raises(ValueError, match="bounds_from_pairs"):
+        check_bounds(np.array([[0.0, 1.0], [2.0, 0.5]]))
     with pytest.raises(ValueError, match=r"shape \(2, n\)"):
         check_bounds(np.zeros(3))
     with pytest.raises(ValueError, match=r"lower < upper.*indices \[1\]"):
@@ -207,10 +216,10 @@ BOX2 = jnp.array([[-2.0, -1.0], [1.0, 3.0]])
             lambda: simulated_annealing(jax.random.key(0), sphere, BOX2, x0=jnp.zeros(3)),
             "x0 must have shape",
         ),
-        (lambda: grid_search(None, sphere, BOX2, num=0), "num must be"),
-        (lambda: grid_search(None, sphere, BOX2, num=[3, 3, 3]), "num must be"),
+        (lambda: grid_search(sphere, BOX2, num=0), "num must be"),
+        (lambda: grid_search(sphere, BOX2, num=[3, 3, 3]), "num must be"),
         (lambda: random_search(jax.random.key(0), sphere, BOX2, batch_size=0), "batch_size"),
-        (lambda: random_search(jax.random.key(0), sphere, jnp.zeros((3, 2))), r"shape \(2, n\)"),
+        (lambda: random_search(jax.random.key(0), sphere, jnp.zeros((3, 3))), r"shape \(2, n\)"),
     ],
 )
 def test_argument_errors(call, match):
@@ -221,15 +230,15 @@ def test_argument_errors(call, match):
 # --------------------------------------------------------------------------- shared contract
 
 SMALL = {
-    "grid": (lambda k, f, b: grid_search(k, f, b, num=9, batch_size=10), 81),
-    "random": (lambda k, f, b: random_search(k, f, b, n_iterations=5, batch_size=8), 40),
+    "grid": (lambda k, f, b: grid_search(f, b, num=9, batch_size=10), 81),
+    "random": (lambda k, f, b: random_search(k, f, b, max_steps=5, batch_size=8), 40),
     "ga": (
         lambda k, f, b: genetic_algorithm(
             k,
             f,
             b,
             population_size=8,
-            n_generations=5,
+            max_steps=5,
             n_elites=0,
             crossover="uniform",
             bound_handling="reflect",
@@ -238,19 +247,19 @@ SMALL = {
     ),
     "de": (
         lambda k, f, b: differential_evolution(
-            k, f, b, population_size=6, n_generations=5, strategy="best1bin", bound_handling="clip"
+            k, f, b, population_size=6, max_steps=5, strategy="best1bin", bound_handling="clip"
         ),
         6 * 6,
     ),
     "sa": (
         lambda k, f, b: simulated_annealing(
-            k, f, b, n_iterations=30, schedule="linear", bound_handling="clip"
+            k, f, b, max_steps=30, schedule="linear", bound_handling="clip"
         ),
         31,
     ),
     "pso": (
         lambda k, f, b: particle_swarm(
-            k, f, b, n_particles=5, n_iterations=6, bound_handling="reflect", v_max=0.5
+            k, f, b, n_particles=5, max_steps=6, bound_handling="reflect", v_max=0.5
         ),
         35,
     ),
@@ -274,25 +283,28 @@ def test_result_contract(name):
     keys = jax.random.split(jax.random.key(4), 3)
     res = jax.jit(jax.vmap(run))(keys, jnp.array([False, False, True]))
     for i in range(2):
-        assert int(res.n_evaluations[i]) == n_evals == int(res.history_evaluations[i, -1])
-        h = np.asarray(res.history[i])
-        assert np.all(np.diff(h) <= 0) and h[-1] == float(res.f_best[i])
-        x = np.asarray(res.x_best[i])
-        assert np.isclose(np.sum((x - np.asarray(shift)) ** 2), float(res.f_best[i]), rtol=1e-12)
+        assert int(res.n_evaluations[i]) == n_evals == int(res.history.n_evaluations[i, -1])
+        h = np.asarray(res.history.f[i])
+        assert np.all(np.diff(h) <= 0) and h[-1] == float(res.f[i])
+        x = np.asarray(res.x[i])
+        assert np.isclose(np.sum((x - np.asarray(shift)) ** 2), float(res.f[i]), rtol=1e-12)
         lo, hi = np.asarray(BOX2)
         assert np.all(x >= lo) and np.all(x <= hi)
         assert int(res.status[i]) == Status.SUCCESS
-    assert int(res.status[2]) == Status.NONFINITE and not np.isfinite(float(res.f_best[2]))
+    assert int(res.status[2]) == Status.NONFINITE and not np.isfinite(float(res.f[2]))
+    # every evaluation of the NaN run is counted as non-finite, none of the others
+    np.testing.assert_array_equal(np.asarray(res.n_nonfinite), [0, 0, n_evals])
+    assert int(res.n_steps[0]) == {"grid": 9, "random": 5, "sa": 30, "pso": 6}.get(name, 5)
     if name == "random":  # evaluations_to_target on a batched result vs numpy on the history
         for i in range(2):
-            h = np.asarray(res.history[i])
+            h = np.asarray(res.history.f[i])
             target = float(h[2])
             want = 8 * (int(np.argmax(h <= target)) + 1)
             assert int(evaluations_to_target(res, target)[i]) == want
         assert np.all(np.asarray(evaluations_to_target(res, -1.0)) == -1)
     if name == "de":  # vmap == single call (one extra compile, so checked for one method)
         single = jax.jit(run)(keys[0], False)
-        for got, want in ((res.x_best[0], single.x_best), (res.history[0], single.history)):
+        for got, want in ((res.x[0], single.x), (res.history.f[0], single.history.f)):
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
 
 
@@ -318,20 +330,20 @@ def test_grid_search_matches_scipy_brute_and_chunking():
     )
     b = bounds_from_pairs(ranges)
     for batch in (7, 10_000):  # many chunks with a ragged last one; a single chunk
-        res = grid_search(None, f, b, num=nums, batch_size=batch)
-        np.testing.assert_allclose(np.asarray(res.x_best), ref_x, atol=1e-12)
-        assert np.isclose(float(res.f_best), ref_f, rtol=1e-12)
+        res = grid_search(f, b, num=nums, batch_size=batch)
+        np.testing.assert_allclose(np.asarray(res.x), ref_x, atol=1e-12)
+        assert np.isclose(float(res.f), ref_f, rtol=1e-12)
         assert int(res.n_evaluations) == math.prod(nums)
-        assert res.history.shape == (-(-math.prod(nums) // min(batch, math.prod(nums))),)
+        assert res.history.f.shape == (-(-math.prod(nums) // min(batch, math.prod(nums))),)
 
 
 def test_grid_search_large_grid_is_chunked():
     # 31^4 = 923,521 points evaluated 8,192 at a time; the shifted minimum is a grid node.
     b = jnp.array([[-3.0] * 4, [3.0] * 4])
     node = jnp.array([-0.6, 1.2, 0.0, 2.8])
-    res = grid_search(None, lambda x: rastrigin(x - node), b, num=31, batch_size=8192)
-    np.testing.assert_allclose(np.asarray(res.x_best), np.asarray(node), atol=1e-12)
-    assert float(res.f_best) < 1e-10 and int(res.n_evaluations) == 31**4
+    res = grid_search(lambda x: rastrigin(x - node), b, num=31, batch_size=8192)
+    np.testing.assert_allclose(np.asarray(res.x), np.asarray(node), atol=1e-12)
+    assert float(res.f) < 1e-10 and int(res.n_evaluations) == 31**4
 
 
 # --------------------------------------------------------------------------- random search
@@ -344,7 +356,7 @@ def test_random_search_success_rate_matches_analytic_probability():
     p_success = 1.0 - (1.0 - p_one) ** m
     keys = jax.random.split(jax.random.key(7), n_keys)
     hits, _ = success_count(
-        random_search, ("sphere", 2), eps, keys=keys, n_iterations=20, batch_size=100
+        random_search, ("sphere", 2), eps, keys=keys, max_steps=20, batch_size=100
     )
     sd = math.sqrt(p_success * (1 - p_success) / n_keys)
     assert abs(hits / n_keys - p_success) < 4 * sd, (hits / n_keys, p_success)
@@ -376,7 +388,7 @@ def test_de_rand1bin_success_rates_5d():
         5,
         1e-6,
         CR=0.1,
-        n_generations=400,
+        max_steps=400,
     )
     assert all(h >= 14 for h in hits), hits
 
@@ -395,12 +407,12 @@ def test_de_best1bin_sphere_and_vmap_over_problems():
             strategy="best1bin",
             F=(0.5, 1.0),
             CR=0.7,
-            n_generations=300,
+            max_steps=300,
         )
 
     res = jax.jit(jax.vmap(solve))(KEYS15, shifts)
-    assert int(np.sum(np.asarray(res.f_best) < 1e-10)) >= 14
-    np.testing.assert_allclose(np.asarray(res.x_best), np.asarray(shifts), atol=1e-4)
+    assert int(np.sum(np.asarray(res.f) < 1e-10)) >= 14
+    np.testing.assert_allclose(np.asarray(res.x), np.asarray(shifts), atol=1e-4)
 
 
 # --------------------------------------------------------------------------- genetic algorithm
@@ -462,7 +474,7 @@ def test_sa_success_rates_2d():
         T0=10.0,
         T_end=1e-9,
         step_size=0.2,
-        n_iterations=20_000,
+        max_steps=20_000,
     )
     assert all(h >= 14 for h in hits), hits
 

@@ -3,6 +3,13 @@
 Every other package imports from here; this package imports no other part of jaxda.
 """
 
+from ._black_box import (
+    TRACER_ERRORS,
+    black_box,
+    catch_not_traceable,
+    not_traceable_as_type_error,
+    not_traceable_error,
+)
 from ._checks import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
 from ._protocol import AnalysisInfo, EnsembleState, Method, analysis_info
 from ._status import (
@@ -18,12 +25,17 @@ __all__ = [
     "EnsembleState",
     "Method",
     "Status",
+    "TRACER_ERRORS",
     "analysis_info",
+    "black_box",
+    "catch_not_traceable",
     "check_ensemble",
     "check_in_range",
     "check_vector",
     "first_failure",
     "is_concrete",
+    "not_traceable_as_type_error",
+    "not_traceable_error",
     "positive_or_error",
     "raise_on_failure",
     "status_array",

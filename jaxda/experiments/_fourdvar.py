@@ -47,7 +47,7 @@ class FourDVarHistory(NamedTuple):
     rmse_analysis: Float[Array, " W"]  # at window ends
     rmse_smoother: Float[Array, " K"]  # analysed trajectory, every cycle
     rmse_forecast: Float[Array, " K"]  # background trajectory, every cycle
-    n_iterations: Int[Array, " W"]
+    n_steps: Int[Array, " W"]
     status: Int[Array, " W"]
     cost: Float[Array, " W"]
 
@@ -69,7 +69,7 @@ def fourdvar_experiment(
     window: int,
     B: Any,
     *,
-    max_iter: int = 200,
+    max_steps: int = 200,
     gtol: float = 1e-6,
     data: TwinData | None = None,
 ) -> FourDVarResult:
@@ -82,7 +82,8 @@ def fourdvar_experiment(
         setup: twin setup (perfect model: ``model_noise_std`` must be 0).
         window: number of observation times per window.
         B: static background covariance (see :func:`background_covariance`).
-        max_iter, gtol: BFGS options per window.
+        max_steps: BFGS iteration cap per window.
+        gtol: BFGS gradient tolerance.
         data: reuse a simulated truth/observations (e.g. to compare with 3D-Var on the same data).
     """
     if window < 1:
@@ -105,14 +106,14 @@ def fourdvar_experiment(
 
     def body(xb, inp):
         y_w, x_w = inp
-        x0a, res = fourdvar_analysis(xb, y_w, setup.obs, B, step, dk, max_iter=max_iter, gtol=gtol)
+        x0a, res = fourdvar_analysis(xb, y_w, setup.obs, B, step, dk, max_steps=max_steps, gtol=gtol)
         traj_a = window_trajectory(step, x0a, window, dk)
         traj_b = window_trajectory(step, xb, window, dk)
         diag = (
             rmse(traj_a[-1], x_w[-1]),
             rmse(traj_a, x_w),
             rmse(traj_b, x_w),
-            res.n_iterations,
+            res.n_steps,
             res.status,
             res.f,
         )

@@ -1,14 +1,20 @@
 """Optimizers: six gradient-free methods and four gradient-based ones, all pure JAX.
 
-Gradient-free (``method(key, objective, bounds, ...) -> GradientFreeResult``, a fixed-length
-``lax.scan``, so they vmap over restarts and problems): :func:`grid_search`,
+Gradient-free (``method(key, objective, bounds, ..., max_steps=..., throw=False) ->
+GradientFreeResult``, a fixed-length ``lax.scan``, so they vmap over restarts and problems):
+:func:`grid_search` (deterministic: ``grid_search(objective, bounds, ...)``, no key),
 :func:`random_search`, :func:`genetic_algorithm`, :func:`differential_evolution`,
 :func:`simulated_annealing`, :func:`particle_swarm`.
 
-Gradient-based (``-> OptimizeResult`` with a :class:`SolverStatus` that travels under jit):
+Gradient-based (``-> OptimizeResult`` with a :class:`jaxda.core.Status` that travels under jit):
 :func:`gradient_descent` and :func:`sgd` (any optax transformation), :func:`newton`
 (``jax.hessian``), :func:`bfgs` (strong-Wolfe line search), and :func:`minimize`, which is
 differentiable through the argmin by the implicit function theorem.
+
+One convention for every result: optimum ``x``, value ``f``, ``n_steps`` (the cap argument is
+``max_steps``), ``n_evaluations``, per-step ``history`` (:class:`History`) and ``status``
+(:class:`jaxda.core.Status`); every solver takes ``throw=False`` (``True``: raise through
+:func:`jaxda.core.raise_on_failure` unless ``SUCCESS``).
 """
 
 from ._annealing import metropolis_accept, simulated_annealing
@@ -24,9 +30,8 @@ from ._linesearch import LineSearchResult, backtracking_armijo, strong_wolfe
 from ._newton import newton, newton_direction
 from ._pso import particle_swarm
 from ._random_search import random_search
-from ._result import GradientFreeResult, evaluations_to_target
-from ._result import Status as GradientFreeStatus
-from ._status import OptimizeResult, SolverStatus, raise_on_failure, status_message
+from ._result import GradientFreeResult, History, evaluations_to_target
+from ._status import OptimizeResult
 from ._test_functions import (
     PROBLEM_NAMES,
     Problem,
@@ -40,11 +45,10 @@ from ._test_functions import (
 __all__ = [
     "PROBLEM_NAMES",
     "GradientFreeResult",
-    "GradientFreeStatus",
+    "History",
     "LineSearchResult",
     "OptimizeResult",
     "Problem",
-    "SolverStatus",
     "ackley",
     "annealing_temperature",
     "apply_bounds",
@@ -63,7 +67,6 @@ __all__ = [
     "newton",
     "newton_direction",
     "particle_swarm",
-    "raise_on_failure",
     "random_search",
     "rastrigin",
     "reflect",
@@ -71,6 +74,5 @@ __all__ = [
     "sgd",
     "simulated_annealing",
     "sphere",
-    "status_message",
     "strong_wolfe",
 ]

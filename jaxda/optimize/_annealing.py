@@ -10,7 +10,7 @@ with the seeds' probability
 
 i.e. :math:`x_{k+1} = x'` if accepted, else :math:`x_{k+1} = x_k` (the seeds' two-case formula,
 whose first case reads the candidate as :math:`x_{k+1}`). Temperature schedules, for
-:math:`k = 0, …, K-1` with ``K = n_iterations``:
+:math:`k = 0, …, K-1` with ``K = max_steps``:
 
 * ``"exponential"`` (geometric): :math:`T_k = T_0 (T_{end}/T_0)^{k/(K-1)}`, i.e. :math:`T_{k+1} = α T_k`;
 * ``"linear"``: :math:`T_k = T_0 + (T_{end} - T_0)\, k/(K-1)`;
@@ -37,11 +37,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ..core import check_in_range
+from ..core import catch_not_traceable, check_in_range
 from ._bounds import (
     apply_bounds,
     check_bound_handling,
     check_bounds,
+    check_objective,
     normal_from_uniform,
     uniform_in_bounds,
 )
@@ -51,13 +52,13 @@ SCHEDULES = ("exponential", "linear", "logarithmic", "fast")
 
 
 def temperature(
-    schedule: str | Callable[[Array], Array], k: Array, n_iterations: int, T0: float, T_end: float
+    schedule: str | Callable[[Array], Array], k: Array, max_steps: int, T0: float, T_end: float
 ) -> Array:
     """Temperature ``T_k`` of the named schedule (see the module docstring)."""
     if callable(schedule):
         return jnp.asarray(schedule(k))
     kf = jnp.asarray(k, dtype=jnp.result_type(float))
-    frac = kf / max(n_iterations - 1, 1)
+    frac = kf / max(max_steps - 1, 1)
     if schedule == "exponential":
         return T0 * (T_end / T0) ** frac
     if schedule == "linear":
@@ -84,19 +85,21 @@ def metropolis_accept(
     return accept & ~jnp.isnan(f_new)
 
 
+@catch_not_traceable()
 def simulated_annealing(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
     bounds: Any,
     x0: Float[Array, " n"] | None = None,
     *,
-    n_iterations: int = 10_000,
+    max_steps: int = 10_000,
     T0: float = 1.0,
     T_end: float = 1e-4,
     schedule: str | Callable[[Array], Array] = "exponential",
     step_size: float = 0.1,
     step_scaling: str = "temperature",
     bound_handling: str = "reflect",
+    throw: bool = False,
 ) -> GradientFreeResult:
     r"""Simulated annealing with one Metropolis chain (``vmap`` over keys for restarts).
 
@@ -105,7 +108,7 @@ def simulated_annealing(
         objective: ``J(x) -> scalar`` for one point.
         bounds: array ``(2, n)`` = ``(lower, upper)``.
         x0: starting point; drawn uniformly in the box when ``None``.
-        n_iterations: ``K``, one evaluation each (length of the ``lax.scan``).
+        max_steps: ``K`` iterations, one evaluation each (length of the ``lax.scan``).
         T0: initial temperature ``> 0`` (same units as ``J``: pick it of the order of typical
             increases of ``J`` that should be accepted early).
         T_end: final temperature ``> 0`` for the exponential and linear schedules.
@@ -113,10 +116,11 @@ def simulated_annealing(
         step_size: ``σ_0`` as a fraction of the box width, ``> 0``.
         step_scaling: ``"temperature"`` (``σ_k ∝ √T_k``) or ``"constant"``.
         bound_handling: ``"reflect"`` or ``"clip"``.
+        throw: raise (:func:`jaxda.core.raise_on_failure`) unless the status is ``SUCCESS``.
 
     Returns:
         :class:`GradientFreeResult` of the best point visited; ``n_evaluations = K + 1``;
-        ``history[k]`` is the best value after iteration ``k`` (``history[0]``: ``x0``).
+        ``history.f[k]`` is the best value after iteration ``k`` (``history.f[0]``: ``x0``).
 
     Documented targets (15 keys per problem, tests, ``T0=10``, exponential schedule to
     ``T_end=1e-9``, ``step_size=0.2``, ``K = 20 000``): ``f < 1e-3`` on 2-D Ackley, ``f < 1e-8`` on
@@ -128,21 +132,22 @@ def simulated_annealing(
         >>> import jax
         >>> from jaxda.optimize import simulated_annealing, benchmark_problem
         >>> p = benchmark_problem("sphere", 2)
-        >>> res = simulated_annealing(jax.random.key(0), p.fn, p.bounds, n_iterations=2000)
-        >>> bool(res.f_best < 1e-3)
+        >>> res = simulated_annealing(jax.random.key(0), p.fn, p.bounds, max_steps=2000)
+        >>> bool(res.f < 1e-3)
         True
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     check_bound_handling(bound_handling)
-    if int(n_iterations) < 1:
-        raise ValueError(f"n_iterations must be >= 1, got {n_iterations}")
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if not callable(schedule) and schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {schedule!r}")
     if step_scaling not in ("temperature", "constant"):
         raise ValueError(f"step_scaling must be 'temperature' or 'constant', got {step_scaling!r}")
-    check_in_range("T0", T0, 0.0, float("inf"), closed_low=False)
-    check_in_range("T_end", T_end, 0.0, float("inf"), closed_low=False)
-    check_in_range("step_size", step_size, 0.0, float("inf"), closed_low=False)
+    check_in_range("T0", T0, 0.0, float("inf"), closed_low=False, closed_high=False)
+    check_in_range("T_end", T_end, 0.0, float("inf"), closed_low=False, closed_high=False)
+    check_in_range("step_size", step_size, 0.0, float("inf"), closed_low=False, closed_high=False)
     n = lower.shape[0]
     k_x0, k_iter = jax.random.split(key)
     if x0 is None:
@@ -156,10 +161,10 @@ def simulated_annealing(
     sigma0 = step_size * (upper - lower)
 
     def step(carry, inp):
-        x, fx, best_x, best_f = carry
+        x, fx, best_x, best_f, n_bad = carry
         k, it = inp
         u = jax.random.uniform(k, (n + 1,), lower.dtype)  # one draw: proposal + acceptance
-        T = temperature(schedule, it, n_iterations, T0, T_end)
+        T = temperature(schedule, it, max_steps, T0, T_end)
         sigma = sigma0 * jnp.sqrt(T / T0) if step_scaling == "temperature" else sigma0
         cand = x + sigma * normal_from_uniform(u[:n])
         cand = apply_bounds(cand, lower, upper, bound_handling)
@@ -170,13 +175,13 @@ def simulated_annealing(
         better = jnp.isfinite(fc) & (fc < best_f)
         best_f = jnp.where(better, fc, best_f)
         best_x = jnp.where(better, cand, best_x)
-        return (x, fx, best_x, best_f), best_f
+        return (x, fx, best_x, best_f, n_bad + (~jnp.isfinite(fc)).astype(jnp.int32)), best_f
 
     best_f0 = jnp.where(jnp.isfinite(f0), f0, jnp.inf)
-    init = (x0, f0, x0, best_f0)
-    its = jnp.arange(n_iterations)
-    (_, _, best_x, best_f), hist = jax.lax.scan(
-        step, init, (jax.random.split(k_iter, n_iterations), its)
+    init = (x0, f0, x0, best_f0, (~jnp.isfinite(f0)).astype(jnp.int32))
+    its = jnp.arange(max_steps)
+    (_, _, best_x, best_f, n_bad), hist = jax.lax.scan(
+        step, init, (jax.random.split(k_iter, max_steps), its)
     )
     history = jnp.concatenate([best_f0[None], hist])
-    return result_from_history(best_x, best_f, history, 1, 1)
+    return result_from_history(best_x, best_f, history, 1, 1, n_bad, throw)

@@ -2,8 +2,10 @@ r"""Box bounds ``lower <= x <= upper`` for the gradient-free optimizers.
 
 Bounds are given as one array of shape ``(2, n)``: ``bounds[0]`` is the lower
 and ``bounds[1]`` the upper corner (``jnp.array([lower, upper])`` or the tuple
-``(lower, upper)``). scipy-style ``[(lo_1, hi_1), ..., (lo_n, hi_n)]`` pairs are
-converted with :func:`bounds_from_pairs`.
+``(lower, upper)``). scipy-style ``[(lo_1, hi_1), ..., (lo_n, hi_n)]`` pairs of shape
+``(n, 2)`` are converted with :func:`bounds_from_pairs`, and accepted directly when ``n != 2``
+(the shape is then unambiguous); a ``(2, 2)`` array is read as rows and rejected, naming both
+conventions, if that reading has ``lower >= upper`` (see :func:`check_bounds`).
 
 Points leaving the box are brought back by one of two rules:
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.special
@@ -42,32 +45,78 @@ def bounds_from_pairs(pairs: Any) -> Float[Array, "2 n"]:
 
 
 def check_bounds(bounds: Any) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
-    """Validate ``bounds`` of shape ``(2, n)`` and return ``(lower, upper)`` as float arrays.
+    """Validate box bounds and return ``(lower, upper)`` as float arrays of shape ``(n,)``.
 
-    Raises ``ValueError`` for a wrong shape, and (for concrete values) for
-    non-finite entries or ``lower >= upper`` in any coordinate.
+    The documented layout is ``(2, n)``: row 0 the lower and row 1 the upper corner.
+    Nothing is guessed silently:
+
+    * shape ``(2, n)`` with ``n != 2``: rows ``(lower, upper)``;
+    * shape ``(n, 2)`` with ``n != 2`` (scipy's per-parameter pairs ``[(lo, hi), ...]``): the
+      layout is unambiguous, so it is transposed (same as :func:`bounds_from_pairs`);
+    * shape ``(2, 2)``: ambiguous, read as rows ``(lower, upper)``; when that reading has
+      ``lower >= upper`` anywhere the error names both conventions (pass
+      ``bounds_from_pairs(pairs)`` for scipy-style pairs).
+
+    Raises ``ValueError`` for any other shape, non-finite entries or ``lower >= upper`` (eagerly
+    for concrete bounds; traced bounds under ``jit`` get an :func:`equinox.error_if` check that
+    fails when the compiled function runs).
     """
     b = jnp.asarray(bounds)
     if not jnp.issubdtype(b.dtype, jnp.floating):
         b = b.astype(jnp.result_type(float))
-    if b.ndim != 2 or b.shape[0] != 2 or b.shape[1] < 1:
-        hint = ""
-        if b.ndim == 2 and b.shape[1] == 2:
-            hint = " (scipy-style [(lo, hi), ...] pairs: use bounds_from_pairs)"
+    if b.ndim != 2 or 2 not in b.shape or b.size < 2 or 0 in b.shape:
         raise ValueError(
-            f"bounds must have shape (2, n) = (lower, upper) with n >= 1, got shape {b.shape}{hint}"
+            "bounds must have shape (2, n) = (lower, upper) rows (or scipy-style (n, 2) "
+            f"(lo, hi) pairs), got shape {b.shape}"
         )
+    pairs = b.shape[0] != 2  # (n, 2) with n != 2: unambiguous per-parameter pairs
+    if pairs:
+        b = b.T
+    ambiguous = b.shape == (2, 2)
     if is_concrete(b):
         arr = np.asarray(b)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"bounds must be finite, got {arr!r}")
         bad = np.nonzero(arr[0] >= arr[1])[0]
         if bad.size:
-            raise ValueError(
-                "bounds must satisfy lower < upper in every coordinate; violated at "
-                f"indices {bad.tolist()} (lower={arr[0][bad].tolist()}, upper={arr[1][bad].tolist()})"
+            layout = "(n, 2) pairs (lo, hi)" if pairs else "(2, n) rows (lower, upper)"
+            hint = (
+                " bounds of shape (2, 2) are read as (2, n) rows (lower; upper); for scipy-style "
+                "(n, 2) pairs [(lo_1, hi_1), (lo_2, hi_2)] pass bounds_from_pairs(pairs)."
+                if ambiguous
+                else ""
             )
+            raise ValueError(
+                f"bounds read as {layout} must satisfy lower < upper in every coordinate; "
+                f"violated at indices {bad.tolist()} (lower={arr[0][bad].tolist()}, "
+                f"upper={arr[1][bad].tolist()}).{hint}"
+            )
+    else:
+        b = eqx.error_if(
+            b,
+            jnp.any(b[0] >= b[1]) | ~jnp.all(jnp.isfinite(b)),
+            "bounds must be finite with lower < upper in every coordinate "
+            "(read as (2, n) rows (lower, upper))",
+        )
     return b[0], b[1]
+
+
+def check_objective(objective: Any, lower: Array) -> None:
+    """Eager checks of a gradient-free objective: callable, and a scalar for one point.
+
+    The objective is traced once abstractly (``jax.eval_shape``, nothing is computed), so a
+    function that JAX cannot trace raises the tracer error here (turned into a clear
+    ``TypeError`` by :func:`jaxda.core.reraise_not_traceable`).
+    """
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
+    spec = jax.ShapeDtypeStruct(lower.shape, lower.dtype)
+    out = jax.eval_shape(objective, spec)
+    if not hasattr(out, "shape") or tuple(out.shape) != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"objective must return a scalar for one point of shape {lower.shape}, got {shape}"
+        )
 
 
 def check_bound_handling(mode: str) -> None:

@@ -32,10 +32,15 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ..core import check_in_range
-from ._bounds import apply_bounds, check_bound_handling, check_bounds, uniform_in_bounds
-from ._grid import _finite_or_inf
-from ._result import GradientFreeResult, result_from_history
+from ..core import catch_not_traceable, check_in_range
+from ._bounds import (
+    apply_bounds,
+    check_bound_handling,
+    check_bounds,
+    check_objective,
+    uniform_in_bounds,
+)
+from ._result import GradientFreeResult, finite_or_inf, result_from_history
 
 STRATEGIES = ("rand1bin", "best1bin")
 
@@ -74,17 +79,19 @@ def _check_F(F: Any) -> tuple[float, float]:
     return lo, hi
 
 
+@catch_not_traceable()
 def differential_evolution(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
     bounds: Any,
     *,
     population_size: int = 50,
-    n_generations: int = 300,
+    max_steps: int = 300,
     strategy: str = "rand1bin",
     F: float | tuple[float, float] = 0.5,
     CR: float = 0.9,
     bound_handling: str = "reflect",
+    throw: bool = False,
 ) -> GradientFreeResult:
     r"""Differential evolution ``rand/1/bin`` or ``best/1/bin``, fixed number of generations.
 
@@ -94,16 +101,17 @@ def differential_evolution(
             Non-finite values count as ``+inf``.
         bounds: array ``(2, n)`` = ``(lower, upper)``; the initial population is uniform in it.
         population_size: ``N``; ``>= 4`` for ``rand1bin``, ``>= 3`` for ``best1bin``.
-        n_generations: length of the ``lax.scan``.
+        max_steps: number of generations (length of the ``lax.scan``), ``>= 1``.
         strategy: ``"rand1bin"`` (robust, exploratory) or ``"best1bin"`` (greedy, fast on
             unimodal problems).
         F: differential weight in ``(0, 2]``, or a pair ``(F_min, F_max)`` for per-generation dither.
         CR: crossover rate in ``[0, 1]``. Small ``CR`` (≈0.1–0.2) suits separable problems
             (Rastrigin), large ``CR`` (≈0.9) non-separable ones (Rosenbrock).
         bound_handling: ``"reflect"`` or ``"clip"`` for trial points outside the box.
+        throw: raise (:func:`jaxda.core.raise_on_failure`) unless the status is ``SUCCESS``.
 
     Returns:
-        :class:`GradientFreeResult`; ``n_evaluations = N (n_generations + 1)``, ``history[0]`` is
+        :class:`GradientFreeResult`; ``n_evaluations = N (max_steps + 1)``, ``history.f[0]`` is
         the best of the initial population.
 
     Documented targets (15 keys per problem, one vmapped call, ``tests/test_gradient_free.py``,
@@ -119,12 +127,13 @@ def differential_evolution(
         >>> p = benchmark_problem("rastrigin", 5)
         >>> keys = jax.random.split(jax.random.key(0), 15)
         >>> run = jax.vmap(lambda k: differential_evolution(k, p.fn, p.bounds, CR=0.1,
-        ...                                                n_generations=400))
+        ...                                                max_steps=400))
         >>> res = run(keys)   # 15 restarts, one compiled call
-        >>> res.f_best.shape
+        >>> res.f.shape
         (15,)
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     check_bound_handling(bound_handling)
@@ -132,8 +141,8 @@ def differential_evolution(
     min_pop = 4 if strategy == "rand1bin" else 3
     if n_pop < min_pop:
         raise ValueError(f"population_size must be >= {min_pop} for {strategy}, got {n_pop}")
-    if int(n_generations) < 1:
-        raise ValueError(f"n_generations must be >= 1, got {n_generations}")
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     F_lo, F_hi = _check_F(F)
     check_in_range("CR", CR, 0.0, 1.0)
     n = lower.shape[0]
@@ -141,7 +150,7 @@ def differential_evolution(
 
     k_init, k_gens = jax.random.split(key)
     pop = uniform_in_bounds(k_init, lower, upper, (n_pop,))
-    fit = _finite_or_inf(jax.vmap(objective)(pop))
+    fit, bad0 = finite_or_inf(jax.vmap(objective)(pop))
 
     def trial(u_idx, u_cr, j_rand, i, x_i, pop, best_x, F_g):
         r = distinct_others(u_idx, n_pop, i)
@@ -154,7 +163,7 @@ def differential_evolution(
         return apply_bounds(u, lower, upper, bound_handling)
 
     def generation(carry, k):
-        pop, fit = carry
+        pop, fit, n_bad = carry
         # One uniform draw per generation (see normal_from_uniform): index, crossover,
         # j_rand and dither columns.
         u = jax.random.uniform(k, (n_pop, n_diff + n + 2), lower.dtype)
@@ -165,14 +174,16 @@ def differential_evolution(
         trials = jax.vmap(trial, in_axes=(0, 0, 0, 0, 0, None, None, None))(
             u_idx, u_cr, j_rand, jnp.arange(n_pop), pop, pop, best_x, F_g
         )
-        f_trial = _finite_or_inf(jax.vmap(objective)(trials))
+        f_trial, bad = finite_or_inf(jax.vmap(objective)(trials))
         replace = f_trial <= fit
         pop = jnp.where(replace[:, None], trials, pop)
         fit = jnp.where(replace, f_trial, fit)
-        return (pop, fit), jnp.min(fit)
+        return (pop, fit, n_bad + bad), jnp.min(fit)
 
     f0 = jnp.min(fit)
-    (pop, fit), hist = jax.lax.scan(generation, (pop, fit), jax.random.split(k_gens, n_generations))
+    (pop, fit, n_bad), hist = jax.lax.scan(
+        generation, (pop, fit, bad0), jax.random.split(k_gens, max_steps)
+    )
     i_best = jnp.argmin(fit)
     history = jnp.concatenate([f0[None], hist])
-    return result_from_history(pop[i_best], fit[i_best], history, n_pop, n_pop)
+    return result_from_history(pop[i_best], fit[i_best], history, n_pop, n_pop, n_bad, throw)

@@ -34,27 +34,28 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import check_in_range
+from ..core import catch_not_traceable, check_in_range
 from ._bounds import (
     apply_bounds,
     check_bound_handling,
     check_bounds,
+    check_objective,
     normal_from_uniform,
     uniform_in_bounds,
 )
-from ._grid import _finite_or_inf
-from ._result import GradientFreeResult, result_from_history
+from ._result import GradientFreeResult, finite_or_inf, result_from_history
 
 CROSSOVERS = ("blend", "uniform")
 
 
+@catch_not_traceable()
 def genetic_algorithm(
     key: Array,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
     bounds: Any,
     *,
     population_size: int = 50,
-    n_generations: int = 300,
+    max_steps: int = 300,
     n_elites: int = 2,
     tournament_size: int = 3,
     crossover: str = "blend",
@@ -64,6 +65,7 @@ def genetic_algorithm(
     mutation_scale: float = 0.1,
     mutation_decay: float = 0.99,
     bound_handling: str = "clip",
+    throw: bool = False,
 ) -> GradientFreeResult:
     r"""Genetic algorithm with tournament selection, crossover, Gaussian mutation and elitism.
 
@@ -72,7 +74,7 @@ def genetic_algorithm(
         objective: ``J(x) -> scalar`` for one point; ``vmap``-ped over the children.
         bounds: array ``(2, n)`` = ``(lower, upper)``.
         population_size: ``N >= 2``.
-        n_generations: length of the ``lax.scan``, ``>= 1``.
+        max_steps: number of generations (length of the ``lax.scan``), ``>= 1``.
         n_elites: ``0 <= E < N`` members copied unchanged each generation.
         tournament_size: ``>= 1`` members per tournament (1 = uniform random selection).
         crossover: ``"blend"`` (BLX-α) or ``"uniform"``.
@@ -82,9 +84,10 @@ def genetic_algorithm(
         mutation_scale: initial mutation std as a fraction of the box width, ``> 0``.
         mutation_decay: factor in ``(0, 1]`` applied to the mutation std each generation.
         bound_handling: ``"clip"`` or ``"reflect"``.
+        throw: raise (:func:`jaxda.core.raise_on_failure`) unless the status is ``SUCCESS``.
 
     Returns:
-        :class:`GradientFreeResult`; ``n_evaluations = N + n_generations (N - E)``.
+        :class:`GradientFreeResult`; ``n_evaluations = N + max_steps (N - E)``.
 
     Documented targets (defaults, ``N = 50``, 300 generations, 15 keys per problem, tests):
     ``f < 1e-8`` on 5-D Sphere, ``f < 1e-6`` on 5-D Rastrigin and ``f < 1e-4`` on 5-D Ackley,
@@ -95,10 +98,11 @@ def genetic_algorithm(
         >>> from jaxda.optimize import genetic_algorithm, benchmark_problem
         >>> p = benchmark_problem("sphere", 5)
         >>> res = genetic_algorithm(jax.random.key(0), p.fn, p.bounds)
-        >>> bool(res.f_best < 1e-4)
+        >>> bool(res.f < 1e-4)
         True
     """
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     check_bound_handling(bound_handling)
     if crossover not in CROSSOVERS:
         raise ValueError(f"crossover must be one of {CROSSOVERS}, got {crossover!r}")
@@ -111,23 +115,25 @@ def genetic_algorithm(
         )
     if int(tournament_size) < 1:
         raise ValueError(f"tournament_size must be >= 1, got {tournament_size}")
-    if int(n_generations) < 1:
-        raise ValueError(f"n_generations must be >= 1, got {n_generations}")
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     check_in_range("crossover_rate", crossover_rate, 0.0, 1.0)
     check_in_range("mutation_rate", mutation_rate, 0.0, 1.0)
     check_in_range("mutation_decay", mutation_decay, 0.0, 1.0, closed_low=False)
-    check_in_range("mutation_scale", mutation_scale, 0.0, float("inf"), closed_low=False)
-    check_in_range("blend_alpha", blend_alpha, 0.0, float("inf"))
+    check_in_range(
+        "mutation_scale", mutation_scale, 0.0, float("inf"), closed_low=False, closed_high=False
+    )
+    check_in_range("blend_alpha", blend_alpha, 0.0, float("inf"), closed_high=False)
     n = lower.shape[0]
     n_child = n_pop - n_el
     width = upper - lower
 
     k_init, k_gens = jax.random.split(key)
     pop = uniform_in_bounds(k_init, lower, upper, (n_pop,))
-    fit = _finite_or_inf(jax.vmap(objective)(pop))
+    fit, bad0 = finite_or_inf(jax.vmap(objective)(pop))
 
     def generation(carry, inp):
-        pop, fit, best_x, best_f = carry
+        pop, fit, best_x, best_f, n_bad = carry
         k, g = inp
         # All the randomness of a generation from one uniform draw (see normal_from_uniform).
         ts = tournament_size
@@ -153,7 +159,7 @@ def genetic_algorithm(
         sigma = mutation_scale * width * mutation_decay ** g.astype(lower.dtype)
         child = child + jnp.where(u_mut < mutation_rate, sigma * normal_from_uniform(u_norm), 0.0)
         child = apply_bounds(child, lower, upper, bound_handling)
-        f_child = _finite_or_inf(jax.vmap(objective)(child))
+        f_child, bad = finite_or_inf(jax.vmap(objective)(child))
         # Elitism: keep the E best of the current population.
         elite = jnp.argsort(fit)[:n_el]
         pop = jnp.concatenate([pop[elite], child])
@@ -163,13 +169,13 @@ def genetic_algorithm(
         better = f_child[i] < best_f
         best_f = jnp.where(better, f_child[i], best_f)
         best_x = jnp.where(better, child[i], best_x)
-        return (pop, fit, best_x, best_f), best_f
+        return (pop, fit, best_x, best_f, n_bad + bad), best_f
 
     i0 = jnp.argmin(fit)
-    gens = jnp.arange(n_generations)
-    init = (pop, fit, pop[i0], fit[i0])
-    (_, _, best_x, best_f), hist = jax.lax.scan(
-        generation, init, (jax.random.split(k_gens, n_generations), gens)
+    gens = jnp.arange(max_steps)
+    init = (pop, fit, pop[i0], fit[i0], bad0)
+    (_, _, best_x, best_f, n_bad), hist = jax.lax.scan(
+        generation, init, (jax.random.split(k_gens, max_steps), gens)
     )
     history = jnp.concatenate([fit[i0][None], hist])
-    return result_from_history(best_x, best_f, history, n_pop, n_child)
+    return result_from_history(best_x, best_f, history, n_pop, n_child, n_bad, throw)

@@ -17,10 +17,12 @@ as extra arguments.
 
 SGD draws minibatches without replacement within an epoch from a random
 permutation (one key split per epoch) and runs a fixed budget of epochs
-(status ``MAX_ITERATIONS`` unless something became non-finite).
+(status ``SUCCESS``: the budget was spent with finite values, unless something became
+non-finite, ``NONFINITE``).
 
 Example:
     >>> import jax, jax.numpy as jnp
+    >>> from jaxda.optimize import gradient_descent
     >>> res = gradient_descent(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(2), learning_rate=0.1)
     >>> int(res.status), [round(float(v), 4) for v in res.x]
     (0, [3.0, 3.0])
@@ -37,15 +39,16 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
-from ..core import is_concrete
+from ..core import Status, is_concrete, raise_on_failure
+from ._result import History
 from ._status import (
     RUNNING,
     OptimizeResult,
-    SolverStatus,
     check_iterations,
+    empty_history,
     final_status,
     grad_norm,
-    raise_on_failure,
+    record,
     step_status,
 )
 
@@ -84,7 +87,7 @@ def gradient_descent(
     *,
     learning_rate: float = 1e-2,
     optimizer: optax.GradientTransformation | None = None,
-    max_iter: int = 1000,
+    max_steps: int = 1000,
     gtol: float = 1e-6,
     norm: float = jnp.inf,
     throw: bool = False,
@@ -97,10 +100,12 @@ def gradient_descent(
         args: extra arguments for ``objective``.
         learning_rate: the seeds' α for the default plain step ``optax.sgd(α)``.
         optimizer: any ``optax.GradientTransformation`` (then ``learning_rate`` is ignored).
-        max_iter: iteration bound; gtol, norm: stop when ``||∇J||_norm <= gtol``.
-        throw: raise unless converged.
+        max_steps: iteration bound; gtol, norm: stop when ``||∇J||_norm <= gtol``.
+        throw: raise unless the status is ``SUCCESS``.
     """
-    check_iterations(max_iter, gtol)
+    check_iterations(max_steps, gtol)
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
     if not isinstance(args, tuple):
         raise ValueError(f"args must be a tuple, got {type(args).__name__}")
     opt = _optimizer(optimizer, learning_rate)
@@ -115,32 +120,22 @@ def gradient_descent(
         raise ValueError(f"objective must return a scalar, got shape {jnp.shape(f0)}")
     gn0 = _flat_norm(g0, norm)
     dt = ravel_pytree(x0)[0].dtype
-    nan_hist = jnp.full((max_iter + 1,), jnp.nan, dt)
-    status0 = step_status(f0, ravel_pytree(g0)[0], gn0, jnp.asarray(0), max_iter, gtol)
-    init = (
-        jnp.asarray(0),
-        x0,
-        f0,
-        g0,
-        gn0,
-        opt.init(x0),
-        status0,
-        nan_hist.at[0].set(f0),
-        nan_hist.at[0].set(gn0),
-    )
+    status0 = step_status(f0, ravel_pytree(g0)[0], gn0, jnp.asarray(0), max_steps, gtol)
+    hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
+    init = (jnp.asarray(0), x0, f0, g0, gn0, opt.init(x0), status0, hist)
 
     def body(s):
-        k, x, f, g, _, st, _, fh, gh = s
+        k, x, f, g, _, st, _, hist = s
         updates, st = opt.update(g, st, x, value=f, grad=g, value_fn=fun)
         x = optax.apply_updates(x, updates)
         f, g = vg(x)
         gn = _flat_norm(g, norm)
         k1 = k + 1
-        status = step_status(f, ravel_pytree(g)[0], gn, k1, max_iter, gtol)
-        return (k1, x, f, g, gn, st, status, fh.at[k1].set(f), gh.at[k1].set(gn))
+        status = step_status(f, ravel_pytree(g)[0], gn, k1, max_steps, gtol)
+        return (k1, x, f, g, gn, st, status, record(hist, k1, f, k1 + 1, gn))
 
-    k, x, f, _, gn, _, status, fh, gh = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
-    res = OptimizeResult(x, f, gn, k, k + 1, final_status(status), fh, gh)
+    k, x, f, _, gn, _, status, hist = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
+    res = OptimizeResult(x, f, gn, k, k + 1, final_status(status), hist)
     return raise_on_failure(res) if throw else res
 
 
@@ -156,6 +151,7 @@ def sgd(
     learning_rate: float = 1e-2,
     optimizer: optax.GradientTransformation | None = None,
     norm: float = jnp.inf,
+    throw: bool = False,
 ) -> OptimizeResult:
     r"""Stochastic gradient descent on ``loss(x, batch, *args)`` over minibatches of ``data``.
 
@@ -167,10 +163,11 @@ def sgd(
     ``lax.scan`` over epochs, one over steps.
 
     Returns:
-        :class:`OptimizeResult`; ``f_history`` / ``grad_norm_history`` hold the full-data
-        loss / gradient norm after each epoch (entry 0 at ``x0``); ``n_iterations`` counts
-        steps and ``n_evaluations`` minibatch gradient evaluations. Status is
-        ``MAX_ITERATIONS`` (budget spent) or ``NONFINITE``.
+        :class:`OptimizeResult`; ``history.f`` / ``history.grad_norm`` hold the full-data
+        loss / gradient norm after each epoch (entry 0 at ``x0``, ``history.n_evaluations``
+        counts minibatch gradients); ``n_steps`` counts steps and ``n_evaluations`` minibatch
+        gradient evaluations. Status is ``SUCCESS`` (budget spent, finite values) or
+        ``NONFINITE``; ``throw=True`` raises on ``NONFINITE``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -181,6 +178,8 @@ def sgd(
         >>> [round(float(v), 3) for v in res.x]
         [1.0, -2.0]
     """
+    if not callable(loss):
+        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
     if not isinstance(args, tuple):
         raise ValueError(f"args must be a tuple, got {type(args).__name__}")
     leaves = jax.tree_util.tree_leaves(data)
@@ -226,9 +225,9 @@ def sgd(
     fh = jnp.concatenate([f0[None], fs])
     gh = jnp.concatenate([_flat_norm(g0, norm)[None], gs])
     status = jnp.where(
-        jnp.isfinite(fh[-1]) & jnp.isfinite(gh[-1]),
-        SolverStatus.MAX_ITERATIONS,
-        SolverStatus.NONFINITE,
+        jnp.isfinite(fh[-1]) & jnp.isfinite(gh[-1]), Status.SUCCESS, Status.NONFINITE
     ).astype(jnp.int32)
-    n_steps = jnp.asarray(n_epochs * n_batches)
-    return OptimizeResult(x, fh[-1], gh[-1], n_steps, n_steps, status, fh, gh)
+    n_steps = jnp.asarray(n_epochs * n_batches, jnp.int32)
+    evals = jnp.arange(n_epochs + 1, dtype=jnp.int32) * n_batches
+    res = OptimizeResult(x, fh[-1], gh[-1], n_steps, n_steps, status, History(fh, evals, gh))
+    return raise_on_failure(res) if throw else res

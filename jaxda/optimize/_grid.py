@@ -26,46 +26,45 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._bounds import check_bounds
-from ._result import GradientFreeResult, make_result
+from ..core import catch_not_traceable
+from ._bounds import check_bounds, check_objective
+from ._result import GradientFreeResult, finite_or_inf, make_result
 
 
-def _finite_or_inf(f: Array) -> Array:
-    return jnp.where(jnp.isfinite(f), f, jnp.inf)
-
-
+@catch_not_traceable()
 def grid_search(
-    key: Array | None,
     objective: Callable[[Float[Array, " n"]], Float[Array, ""]],
     bounds: Any,
     *,
     num: int | Sequence[int] = 11,
     batch_size: int = 4096,
+    throw: bool = False,
 ) -> GradientFreeResult:
     r"""Exhaustive search on a regular grid, evaluated in chunks.
 
     Args:
-        key: unused (grid search is deterministic); accepted, and may be ``None``, so
-            every gradient-free method has the signature ``method(key, objective, bounds, ...)``.
         objective: ``J(x) -> scalar`` for one point ``x`` of shape ``(n,)``; it is ``vmap``-ped
             over each chunk. Non-finite values count as ``+inf``.
         bounds: array ``(2, n)`` = ``(lower, upper)``.
         num: points per coordinate ``N_j`` (an int for all, or one per coordinate), ``>= 1``.
         batch_size: points evaluated at once (memory ``O(batch_size·n)``), ``>= 1``.
+        throw: raise (:func:`jaxda.core.raise_on_failure`) unless the status is ``SUCCESS``.
+
+    Grid search is deterministic, so unlike the other gradient-free methods it takes no key.
 
     Returns:
-        :class:`GradientFreeResult`; ``history`` holds the running minimum after each chunk and
-        ``n_evaluations = ∏ N_j``.
+        :class:`GradientFreeResult`; ``history.f`` holds the running minimum after each chunk,
+        ``n_steps`` is the number of chunks and ``n_evaluations = ∏ N_j``.
 
     Example:
         >>> import jax.numpy as jnp
         >>> from jaxda.optimize import grid_search, rastrigin
-        >>> res = grid_search(None, rastrigin, jnp.array([[-5.12] * 2, [5.12] * 2]), num=129)
-        >>> bool(res.f_best < 1e-12), int(res.n_evaluations)
+        >>> res = grid_search(rastrigin, jnp.array([[-5.12] * 2, [5.12] * 2]), num=129)
+        >>> bool(res.f < 1e-12), int(res.n_evaluations)
         (True, 16641)
     """
-    del key
     lower, upper = check_bounds(bounds)
+    check_objective(objective, lower)
     n = lower.shape[0]
     nums = np.broadcast_to(np.asarray(num), (n,)) if np.ndim(num) == 0 else np.asarray(num)
     if nums.shape != (n,) or not np.issubdtype(nums.dtype, np.integer) or np.any(nums < 1):
@@ -88,20 +87,22 @@ def grid_search(
     start = jnp.where(nums_j > 1, lower, 0.5 * (lower + upper))
 
     def chunk(carry, c):
-        best_f, best_x = carry
+        best_f, best_x, n_bad = carry
         flat = c * batch + jnp.arange(batch, dtype=idx_dtype)
         valid = flat < total
         multi = (flat[:, None] // strides_j) % nums_j
         pts = start + multi.astype(lower.dtype) * step
-        f = _finite_or_inf(jax.vmap(objective)(pts))
+        f, bad = finite_or_inf(jnp.where(valid, jax.vmap(objective)(pts), 0.0))
         f = jnp.where(valid, f, jnp.inf)
         i = jnp.argmin(f)
         better = f[i] < best_f
         best_f = jnp.where(better, f[i], best_f)
         best_x = jnp.where(better, pts[i], best_x)
-        return (best_f, best_x), best_f
+        return (best_f, best_x, n_bad + bad), best_f
 
-    init = (jnp.asarray(jnp.inf, lower.dtype), start)
-    (best_f, best_x), history = jax.lax.scan(chunk, init, jnp.arange(n_chunks, dtype=idx_dtype))
+    init = (jnp.asarray(jnp.inf, lower.dtype), start, jnp.asarray(0, jnp.int32))
+    (best_f, best_x, n_bad), history = jax.lax.scan(
+        chunk, init, jnp.arange(n_chunks, dtype=idx_dtype)
+    )
     hist_evals = jnp.minimum(jnp.arange(1, n_chunks + 1, dtype=idx_dtype) * batch, total)
-    return make_result(best_x, best_f, history, hist_evals)
+    return make_result(best_x, best_f, history, hist_evals, n_bad, throw)

@@ -21,6 +21,7 @@ Reference:
 
 Example:
     >>> import jax.numpy as jnp
+    >>> from jaxda.optimize import newton
     >>> res = newton(lambda x: jnp.sum(jnp.cosh(x - 1.0)), jnp.zeros(3))
     >>> int(res.status), [round(float(v), 6) for v in res.x]
     (0, [1.0, 1.0, 1.0])
@@ -35,17 +36,20 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import is_concrete
+from ..core import Status, is_concrete, raise_on_failure
 from ._linesearch import backtracking_armijo, strong_wolfe
 from ._status import (
     RUNNING,
     OptimizeResult,
-    SolverStatus,
     check_iterations,
+    empty_history,
     final_status,
     flatten_problem,
     grad_norm,
-    raise_on_failure,
+    model_negligible,
+    newton_like_status,
+    record,
+    roundoff_tol,
     step_status,
 )
 
@@ -86,7 +90,7 @@ def newton(
     x0: Any,
     args: tuple = (),
     *,
-    max_iter: int = 100,
+    max_steps: int = 100,
     gtol: float = 1e-8,
     norm: float = jnp.inf,
     step_size: float = 1.0,
@@ -101,16 +105,20 @@ def newton(
         objective: twice-differentiable scalar function of a pytree ``x``.
         x0: starting point (any pytree of float arrays).
         args: extra arguments for ``objective``.
-        max_iter: iteration bound.
-        gtol: stop when ``||∇J||_norm <= gtol``.
+        max_steps: iteration bound (status ``MAX_STEPS`` when reached).
+        gtol: stop when ``||∇J||_norm <= gtol``. Newton also stops at round-off (relative
+            ``16 ε`` of the dtype): ``SUCCESS`` when the next Newton step can no longer change
+            ``x``, or when it stalls where the model predicts no measurable decrease of ``J``;
+            ``STAGNATED`` / ``LINESEARCH_FAILED`` when it stalls although the model predicts
+            more (rule in ``jaxda.optimize._status.newton_like_status``).
         norm: ``jnp.inf`` or ``2``.
         step_size: the seeds' α (fixed step, or the first trial of the line search).
         damping: Levenberg-style λ added to the Hessian diagonal.
         line_search: ``"armijo"`` (backtracking), ``"wolfe"`` (strong Wolfe) or ``None``.
         max_linesearch: evaluations allowed per line search.
-        throw: raise unless converged.
+        throw: raise unless the status is ``SUCCESS``.
     """
-    check_iterations(max_iter, gtol)
+    check_iterations(max_steps, gtol)
     if line_search not in LINE_SEARCHES:
         raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
     if is_concrete(step_size) and not float(step_size) > 0:
@@ -122,26 +130,24 @@ def newton(
     hess = jax.hessian(fun)
     dt = x_flat.dtype
 
+    tol = roundoff_tol(dt)
+
+    def direction(x, g):
+        p = newton_direction(hess(x), g, damping)
+        return jnp.where(jnp.vdot(g, p) < 0, p, -g)
+
     f0, g0 = vg(x_flat)
     gn0 = grad_norm(g0, norm)
-    nan_hist = jnp.full((max_iter + 1,), jnp.nan, dt)
-    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_iter, gtol)
-    init = (
-        jnp.asarray(0),
-        x_flat,
-        f0,
-        g0,
-        gn0,
-        jnp.asarray(1),
-        status0,
-        nan_hist.at[0].set(f0),
-        nan_hist.at[0].set(gn0),
-    )
+    p0 = direction(x_flat, g0)
+    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_steps, gtol)
+    status0 = jnp.where(
+        (status0 == RUNNING) & model_negligible(x_flat, f0, g0, p0, tol)[0], Status.SUCCESS, status0
+    ).astype(jnp.int32)
+    hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
+    init = (jnp.asarray(0), x_flat, f0, g0, p0, gn0, jnp.asarray(1), status0, hist)
 
     def body(s):
-        k, x, f, g, _, nfev, _, fh, gh = s
-        p = newton_direction(hess(x), g, damping)
-        p = jnp.where(jnp.vdot(g, p) < 0, p, -g)
+        k, x, f, g, p, _, nfev, _, hist = s
         if line_search is None:
             f_new, g_new = vg(x + step_size * p)
             alpha, n_ls, ok = jnp.asarray(step_size, dt), 1, jnp.asarray(True)
@@ -149,35 +155,39 @@ def newton(
             search = backtracking_armijo if line_search == "armijo" else strong_wolfe
             ls = search(vg, x, p, f, g, alpha_init=step_size, max_steps=max_linesearch)
             f_new, g_new, alpha, n_ls, ok = ls.f, ls.grad, ls.alpha, ls.n_evaluations, ls.success
-        x_new = x + alpha * p
+        step = alpha * p
+        x_new = x + step
         gn = grad_norm(g_new, norm)
         k1 = k + 1
-        status = step_status(f_new, g_new, gn, k1, max_iter, gtol)
-        stuck = (~ok) & (alpha == 0)
-        status = jnp.where(
-            stuck & (status == RUNNING), SolverStatus.LINESEARCH_FAILED, status
-        ).astype(jnp.int32)
-        return (
-            k1,
-            x_new,
-            f_new,
-            g_new,
-            gn,
-            nfev + n_ls,
-            status,
-            fh.at[k1].set(f_new),
-            gh.at[k1].set(gn),
+        p_new = direction(x_new, g_new)  # the next iteration's step, used by the stopping rule
+        status = newton_like_status(
+            f=f_new,
+            g=g_new,
+            gnorm=gn,
+            k=k1,
+            max_steps=max_steps,
+            gtol=gtol,
+            model=model_negligible(x_new, f_new, g_new, p_new, tol),
+            no_progress=(~ok) & (alpha == 0),
+            f_prev=f,
+            step=step,
+            x=x_new,
+            tol=tol,
         )
+        nfev = nfev + n_ls
+        hist = record(hist, k1, f_new, nfev, gn)
+        return (k1, x_new, f_new, g_new, p_new, gn, nfev, status, hist)
 
-    k, x, f, _, gn, nfev, status, fh, gh = jax.lax.while_loop(lambda s: s[6] == RUNNING, body, init)
+    k, x, f, _, _, gn, nfev, status, hist = jax.lax.while_loop(
+        lambda s: s[7] == RUNNING, body, init
+    )
     res = OptimizeResult(
         x=unravel(x),
         f=f,
         grad_norm=gn,
-        n_iterations=k,
+        n_steps=k,
         n_evaluations=nfev,
         status=final_status(status),
-        f_history=fh,
-        grad_norm_history=gh,
+        history=hist,
     )
     return raise_on_failure(res) if throw else res

@@ -1,56 +1,21 @@
-r"""Status codes and the result type shared by the gradient-based solvers.
+r"""The result type of the gradient-based solvers, and helpers they share.
 
-The status is an ``int32`` array inside the result (like optimistix's ``RESULTS``),
-so it travels through ``jit`` and ``vmap``: a batch of restarts gives a batch of
-statuses. :func:`raise_on_failure` (or ``throw=True`` in the solvers) turns a
-non-converged status into an error: eagerly a ``RuntimeError``, under ``jit`` an
-``equinox`` runtime error attached to the result.
-
-=====================  =====  ==========================================================
-name                   value  meaning
-=====================  =====  ==========================================================
-``CONVERGED``          0      the gradient-norm (or step) tolerance was met
-``MAX_ITERATIONS``     1      the iteration bound was reached first (also: fixed-budget
-                              methods such as SGD, which have no convergence test)
-``LINESEARCH_FAILED``  2      no step satisfying the line-search conditions was found
-``NONFINITE``          3      the objective or its gradient became ``nan``/``inf``
-=====================  =====  ==========================================================
+Statuses are :class:`jaxda.core.Status` codes (``SUCCESS``, ``MAX_STEPS``,
+``LINESEARCH_FAILED``, ``NONFINITE``, ``STAGNATED``) stored as ``int32`` arrays, so they
+travel through ``jit`` and ``vmap``; ``throw=True`` in the solvers calls
+:func:`jaxda.core.raise_on_failure`.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete
-
-
-class SolverStatus(enum.IntEnum):
-    """Integer status codes stored in :attr:`OptimizeResult.status`."""
-
-    CONVERGED = 0
-    MAX_ITERATIONS = 1
-    LINESEARCH_FAILED = 2
-    NONFINITE = 3
-
-
-_MESSAGES = {
-    SolverStatus.CONVERGED: "converged",
-    SolverStatus.MAX_ITERATIONS: "maximum number of iterations reached",
-    SolverStatus.LINESEARCH_FAILED: "line search failed to find an acceptable step",
-    SolverStatus.NONFINITE: "objective or gradient became non-finite",
-}
-
-
-def status_message(status: int | Array) -> str:
-    """Human-readable text for a (concrete, scalar) status code."""
-    return _MESSAGES[SolverStatus(int(status))]
+from ..core import Status, is_concrete
+from ._result import History
 
 
 class OptimizeResult(NamedTuple):
@@ -60,12 +25,12 @@ class OptimizeResult(NamedTuple):
         x: the final iterate, with the same pytree structure as ``x0``.
         f: objective value at ``x``.
         grad_norm: norm of the gradient at ``x`` (the norm the tolerance uses).
-        n_iterations: iterations performed.
+        n_steps: iterations performed.
         n_evaluations: objective evaluations (each with its gradient, or Hessian for Newton).
-        status: a :class:`SolverStatus` code as an ``int32`` array.
-        f_history: objective after each iteration, entry ``0`` at ``x0``; entries past
-            ``n_iterations`` are ``nan`` (fixed length ``max_iter + 1``).
-        grad_norm_history: gradient norm, same layout as ``f_history``.
+        status: a :class:`jaxda.core.Status` code as an ``int32`` array.
+        history: :class:`History` with ``f``, ``grad_norm`` and cumulative ``n_evaluations``
+            after each iteration, entry ``0`` at ``x0``; entries past ``n_steps`` are ``nan``
+            (``-1`` for the counts), fixed length ``max_steps + 1``.
         hess_inv: BFGS inverse-Hessian approximation on the flattened parameters
             (``None`` for other solvers).
     """
@@ -73,41 +38,16 @@ class OptimizeResult(NamedTuple):
     x: Any
     f: Float[Array, ""]
     grad_norm: Float[Array, ""]
-    n_iterations: Int[Array, ""]
+    n_steps: Int[Array, ""]
     n_evaluations: Int[Array, ""]
     status: Int[Array, ""]
-    f_history: Float[Array, " T"]
-    grad_norm_history: Float[Array, " T"]
+    history: History
     hess_inv: Any = None
 
     @property
     def success(self) -> Array:
-        """``status == CONVERGED`` (a boolean array)."""
-        return self.status == SolverStatus.CONVERGED
-
-
-def raise_on_failure(result: OptimizeResult) -> OptimizeResult:
-    """Raise if ``result.status`` is not ``CONVERGED``.
-
-    Eagerly (concrete status) this raises ``RuntimeError`` with the reason; under
-    ``jit`` it attaches an :func:`equinox.error_if` check to ``result.x`` that fails
-    when the compiled function runs. Under ``vmap`` any failing member raises.
-    """
-    status = result.status
-    if is_concrete(status):
-        arr = np.asarray(status)
-        bad = arr != SolverStatus.CONVERGED
-        if np.any(bad):
-            first = int(arr[bad].ravel()[0]) if arr.ndim else int(arr)
-            raise RuntimeError(
-                f"optimizer did not converge: {status_message(first)} (status={first})"
-            )
-        return result
-    failed = status != SolverStatus.CONVERGED
-    leaves, tree = jax.tree_util.tree_flatten(result.x)
-    msg = "optimizer did not converge (status != CONVERGED)"
-    leaves = [eqx.error_if(leaf, jnp.any(failed), msg) for leaf in leaves]
-    return result._replace(x=jax.tree_util.tree_unflatten(tree, leaves))
+        """``status == SUCCESS`` (a boolean array)."""
+        return self.status == Status.SUCCESS
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +64,8 @@ def flatten_problem(objective, x0, args: tuple):
     """
     from jax.flatten_util import ravel_pytree
 
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
     if not isinstance(args, tuple):
         raise ValueError(
             f"args must be a tuple of extra objective arguments, got {type(args).__name__}"
@@ -149,9 +91,9 @@ def flatten_problem(objective, x0, args: tuple):
     return x_flat, unravel, fun_flat
 
 
-def check_iterations(max_iter: int, gtol: float) -> None:
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+def check_iterations(max_steps: int, gtol: float) -> None:
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if is_concrete(gtol) and not float(gtol) >= 0:
         raise ValueError(f"gtol must be >= 0, got {gtol}")
 
@@ -165,20 +107,101 @@ def grad_norm(g: Array, norm: float) -> Array:
     raise ValueError(f"norm must be 2 or jnp.inf, got {norm}")
 
 
+def empty_history(max_steps: int, dtype: Any) -> History:
+    """A history of length ``max_steps + 1`` filled with ``nan`` (counts ``-1``)."""
+    nan = jnp.full((max_steps + 1,), jnp.nan, dtype)
+    return History(f=nan, n_evaluations=jnp.full((max_steps + 1,), -1, jnp.int32), grad_norm=nan)
+
+
+def record(history: History, k: Array, f: Array, n_evaluations: Array, gnorm: Array) -> History:
+    """Write entry ``k`` of the history."""
+    return History(
+        f=history.f.at[k].set(f),
+        n_evaluations=history.n_evaluations.at[k].set(jnp.asarray(n_evaluations, jnp.int32)),
+        grad_norm=history.grad_norm.at[k].set(gnorm),
+    )
+
+
 def final_status(status: Array) -> Array:
-    """Map the RUNNING sentinel (should not survive the loop) to MAX_ITERATIONS."""
-    return jnp.where(status == RUNNING, SolverStatus.MAX_ITERATIONS, status).astype(jnp.int32)
+    """Map the RUNNING sentinel (should not survive the loop) to MAX_STEPS."""
+    return jnp.where(status == RUNNING, Status.MAX_STEPS, status).astype(jnp.int32)
 
 
-def step_status(f: Array, g: Array, gnorm: Array, k: Array, max_iter: int, gtol) -> Array:
+def step_status(f: Array, g: Array, gnorm: Array, k: Array, max_steps: int, gtol) -> Array:
     """Status after iteration ``k`` (1-based count of finished iterations)."""
     nonfinite = ~(jnp.isfinite(f) & jnp.all(jnp.isfinite(g)))
     return jnp.where(
         nonfinite,
-        SolverStatus.NONFINITE,
+        Status.NONFINITE,
         jnp.where(
             gnorm <= gtol,
-            SolverStatus.CONVERGED,
-            jnp.where(k >= max_iter, SolverStatus.MAX_ITERATIONS, RUNNING),
+            Status.SUCCESS,
+            jnp.where(k >= max_steps, Status.MAX_STEPS, RUNNING),
         ),
     ).astype(jnp.int32)
+
+
+ROUNDOFF_FACTOR = 16.0
+
+
+def roundoff_tol(dtype: Any) -> float:
+    """Relative tolerance at which changes are round-off: ``16 ε`` of ``dtype``.
+
+    ``1.9e-6`` in float32, ``3.6e-15`` in float64.
+    """
+    return ROUNDOFF_FACTOR * float(jnp.finfo(dtype).eps)
+
+
+def model_negligible(x: Array, f: Array, g: Array, p: Array, tol: float) -> tuple[Array, Array]:
+    """Whether the (quasi-)Newton step ``p`` can still change ``x`` / ``f`` measurably.
+
+    Returns ``(small_x, small_f)``: ``small_x`` when the step is below the resolution of ``x``
+    (``||p||_∞ <= tol ||x||_∞``), ``small_f`` when the decrease the quadratic model predicts
+    for the full step, ``-gᵀp / 2``, is below the resolution of ``f`` (``<= tol |f|``).
+    """
+    finite = jnp.all(jnp.isfinite(p))
+    small_x = jnp.max(jnp.abs(p)) <= tol * jnp.max(jnp.abs(x))
+    small_f = -0.5 * jnp.vdot(g, p) <= tol * jnp.abs(f)
+    return small_x & finite, small_f & finite
+
+
+def newton_like_status(
+    *,
+    f: Array,
+    g: Array,
+    gnorm: Array,
+    k: Array,
+    max_steps: int,
+    gtol: Any,
+    model: tuple[Array, Array],
+    no_progress: Array,
+    f_prev: Array,
+    step: Array,
+    x: Array,
+    tol: float,
+) -> Array:
+    """Status after iteration ``k`` of Newton/BFGS: the stopping rule, in priority order.
+
+    ``model = (small_x, small_f)`` from :func:`model_negligible` for the *next* step;
+    ``tol = 16 ε`` of the dtype (:func:`roundoff_tol`).
+
+    1. ``NONFINITE``: ``f`` or ``g`` is nan/inf.
+    2. ``SUCCESS``: ``||g|| <= gtol``, or the next step is below the resolution of ``x``.
+    3. The solver stalled: the line search found no acceptable step (``no_progress``), or the
+       step taken changed ``f`` by at most ``tol |f|`` or ``x`` by at most ``tol ||x||_∞``. Then
+       ``SUCCESS`` if the model predicts no decrease measurable in ``f`` either (a minimum to
+       working precision, e.g. float32 with a ``gtol`` below its round-off), otherwise
+       ``LINESEARCH_FAILED`` (no acceptable step) or ``STAGNATED`` (steps at round-off).
+    4. ``MAX_STEPS`` once ``k >= max_steps``, else still running.
+    """
+    small_x, small_f = model
+    nonfinite = ~(jnp.isfinite(f) & jnp.all(jnp.isfinite(g)))
+    f_stag = jnp.abs(f - f_prev) <= tol * jnp.maximum(jnp.abs(f), jnp.abs(f_prev))
+    x_stag = jnp.max(jnp.abs(step)) <= tol * jnp.max(jnp.abs(x))
+    stalled = no_progress | f_stag | x_stag
+    status = jnp.where(k >= max_steps, Status.MAX_STEPS, RUNNING)
+    status = jnp.where(f_stag | x_stag, Status.STAGNATED, status)
+    status = jnp.where(no_progress, Status.LINESEARCH_FAILED, status)
+    converged = (gnorm <= gtol) | small_x | (stalled & small_f)
+    status = jnp.where(converged, Status.SUCCESS, status)
+    return jnp.where(nonfinite, Status.NONFINITE, status).astype(jnp.int32)

@@ -74,7 +74,7 @@ def threedvar_analysis(
     obs: ObservationModel,
     B: Any,
     *,
-    max_iter: int = 100,
+    max_steps: int = 100,
     gtol: float = 1e-6,
 ) -> tuple[Float[Array, " n"], OptimizeResult]:
     """3D-Var analysis ``x_a = x_b + L v*`` with ``v* = argmin J(v)`` by BFGS; returns ``(x_a, result)``.
@@ -84,7 +84,9 @@ def threedvar_analysis(
     Cholesky factor ``(n, n)``.
     """
     B = as_background(B, xb.shape[-1])
-    res = bfgs(threedvar_cost_cv, jnp.zeros_like(xb), (xb, y, obs, B), max_iter=max_iter, gtol=gtol)
+    res = bfgs(
+        threedvar_cost_cv, jnp.zeros_like(xb), (xb, y, obs, B), max_steps=max_steps, gtol=gtol
+    )
     return xb + sqrt_apply(B, res.x), res
 
 
@@ -96,7 +98,7 @@ def fourdvar_analysis(
     step: Callable[[Array], Array],
     obs_every: int = 1,
     *,
-    max_iter: int = 200,
+    max_steps: int = 200,
     gtol: float = 1e-6,
 ) -> tuple[Float[Array, " n"], OptimizeResult]:
     """Strong-constraint 4D-Var: the window's initial state ``x0_a`` minimizing ``J_4D``; returns ``(x0_a, result)``."""
@@ -107,7 +109,7 @@ def fourdvar_analysis(
         fourdvar_cost_cv,
         jnp.zeros_like(xb),
         (xb, ys, obs, B, step, obs_every),
-        max_iter=max_iter,
+        max_steps=max_steps,
         gtol=gtol,
     )
     return xb + sqrt_apply(B, res.x), res
@@ -128,7 +130,7 @@ def var3d(
     model: Model | None = None,
     xb: float = 0.02,
     n_climatology: int = 20_000,
-    max_iter: int = 100,
+    max_steps: int = 100,
     gtol: float = 1e-6,
     members: str = "shift",
 ) -> Method:
@@ -172,10 +174,10 @@ def var3d(
         E = state.ensemble
         x_b = jnp.mean(E, axis=0)
         B_E = jax.tree.map(lambda a: a.astype(E.dtype), as_background(B, E.shape[1]))
-        xa, res = threedvar_analysis(x_b, y, obs, B_E, max_iter=max_iter, gtol=gtol)
+        xa, res = threedvar_analysis(x_b, y, obs, B_E, max_steps=max_steps, gtol=gtol)
         Ea = jnp.broadcast_to(xa, E.shape) if members == "collapse" else E + (xa - x_b)
         base = analysis_info(Ea, observed(y))
         status = first_failure(base.status, res.status)
-        return EnsembleState(Ea), Var3DInfo(base.n_obs, status, res.n_iterations, res.f)
+        return EnsembleState(Ea), Var3DInfo(base.n_obs, status, res.n_steps, res.f)
 
     return Method(init, step)
