@@ -12,7 +12,7 @@ need one).
 tracer errors, when they come from the user's function, into a ``TypeError`` that names the
 cause and the remedy.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp, numpy as np
     >>> f = black_box(lambda x: float(np.sum((x - 1.0) ** 2)))
     >>> jax.jit(jax.vmap(f))(jnp.zeros((3, 2))).tolist()
@@ -143,7 +143,7 @@ def black_box(
         ``f(x) -> jax.Array`` of one point ``x`` (``(n,)``), output dtype the floating dtype of
         ``x`` (``float64`` under x64). It is not differentiable.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, numpy as np
         >>> calls = []
         >>> def batch_fn(X):

@@ -1,14 +1,14 @@
-r"""Simulated annealing (the seeds' *recuit simulé*), Metropolis acceptance with a cooling schedule.
+r"""Simulated annealing (Kirkpatrick, Gelatt & Vecchi 1983), Metropolis acceptance with a cooling schedule.
 
 At iteration :math:`k` a candidate :math:`x' = x_k + Δx`, :math:`Δx \sim \mathcal N(0, σ_k^2 I)`
 (scaled per coordinate by the box width, then clipped/reflected into the box), is accepted
-with the seeds' probability
+with the Metropolis probability
 
 .. math::
     P(T_k) = \begin{cases} 1 & J(x') < J(x_k) \\
              \exp\!\left(-\dfrac{J(x') - J(x_k)}{T_k}\right) & J(x') \ge J(x_k) \end{cases}
 
-i.e. :math:`x_{k+1} = x'` if accepted, else :math:`x_{k+1} = x_k` (the seeds' two-case formula,
+i.e. :math:`x_{k+1} = x'` if accepted, else :math:`x_{k+1} = x_k` (the two-case Metropolis rule,
 whose first case reads the candidate as :math:`x_{k+1}`). Temperature schedules, for
 :math:`k = 0, …, K-1` with ``K = max_steps``:
 
@@ -128,7 +128,7 @@ def simulated_annealing(
     about half of the chains end in the global basin (measured 6/15 to 13/15 depending on keys
     and ``T0``): a single sequential chain is not the method for rugged or high-dimensional problems.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from jaxda.optimize import simulated_annealing, benchmark_problem
         >>> p = benchmark_problem("sphere", 2)

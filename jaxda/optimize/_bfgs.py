@@ -1,6 +1,6 @@
 r"""BFGS quasi-Newton minimization with a strong-Wolfe line search, in pure JAX.
 
-The seeds' quasi-Newton step
+The quasi-Newton step (Nocedal & Wright 2006, ch. 6)
 
 .. math:: x^{(k+1)} = x^{(k)} - α_k B_k^{-1}\nabla J(x^{(k)})
 
@@ -28,7 +28,7 @@ restarts in one compiled call.
 Reference:
     Nocedal & Wright, *Numerical Optimization* (2006), Algorithm 6.1.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from jaxda.optimize import bfgs, rosenbrock
     >>> res = bfgs(rosenbrock, jnp.array([-1.2, 1.0]), gtol=1e-8)

@@ -34,7 +34,7 @@ BOUND_HANDLING = ("clip", "reflect")
 def bounds_from_pairs(pairs: Any) -> Float[Array, "2 n"]:
     """Convert scipy-style ``[(lo_1, hi_1), ..., (lo_n, hi_n)]`` to the ``(2, n)`` layout.
 
-    Example:
+    Examples:
         >>> bounds_from_pairs([(-5.0, 5.0), (0.0, 1.0)]).tolist()
         [[-5.0, 0.0], [5.0, 1.0]]
     """

@@ -1,4 +1,4 @@
-r"""Differential evolution (Storn & Price 1997), one of the seeds' *algorithmes évolutionnaires*.
+r"""Differential evolution (Storn & Price 1997), an evolutionary algorithm.
 
 A population :math:`P_k = \{x_1, …, x_N\}` evolves by mutation, binomial crossover and
 greedy one-to-one selection. For every member :math:`i`, with :math:`r_1, r_2, r_3`
@@ -121,7 +121,7 @@ def differential_evolution(
     in ``>= 14/15`` runs. ``best1bin`` with a fixed ``F=0.5, CR=0.9`` stagnates on 10-D Sphere
     (median ``f ≈ 2e-3``): use dither with ``best1bin``.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.optimize import differential_evolution, benchmark_problem
         >>> p = benchmark_problem("rastrigin", 5)

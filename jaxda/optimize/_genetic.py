@@ -1,6 +1,6 @@
-r"""Real-coded genetic algorithm, the seeds' *algorithme génétique*.
+r"""Real-coded genetic algorithm (Holland 1975; Deb & Agrawal 1995 for real-coded operators).
 
-The seeds write one generation as :math:`P_{k+1} = \mathrm{Croisement}(P_k) \cup \mathrm{Mutation}(P_k)`
+One generation is :math:`P_{k+1} = \mathrm{Croisement}(P_k) \cup \mathrm{Mutation}(P_k)`
 with crossover and mutation applied with given rates. Here, with population size :math:`N`
 and :math:`E` elites:
 
@@ -93,7 +93,7 @@ def genetic_algorithm(
     ``f < 1e-8`` on 5-D Sphere, ``f < 1e-6`` on 5-D Rastrigin and ``f < 1e-4`` on 5-D Ackley,
     each in ``>= 14/15`` runs. The decaying mutation scale is what gives this precision.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from jaxda.optimize import genetic_algorithm, benchmark_problem
         >>> p = benchmark_problem("sphere", 5)

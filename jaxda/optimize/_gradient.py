@@ -1,6 +1,6 @@
 r"""Gradient descent and stochastic gradient descent (SGD), with any optax optimizer.
 
-Gradient descent (the seeds' formula):
+Gradient descent:
 
 .. math:: x^{(k+1)} = x^{(k)} - α ∇J(x^{(k)})
 
@@ -20,7 +20,7 @@ permutation (one key split per epoch) and runs a fixed budget of epochs
 (status ``SUCCESS``: the budget was spent with finite values, unless something became
 non-finite, ``NONFINITE``).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from jaxda.optimize import gradient_descent
     >>> res = gradient_descent(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(2), learning_rate=0.1)
@@ -98,7 +98,7 @@ def gradient_descent(
         objective: scalar function of a pytree ``x``.
         x0: starting point (pytree); optax sees the same pytree structure.
         args: extra arguments for ``objective``.
-        learning_rate: the seeds' α for the default plain step ``optax.sgd(α)``.
+        learning_rate: α for the default plain step ``optax.sgd(α)``.
         optimizer: any ``optax.GradientTransformation`` (then ``learning_rate`` is ignored).
         max_steps: iteration bound; gtol, norm: stop when ``||∇J||_norm <= gtol``.
         throw: raise unless the status is ``SUCCESS``.
@@ -169,7 +169,7 @@ def sgd(
         gradient evaluations. Status is ``SUCCESS`` (budget spent, finite values) or
         ``NONFINITE``; ``throw=True`` raises on ``NONFINITE``.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> X = jax.random.normal(jax.random.key(1), (256, 2)); y = X @ jnp.array([1.0, -2.0])
         >>> mse = lambda w, b: jnp.mean((b[0] @ w - b[1]) ** 2)

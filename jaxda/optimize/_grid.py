@@ -1,4 +1,4 @@
-r"""Grid search (the seeds' *recherche par grille*).
+r"""Grid search (exhaustive evaluation on a regular grid).
 
 .. math::
     x^* = \arg\min_{x \in \mathcal G} J(x),\qquad
@@ -56,7 +56,7 @@ def grid_search(
         :class:`GradientFreeResult`; ``history.f`` holds the running minimum after each chunk,
         ``n_steps`` is the number of chunks and ``n_evaluations = ∏ N_j``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxda.optimize import grid_search, rastrigin
         >>> res = grid_search(rastrigin, jnp.array([[-5.12] * 2, [5.12] * 2]), num=129)

@@ -32,7 +32,7 @@ of ``result.x`` is then that of an approximate stationary point and not to be tr
 Reference:
     Blondel et al., *Efficient and Modular Implicit Differentiation*, NeurIPS 2022.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> J = lambda x, th: jnp.sum((x - th) ** 2) + 0.5 * jnp.sum(x**2)   # x* = 2θ/3
     >>> g = jax.grad(lambda th: jnp.sum(minimize(J, jnp.zeros(2), th, gtol=1e-10).x))(jnp.ones(2))

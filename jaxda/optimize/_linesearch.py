@@ -19,7 +19,7 @@ Armijo condition, if any), so they can be used under ``jit``/``vmap``.
 Reference:
     J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, §3.1, §3.5.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> vg = jax.value_and_grad(lambda x: jnp.sum((x - 1.0) ** 2))
     >>> x = jnp.zeros(2); f0, g0 = vg(x)
@@ -75,7 +75,7 @@ def backtracking_armijo(
 ) -> LineSearchResult:
     r"""Backtracking: the first of :math:`α_0ρ^j` (``j = 0..max_steps-1``) with sufficient decrease.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> vg = jax.value_and_grad(lambda x: jnp.sum(x**2))
         >>> x = jnp.ones(1); f0, g0 = vg(x)

@@ -1,11 +1,11 @@
 r"""Damped Newton's method with an exact Hessian (``jax.hessian``) and a line search.
 
-The seeds' Newton step
+Newton's step
 
 .. math:: x^{(k+1)} = x^{(k)} - α_k (H_k + λI)^{-1} ∇J(x^{(k)}),\qquad H_k = ∇^2 J(x^{(k)})
 
 with a Levenberg-style damping :math:`λ ≥ 0` (default 0) and a step :math:`α_k`
-either fixed (``line_search=None``: :math:`α_k = ` ``step_size``, the seeds'
+either fixed (``line_search=None``: :math:`α_k = ` ``step_size``, the plain
 formula) or found by backtracking Armijo / strong-Wolfe starting from ``step_size``.
 The linear system is solved by Cholesky. If :math:`H_k + λI` is not positive
 definite (the factorization fails), the fallback is the *modified Newton* step of
@@ -19,7 +19,7 @@ Each iteration costs one gradient and one dense Hessian (:math:`O(n^2)` memory,
 Reference:
     Nocedal & Wright, *Numerical Optimization* (2006), §3.3–3.4.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from jaxda.optimize import newton
     >>> res = newton(lambda x: jnp.sum(jnp.cosh(x - 1.0)), jnp.zeros(3))
@@ -61,7 +61,7 @@ def newton_direction(
 ) -> Float[Array, " n"]:
     r"""Solve :math:`(H + λI)p = -g` by Cholesky, with the eigenvalue-modification fallback.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> newton_direction(jnp.diag(jnp.array([2.0, -4.0])), jnp.array([2.0, 4.0])).tolist()
         [-1.0, -1.0]
@@ -112,7 +112,7 @@ def newton(
             ``STAGNATED`` / ``LINESEARCH_FAILED`` when it stalls although the model predicts
             more (rule in ``jaxda.optimize._status.newton_like_status``).
         norm: ``jnp.inf`` or ``2``.
-        step_size: the seeds' α (fixed step, or the first trial of the line search).
+        step_size: α (fixed step, or the first trial of the line search).
         damping: Levenberg-style λ added to the Hessian diagonal.
         line_search: ``"armijo"`` (backtracking), ``"wolfe"`` (strong Wolfe) or ``None``.
         max_linesearch: evaluations allowed per line search.

@@ -1,4 +1,4 @@
-r"""Particle swarm optimization (the seeds' *PSO*), global-best topology.
+r"""Particle swarm optimization (Kennedy & Eberhart 1995), global-best topology.
 
 For every particle :math:`i` with personal best :math:`p_i` and swarm best :math:`g`,
 with :math:`r_1, r_2 \sim \mathcal U(0, 1)` drawn independently per particle and coordinate:
@@ -83,7 +83,7 @@ def particle_swarm(
     reaches ``f < 1e-8`` (benchmark). Global-best PSO converges fast and can stagnate: on 5-D
     Rosenbrock the median is ``f ≈ 6e-2`` with this budget (use DE there).
 
-    Example:
+    Examples:
         >>> import jax
         >>> from jaxda.optimize import particle_swarm, benchmark_problem
         >>> p = benchmark_problem("sphere", 10)

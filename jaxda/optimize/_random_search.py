@@ -1,4 +1,4 @@
-r"""Random search (the seeds' *recherche aléatoire*).
+r"""Random search (Rastrigin 1963; Bergstra & Bengio 2012).
 
 .. math::
     x^* = \arg\min_{x \in \{x^{(1)}, …, x^{(M)}\}} J(x),\qquad
@@ -54,7 +54,7 @@ def random_search(
     holds with probability ``1 - (1 - π·0.01/10.24²)^2000 ≈ 0.45``; the measured success rate
     over 200 keys matches it within Monte-Carlo error. Random search is a baseline, not a solver.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.optimize import random_search, sphere
         >>> res = random_search(jax.random.key(0), sphere, jnp.array([[-1.0] * 2, [1.0] * 2]),

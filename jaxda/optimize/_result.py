@@ -127,7 +127,7 @@ def evaluations_to_target(result: Any, target: float | Array) -> Int[Array, "...
     ``vmap``-batched (leading axes are kept). The resolution is one step (a whole population
     for population methods).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.optimize import random_search, sphere
         >>> res = random_search(jax.random.key(0), sphere, jnp.array([[-1.0], [1.0]]),

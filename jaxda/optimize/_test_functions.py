@@ -13,7 +13,7 @@ References:
     Surjanovic & Bingham, *Virtual Library of Simulation Experiments: Test Functions*
     (https://www.sfu.ca/~ssurjano/optimization.html); Rastrigin (1974); Ackley (1987).
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> p = benchmark_problem("rosenbrock", 3)
     >>> float(p.fn(p.x_opt)), p.bounds.shape
