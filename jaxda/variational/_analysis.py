@@ -33,8 +33,7 @@ from ..core import (
 )
 from ..models import Model, trajectory
 from ..observations import ObservationModel, observed
-from ..optimize._bfgs import bfgs
-from ..optimize._status import OptimizeResult
+from ..optimize import OptimizeResult, bfgs
 from ._costs import (
     as_background,
     background_covariance,
