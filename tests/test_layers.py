@@ -43,7 +43,7 @@ def _imports(path: Path):
                 mod = node.module.split(".")
             else:
                 continue
-            targets = [mod] if node.module else [mod + [a.name] for a in node.names]
+            targets = [mod] if node.module else [[*mod, a.name] for a in node.names]
         elif isinstance(node, ast.Import):
             targets = [a.name.split(".") for a in node.names if a.name.startswith("jaxda")]
         else:

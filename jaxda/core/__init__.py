@@ -21,11 +21,11 @@ from ._status import (
 )
 
 __all__ = [
+    "TRACER_ERRORS",
     "AnalysisInfo",
     "EnsembleState",
     "Method",
     "Status",
-    "TRACER_ERRORS",
     "analysis_info",
     "black_box",
     "catch_not_traceable",
