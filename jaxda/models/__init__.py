@@ -7,6 +7,7 @@ parameters are fields, so ``jax.vmap``/``jax.grad`` act on them.
 from ._integrate import (
     AdditiveNoise,
     FunctionModel,
+    LinearModel,
     Model,
     forecast,
     from_callable,
@@ -19,6 +20,7 @@ from ._lorenz import Lorenz63, Lorenz96, lorenz63, lorenz63_rhs, lorenz96, loren
 __all__ = [
     "AdditiveNoise",
     "FunctionModel",
+    "LinearModel",
     "Lorenz63",
     "Lorenz96",
     "Model",

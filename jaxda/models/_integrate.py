@@ -99,6 +99,35 @@ def from_callable(fn: Callable[[Array], Array], x0, dt: float = 1.0) -> Function
     return FunctionModel(fn=fn, dt=dt, x0=x0)
 
 
+class LinearModel(Model):
+    """A linear model ``x_{k+1} = M x_k`` (``M`` a leaf: differentiable, vmappable).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> m = LinearModel(jnp.array([[0.0, 1.0], [-1.0, 0.0]]), jnp.array([1.0, 0.0]))
+        >>> m(m.x0).tolist()
+        [0.0, -1.0]
+    """
+
+    M: Array
+    x0: Array
+    dt: float | Array = 1.0
+    name: ClassVar[str] = "linear"
+
+    def __check_init__(self):
+        if is_concrete(self.M) and (
+            jnp.ndim(self.M) != 2 or jnp.shape(self.M) != (jnp.shape(self.x0)[-1],) * 2
+        ):
+            raise ValueError(
+                f"M must be square (n, n) with n = len(x0) = {jnp.shape(self.x0)[-1]}, got "
+                f"shape {jnp.shape(self.M)}"
+            )
+        _check_dt(self.dt)
+
+    def __call__(self, x):
+        return self.M @ x
+
+
 class AdditiveNoise(Model):
     r"""A stochastic model ``x_{k+1} = M(x_k) + η_k``, ``η_k ~ N(0, diag(std²))``.
 
