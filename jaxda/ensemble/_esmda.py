@@ -361,6 +361,26 @@ def _subspace_increments(X, S, Dw, truncation):
     return (coeff @ U.T) @ X
 
 
+def _update_and_roll_back(forward, unravel, m, E, Y, active, observed, scale, *update_args):
+    """One ES(-MDA) update, the new predictions, and the roll-back of members whose new
+    predictions fail (they keep their previous value and are dropped from then on).
+
+    Returns ``(E, Y, active, step)``; ``update_args`` are :func:`_update`'s arguments after
+    ``E, Y`` with ``active, observed`` spliced in (``y, noise, eps, alpha`` then
+    ``inversion, truncation, localization``).
+    """
+    y, noise, eps, alpha, inversion, truncation, localization = update_args
+    E_new = _update(
+        E, Y, y, noise, eps, alpha, active, observed, inversion, truncation, localization
+    )
+    Y_new = _predict(forward, unravel, E_new, m)
+    newly = active & ~_active_rows(E_new, Y_new, observed)
+    E_new = jnp.where(newly[:, None], E, E_new)  # roll failed members back
+    Y_new = jnp.where(newly[:, None], Y, Y_new)
+    active = active & ~newly
+    return E_new, Y_new, active, _rms_change(E_new, E, active) / scale
+
+
 def _update(E, Y, y, noise, eps, alpha, active, observed, inversion, truncation, localization):
     """ES(-MDA) update of the active members, the others untouched (no checks, no nan leak).
 
@@ -681,25 +701,10 @@ def esmda(
     def body(c: Carry, inputs):
         a, eps = inputs
         ok = jnp.sum(c.active) >= 2
-        E = _update(
-            c.E,
-            c.Y,
-            y,
-            wnoise,
-            eps,
-            a,
-            c.active,
-            observed,
-            inversion,
-            truncation,
-            localization,
-        )
-        Y = _predict(forward, unravel, E, m)
-        newly = c.active & ~_active_rows(E, Y, observed)
-        E = jnp.where(newly[:, None], c.E, E)  # roll failed members back
-        Y = jnp.where(newly[:, None], c.Y, Y)
-        active = c.active & ~newly
-        step = _rms_change(E, c.E, active) / scale
+        E, Y, active, step = _update_and_roll_back(
+            forward, unravel, m, c.E, c.Y, c.active, observed, scale,
+            y, wnoise, eps, a, inversion, truncation, localization,
+        )  # fmt: skip
         hist = (*_history_entry(E, Y, y, observed, active, theta), nan, step)
         return Carry(E, Y, active, c.too_few | ~ok, c.n_steps + ok), hist
 

@@ -86,7 +86,7 @@ from ._esmda import (
     _rms_change,
     _spread,
     _unflatten_ensemble,
-    _update,
+    _update_and_roll_back,
 )
 
 PyTree = Any
@@ -445,25 +445,10 @@ def ies_kalman(
             eps = noise.sample(sub, (N,))
         else:
             key, eps = c.key, eps0
-        E = _update(
-            c.E,
-            c.Y,
-            y,
-            wnoise,
-            eps,
-            1.0,
-            c.active,
-            observed,
-            inversion,
-            truncation,
-            localization,
-        )
-        Y = _predict(forward, unravel, E, m)
-        newly = c.active & ~_active_rows(E, Y, observed)
-        E = jnp.where(newly[:, None], c.E, E)  # roll failed members back
-        Y = jnp.where(newly[:, None], c.Y, Y)
-        active = c.active & ~newly
-        step = _rms_change(E, c.E, active) / scale
+        E, Y, active, step = _update_and_roll_back(
+            forward, unravel, m, c.E, c.Y, c.active, observed, scale,
+            y, wnoise, eps, 1.0, inversion, truncation, localization,
+        )  # fmt: skip
         i = c.i + 1
         h = _history_entry(E, Y, y, observed, active, theta)
         history = _set(c.history, i, (*h, jnp.nan, step))
