@@ -79,8 +79,8 @@ def test_dsm_loss_is_minimised_by_true_noise_predictor():
         return s * (x - mu * m) / (mu**2 * c + s**2)
 
     key = jax.random.key(3)
-    l_opt = dsm_loss(optimal, None, sde, key, DATA)
-    l_zero = dsm_loss(lambda p, x, t: jnp.zeros_like(x), None, sde, key, DATA)
+    l_opt = dsm_loss(key, optimal, None, sde, DATA)
+    l_zero = dsm_loss(key, lambda p, x, t: jnp.zeros_like(x), None, sde, DATA)
     assert float(l_opt) < float(l_zero)
     assert abs(float(l_zero) - 1.0) < 0.1  # E||ε||²/d = 1
 

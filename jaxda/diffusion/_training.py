@@ -37,10 +37,10 @@ class TrainHistory(NamedTuple):
 
 
 def dsm_loss(
+    key: Array,
     apply_fn: Callable[[Any, Array, Array], Array],
     params: Any,
     sde: SDE,
-    key: Array,
     x0: Float[Array, "B ..."],
 ) -> Float[Array, ""]:
     """Denoising score-matching (ε-prediction) loss on a batch ``x0`` (batch first).
@@ -185,7 +185,7 @@ def train(
         p, s = carry
         kb, kl = jax.random.split(jax.random.fold_in(key, k))
         idx = jax.random.randint(kb, (batch_size,), 0, n_data)
-        loss, grads = jax.value_and_grad(lambda q: dsm_loss(apply_fn, q, sde, kl, data[idx]))(p)
+        loss, grads = jax.value_and_grad(lambda q: dsm_loss(kl, apply_fn, q, sde, data[idx]))(p)
         updates, s = optimizer.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), loss
 
