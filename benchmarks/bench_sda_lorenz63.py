@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxda.core import raise_on_failure
 from jaxda.diffusion import (
     LORENZ63_STANDARDIZER as STD,
 )
@@ -77,7 +78,7 @@ def main():
     # ---- training ----------------------------------------------------------------------
     model = ResidualMLP(WINDOW * 3, width=args.width, depth=3, emb_dim=32, rngs=nnx.Rngs(0))
     t0 = time.perf_counter()
-    model, hist = train(
+    res = train(
         k_train,
         model,
         sde,
@@ -89,10 +90,12 @@ def main():
         checkpoint_dir=args.ckpt,
     )
     t_train = time.perf_counter() - t0
-    loss = np.asarray(hist.loss)
+    raise_on_failure(res)
+    model = res.model
+    loss = np.asarray(res.history.loss)
     print(
         f"data {t_data:.1f}s ({windows.shape[0]} windows), training {t_train:.1f}s "
-        f"(steps {len(loss)}, resumed from {hist.resumed_from}), "
+        f"(steps {len(loss)}, resumed from {res.resumed_from}), "
         f"loss first/last 100: {loss[:100].mean():.4f} / {loss[-100:].mean():.4f}"
     )
 
