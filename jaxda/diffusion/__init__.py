@@ -21,7 +21,14 @@ from ._data import (
 from ._ensf import ensf_sde, make_ensf
 from ._guidance import local_score, posterior_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
-from ._samplers import ddpm_ancestral, predictor_corrector, probability_flow, reverse_sde, sample
+from ._samplers import (
+    SampleResult,
+    ddpm_ancestral,
+    predictor_corrector,
+    probability_flow,
+    reverse_sde,
+    sample,
+)
 from ._sde import SDE, DDPMSchedule, ddpm_schedule, ve, vp_cosine, vp_linear
 from ._training import (
     TrainHistory,
@@ -40,6 +47,7 @@ __all__ = [
     "DDPMSchedule",
     "PeriodicConvNet",
     "ResidualMLP",
+    "SampleResult",
     "Standardizer",
     "TrainHistory",
     "TrainResult",
