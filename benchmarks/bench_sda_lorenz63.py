@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxda.core import raise_on_failure
 from jaxda.diffusion import (
     LORENZ63_STANDARDIZER as STD,
 )
@@ -56,6 +57,7 @@ def main():
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--sampler-steps", type=int, default=256)
     ap.add_argument("--gamma", type=float, default=1e-2)
+    ap.add_argument("--step-rule", default="curvature", choices=["curvature", "adaptive", "fixed"])
     ap.add_argument("--particles", type=int, default=32768)
     ap.add_argument("--ckpt", default=None, help="checkpoint directory (resume training)")
     args = ap.parse_args()
@@ -77,7 +79,7 @@ def main():
     # ---- training ----------------------------------------------------------------------
     model = ResidualMLP(WINDOW * 3, width=args.width, depth=3, emb_dim=32, rngs=nnx.Rngs(0))
     t0 = time.perf_counter()
-    model, hist = train(
+    res = train(
         k_train,
         model,
         sde,
@@ -89,10 +91,12 @@ def main():
         checkpoint_dir=args.ckpt,
     )
     t_train = time.perf_counter() - t0
-    loss = np.asarray(hist.loss)
+    raise_on_failure(res)
+    model = res.model
+    loss = np.asarray(res.history.loss)
     print(
         f"data {t_data:.1f}s ({windows.shape[0]} windows), training {t_train:.1f}s "
-        f"(steps {len(loss)}, resumed from {hist.resumed_from}), "
+        f"(steps {len(loss)}, resumed from {res.resumed_from}), "
         f"loss first/last 100: {loss[:100].mean():.4f} / {loss[-100:].mean():.4f}"
     )
 
@@ -125,7 +129,7 @@ def main():
 
         def run(k, x):
             return predictor_corrector(
-                k, post, sde, x, n_steps=args.sampler_steps, n_corrector=1, step_rule="adaptive"
+                k, post, sde, x, n_steps=args.sampler_steps, n_corrector=1, step_rule=args.step_rule
             )
 
         return jax.vmap(run)(jax.random.split(k1, args.samples), x_T)
@@ -136,8 +140,10 @@ def main():
     sda_c = sda.lower(keys, ys_flat).compile()
     t_sda_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
-    X_sda = jax.block_until_ready(sda_c(keys, ys_flat))  # (B, S, 65, 3)
+    res_sda = jax.block_until_ready(sda_c(keys, ys_flat))
     t_sda = time.perf_counter() - t0
+    raise_on_failure(res_sda)
+    X_sda = res_sda.x  # (B, S, 65, 3)
 
     # ---- bootstrap particle filter reference -------------------------------------------
     pool = trajs.reshape((-1, 3))  # attractor states (physical): prior of the first state
@@ -199,7 +205,7 @@ def main():
     )
     print("|---|---|---|---|---|---|")
     print(
-        f"| SDA (window {WINDOW}, PC {args.sampler_steps} steps, gamma={args.gamma}) | "
+        f"| SDA (window {WINDOW}, PC {args.sampler_steps} steps, {args.step_rule}, gamma={args.gamma}) | "
         f"{r_sda.mean():.3f} ± {r_sda.std():.3f} | {ll_sda.mean():.1f} | {sp_sda.mean():.3f} | "
         f"{t_sda:.1f} | {t_sda_compile:.1f} |"
     )

@@ -48,7 +48,7 @@ def test_exact_diffused_likelihood_gives_exact_posterior():
 
     post = posterior_score(prior_score(sde), sde, lambda x: H @ x, y, SIG_Y, obs_cov_fn=obs_cov)
     X = np.asarray(
-        jax.jit(lambda k: sample(k, post, sde, (3,), N, method="ode", n_steps=60))(
+        jax.jit(lambda k: sample(k, post, sde, (3,), N, method="ode", n_steps=60).x)(
             jax.random.key(0)
         )
     )
@@ -67,7 +67,7 @@ def test_sda_variance_approximation_is_close_to_posterior():
     y = jnp.array([2.0, 0.2])
     post = posterior_score(prior_score(sde), sde, lambda x: H @ x, y, SIG_Y, gamma=1.0)
     X = np.asarray(
-        jax.jit(lambda k: sample(k, post, sde, (3,), 600, method="pc", n_steps=200))(
+        jax.jit(lambda k: sample(k, post, sde, (3,), 600, method="pc", n_steps=200).x)(
             jax.random.key(1)
         )
     )

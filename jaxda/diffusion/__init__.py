@@ -2,7 +2,8 @@
 
 * SDEs: :func:`vp_linear`, :func:`vp_cosine`, :func:`ve` (and :func:`ddpm_schedule`).
 * Networks (flax.nnx): :class:`ResidualMLP`, :class:`PeriodicConvNet`, :func:`score_fn_from_model`.
-* Training: :func:`dsm_loss`, :func:`train` (optax, jit, tqdm, orbax checkpoints).
+* Training: :func:`dsm_loss`, :func:`train` (optax, jit, tqdm, orbax checkpoints with content
+  hashes: :func:`save_checkpoint`, :func:`restore_checkpoint`, :func:`latest_checkpoint`).
 * Samplers: :func:`reverse_sde`, :func:`probability_flow`, :func:`predictor_corrector`,
   :func:`ddpm_ancestral`, :func:`sample`.
 * Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
@@ -20,10 +21,19 @@ from ._data import (
 from ._ensf import ensf, ensf_sde
 from ._guidance import local_score, posterior_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
-from ._samplers import ddpm_ancestral, predictor_corrector, probability_flow, reverse_sde, sample
+from ._samplers import (
+    SampleResult,
+    ddpm_ancestral,
+    predictor_corrector,
+    probability_flow,
+    reverse_sde,
+    sample,
+)
 from ._sde import SDE, DDPMSchedule, ddpm_schedule, ve, vp_cosine, vp_linear
 from ._training import (
     TrainHistory,
+    TrainResult,
+    TrainState,
     dsm_loss,
     latest_checkpoint,
     restore_checkpoint,
@@ -37,8 +47,11 @@ __all__ = [
     "DDPMSchedule",
     "PeriodicConvNet",
     "ResidualMLP",
+    "SampleResult",
     "Standardizer",
     "TrainHistory",
+    "TrainResult",
+    "TrainState",
     "ddpm_ancestral",
     "ddpm_schedule",
     "dsm_loss",

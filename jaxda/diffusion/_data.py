@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..core import positive_or_error
 from ..models import lorenz63, trajectory, with_noise
 
 
@@ -40,6 +41,9 @@ LORENZ63_STANDARDIZER = Standardizer(jnp.array([0.0, 0.0, 25.0]), jnp.array([8.0
 
 def noisy_lorenz63_step(key: Array, x: Float[Array, " 3"], dt: float = 0.025) -> Float[Array, " 3"]:
     """One transition of the noisy Lorenz-63 chain (RK4 step + ``N(0, dt I)`` noise), one state."""
+    if jnp.shape(x) != (3,):
+        raise ValueError(f"x must be one Lorenz-63 state of shape (3,), got {jnp.shape(x)}")
+    positive_or_error("dt", dt)
     model = lorenz63(dt)
     return model(x) + math.sqrt(dt) * jax.random.normal(key, x.shape, x.dtype)
 
@@ -49,7 +53,7 @@ def lorenz63_trajectories(
 ) -> Float[Array, "B L 3"]:
     """``n_traj`` independent noisy Lorenz-63 trajectories of ``length`` states (physical units).
 
-    Example:
+    Examples:
         >>> import jax
         >>> lorenz63_trajectories(jax.random.key(0), 2, 5, spinup=10).shape
         (2, 5, 3)
@@ -58,6 +62,7 @@ def lorenz63_trajectories(
         raise ValueError(
             f"need n_traj >= 1, length >= 1, spinup >= 0; got {n_traj}, {length}, {spinup}"
         )
+    positive_or_error("dt", dt)
     model = with_noise(lorenz63(dt), math.sqrt(dt))
     k0, k1 = jax.random.split(key)
     mean = jnp.array([0.0, 0.0, 25.0])

@@ -29,9 +29,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 from jaxtyping import Array, Float
 
-from ..core import positive_or_error
+from ..core import is_concrete, positive_or_error
 from ._sde import SDE
 
 ScoreFn = Callable[[Array, Array], Array]
@@ -63,7 +64,7 @@ def posterior_score(
     Returns:
         a pure ``score_fn(x, t)`` usable by every sampler.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxda.diffusion import vp_linear
         >>> post = posterior_score(lambda x, t: -x, vp_linear(), lambda x: x[:1], jnp.ones(1), 0.1)
@@ -71,12 +72,19 @@ def posterior_score(
         (2,)
     """
     y = jnp.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"y must be a 1-D vector of observations, got shape {y.shape}")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"y must be a non-empty 1-D vector of observations, got shape {y.shape}")
+    if is_concrete(y) and not bool(jnp.all(jnp.isfinite(y))):
+        raise ValueError("y contains nan/inf values (drop missing observations from obs_fn and y)")
+    if is_concrete(gamma) and not (np.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
     if obs_cov_fn is None:
-        obs_var = positive_or_error("obs_std", jnp.asarray(obs_std)) ** 2
+        obs_std = jnp.asarray(obs_std)
+        if obs_std.ndim > 1 or (obs_std.ndim == 1 and obs_std.shape != y.shape):
+            raise ValueError(
+                f"obs_std must be a scalar or have the shape of y {y.shape}, got {obs_std.shape}"
+            )
+        obs_var = positive_or_error("obs_std", obs_std) ** 2
 
     def score(x, t):
         t = jnp.asarray(t)
@@ -92,7 +100,12 @@ def posterior_score(
         if obs_cov_fn is None:
             w = r / (obs_var + gamma * (sde.std(t) / sde.mean_coef(t)) ** 2)
         else:
-            w = jsl.cho_solve(jsl.cho_factor(obs_cov_fn(t), lower=True), r)
+            cov = obs_cov_fn(t)
+            if jnp.shape(cov) != (y.size, y.size):
+                raise ValueError(
+                    f"obs_cov_fn must return shape {(y.size, y.size)}, got {jnp.shape(cov)}"
+                )
+            w = jsl.cho_solve(jsl.cho_factor(cov, lower=True), r)
         (g,) = vjp_fn(w.astype(h.dtype))
         return s + g
 
@@ -107,17 +120,19 @@ def local_score(window_score_fn: ScoreFn, window: int) -> ScoreFn:
     the centre of window ``i-k`` (``k ≤ i < L-k``), the first ``k`` and last ``k`` states take
     the corresponding positions of the first and last window.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> score = local_score(lambda w, t: -w, 5)
         >>> score(jnp.ones((9, 3)), 0.1).shape
         (9, 3)
     """
-    if window < 1 or window % 2 == 0:
+    if not isinstance(window, int | np.integer) or window < 1 or window % 2 == 0:
         raise ValueError(f"window must be an odd number 2k+1 >= 1, got {window}")
     k = window // 2
 
     def score(x, t):
+        if jnp.ndim(x) < 1:
+            raise ValueError(f"local_score needs a trajectory (L, ...), got shape {jnp.shape(x)}")
         L = x.shape[0]
         if L < window:
             raise ValueError(f"trajectory length {L} is shorter than the window {window}")

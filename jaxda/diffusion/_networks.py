@@ -34,7 +34,7 @@ def sinusoidal_embedding(
 
     ``[sin(ω_k t), cos(ω_k t)]`` with ``ω_k`` geometric from 1 to ``max_frequency``.
 
-    Example:
+    Examples:
         >>> sinusoidal_embedding(jnp.zeros(3), 8).shape
         (3, 8)
     """
@@ -68,7 +68,7 @@ class ResidualMLP(nnx.Module):
         emb_dim: size of the sinusoidal time embedding.
         rngs: ``nnx.Rngs`` for parameter initialisation.
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> net = ResidualMLP(3, width=16, depth=1, rngs=nnx.Rngs(0))
         >>> net(jnp.zeros((4, 3)), jnp.full((4,), 0.5)).shape
@@ -80,12 +80,16 @@ class ResidualMLP(nnx.Module):
     ):
         if dim < 1 or width < 1 or depth < 0:
             raise ValueError(f"need dim >= 1, width >= 1, depth >= 0; got {dim}, {width}, {depth}")
-        self.dim, self.emb_dim = dim, emb_dim
+        self.dim, self.width, self.depth, self.emb_dim = dim, width, depth, emb_dim
         self.inp = nnx.Linear(dim, width, rngs=rngs)
         self.emb = nnx.Linear(emb_dim, emb_dim, rngs=rngs)
         self.blocks = nnx.List([_ResBlock(width, emb_dim, rngs=rngs) for _ in range(depth)])
         self.out_norm = nnx.LayerNorm(width, rngs=rngs)
         self.out = nnx.Linear(width, dim, rngs=rngs)
+
+    def config(self) -> dict[str, int]:
+        """Constructor arguments (without ``rngs``), stored in training checkpoints."""
+        return {"dim": self.dim, "width": self.width, "depth": self.depth, "emb_dim": self.emb_dim}
 
     def __call__(self, x: Float[Array, "... d"], t: Array) -> Float[Array, "... d"]:
         if x.shape[-1] != self.dim:
@@ -115,7 +119,7 @@ class PeriodicConvNet(nnx.Module):
     Convolutions use circular padding, so shifting ``x`` around the ring shifts the output
     the same way (translation equivariance, as in Lorenz-96).
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> net = PeriodicConvNet(channels=8, depth=1, rngs=nnx.Rngs(0))
         >>> net(jnp.zeros((2, 40)), 0.3).shape
@@ -135,13 +139,22 @@ class PeriodicConvNet(nnx.Module):
             raise ValueError(
                 f"need channels >= 1, depth >= 0, kernel >= 1; got {channels}, {depth}, {kernel}"
             )
-        self.emb_dim = emb_dim
+        self.channels, self.depth, self.kernel, self.emb_dim = channels, depth, kernel, emb_dim
         self.inp = nnx.Conv(1, channels, (kernel,), padding="CIRCULAR", rngs=rngs)
         self.emb = nnx.Linear(emb_dim, emb_dim, rngs=rngs)
         self.blocks = nnx.List(
             [_ConvBlock(channels, kernel, emb_dim, rngs=rngs) for _ in range(depth)]
         )
         self.out = nnx.Conv(channels, 1, (kernel,), padding="CIRCULAR", rngs=rngs)
+
+    def config(self) -> dict[str, int]:
+        """Constructor arguments (without ``rngs``), stored in training checkpoints."""
+        return {
+            "channels": self.channels,
+            "depth": self.depth,
+            "kernel": self.kernel,
+            "emb_dim": self.emb_dim,
+        }
 
     def __call__(self, x: Float[Array, "... n"], t: Array) -> Float[Array, "... n"]:
         batch = x.shape[:-1]

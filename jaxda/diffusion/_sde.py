@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ..core import check_in_range
@@ -97,12 +98,12 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3
     .. math:: \log\mu(t) = -\tfrac12\big(β_{min} t + \tfrac12 (β_{max}-β_{min}) t^2\big),
         \quad σ(t)^2 = 1 - μ(t)^2 .
 
-    Example:
+    Examples:
         >>> sde = vp_linear()
         >>> round(float(sde.mean_coef(0.0)), 6), round(float(sde.std(1.0)), 3)
         (1.0, 1.0)
     """
-    if not (0 < beta_min < beta_max):
+    if not (0 < beta_min < beta_max < math.inf):
         raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
     check_in_range("t_min", t_min, 0.0, 0.5, closed_low=False)
 
@@ -132,8 +133,8 @@ def vp_cosine(s: float = 0.008, mu_min: float = 0.02, t_min: float = 1e-3) -> SD
     ``β(1) = ∞``; truncating keeps ``g`` bounded for the samplers).
     """
     check_in_range("mu_min", mu_min, 0.0, 0.5, closed_low=False)
-    if s < 0:
-        raise ValueError(f"s must be >= 0, got {s}")
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"s must be finite and >= 0, got {s}")
     check_in_range("t_min", t_min, 0.0, 0.5, closed_low=False)
     phi = 0.5 * math.pi * s / (1.0 + s)
     omega = math.acos(mu_min * math.cos(phi)) - phi
@@ -157,7 +158,7 @@ def vp_cosine(s: float = 0.008, mu_min: float = 0.02, t_min: float = 1e-3) -> SD
 def ve(sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-3) -> SDE:
     r"""Variance-exploding SDE (Song et al. 2021): ``f = 0``, ``σ(t) = σ_min (σ_max/σ_min)^t``,
     ``g(t) = σ(t) \sqrt{2 \log(σ_max/σ_min)}``."""
-    if not (0 < sigma_min < sigma_max):
+    if not (0 < sigma_min < sigma_max < math.inf):
         raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
     check_in_range("t_min", t_min, 0.0, 0.5, closed_low=False)
     log_ratio = math.log(sigma_max / sigma_min)
@@ -196,15 +197,15 @@ def ddpm_schedule(sde: SDE, n_steps: int) -> DDPMSchedule:
     marginals on the grid, ``x_k | x_0 ~ N(√ᾱ_k x_0, (1-ᾱ_k) I)``, so DDPM is the VP SDE
     observed at ``K`` discrete times (and ``β_k ≈ β(t_k)/K`` for large ``K``).
 
-    Example:
+    Examples:
         >>> sch = ddpm_schedule(vp_linear(), 1000)
         >>> bool(abs(sch.betas[1] - 0.1 / 1000) < 1e-5)
         True
     """
     if not sde.name.startswith("vp"):
         raise ValueError(f"the DDPM chain is a variance-preserving SDE, got sde {sde.name!r}")
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if not isinstance(n_steps, int | np.integer) or n_steps < 1:
+        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
     t = jnp.linspace(0.0, 1.0, n_steps + 1)
     log_ab = 2.0 * sde.log_mean(t)
     betas = -jnp.expm1(jnp.diff(log_ab))
