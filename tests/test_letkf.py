@@ -11,13 +11,13 @@ from jaxda.assimilate import with_inflation
 from jaxda.ensemble import (
     LocalObs,
     etkf_analysis,
+    etkf_transform,
     gaspari_cohn,
     letkf,
     letkf_analysis,
     letkf_transform,
     local_observations,
 )
-from jaxda.ensemble._etkf import etkf_transform
 from jaxda.experiments import sakov2008, twin_experiment
 from jaxda.observations import from_callable, identity, observation_model, subset
 
