@@ -92,6 +92,15 @@ def test_forecast_noise_statistics():
     np.testing.assert_allclose(jnp.std(Ef, axis=0), 0.3, rtol=0.06)
 
 
+def test_noise_free_components():
+    # a zero entry in a vector std leaves that variable deterministic
+    m = with_noise(lorenz96(n=10), jnp.array([0.0] + [0.3] * 9))
+    E = jnp.tile(jnp.full(10, 8.0), (2000, 1))
+    Ef = forecast(jax.random.key(6), m, E)
+    np.testing.assert_allclose(Ef[:, 0], 8.0, atol=1e-12)
+    np.testing.assert_allclose(jnp.std(Ef[:, 1:], axis=0), 0.3, rtol=0.1)
+
+
 def test_forecast_traced_n_steps_equals_static():
     m = with_noise(lorenz96(n=8), 0.1)
     E = jax.random.normal(jax.random.key(4), (5, 8)) + 8.0
@@ -128,8 +137,10 @@ def test_bad_model_arguments():
         lorenz96(n=3)
     with pytest.raises(ValueError, match="dt must be positive"):
         lorenz63(dt=0.0)
-    with pytest.raises(ValueError, match="model-noise std must be positive"):
+    with pytest.raises(ValueError, match="model-noise std must be non-negative"):
         with_noise(lorenz63(), -1.0)
+    with pytest.raises(ValueError, match="model-noise std must be non-negative"):
+        with_noise(lorenz63(), jnp.array([0.1, jnp.nan, 0.1]))
     with pytest.raises(ValueError, match="length n=3"):
         with_noise(lorenz63(), jnp.ones(4))
     with pytest.raises(ValueError, match="same shape"):
