@@ -5,7 +5,8 @@ same script, ``jax.distributed.initialize`` connects them, ``jax.devices()`` the
 the devices of all processes, and one :class:`jax.sharding.Mesh` spans them. The
 ensemble is a global ``jax.Array`` sharded over the state axis; each process only
 creates its own shards (``jax.make_array_from_callback``); the LETKF grid points are
-split across all devices with ``shard_map`` (:func:`jaxda.sharding.make_sharded_letkf`).
+split across all devices with ``shard_map`` (``jaxda.ensemble.letkf(radius, mesh=mesh)``), and
+the cycling is the library driver :func:`jaxda.assimilate.assimilate`.
 
 Single process (any machine; with ``--host-devices 4`` it fakes 4 CPU devices)::
 
@@ -71,21 +72,22 @@ def main(argv=None):
     import numpy as np
     from jax.experimental import multihost_utils
 
-    from jaxda.experiments import initial_ensemble, run_filter, simulate
-    from jaxda.experiments._twin import TwinSetup
+    from jaxda.assimilate import assimilate, with_inflation
+    from jaxda.ensemble import letkf
+    from jaxda.experiments import TwinSetup, initial_ensemble, simulate
     from jaxda.models import lorenz96, trajectory
     from jaxda.observations import identity, observation_model
-    from jaxda.sharding import ensemble_sharding, make_mesh, make_sharded_letkf
+    from jaxda.sharding import ensemble_sharding, make_mesh
 
     mesh = make_mesh()  # every device of every process
     d = mesh.devices.size
     n = args.n - args.n % d  # the state axis is split evenly over the devices
     model = lorenz96(n=n)
     # Every process computes the same (small) inputs from the same seed: identical replicas.
-    x_spun = trajectory(model.step, 8.0 + jnp.sin(jnp.arange(n)), 200)[-1]
+    x_spun = trajectory(jax.random.key(1), model, 8.0 + jnp.sin(jnp.arange(n)), 200)[-1]
     setup = TwinSetup(
         model=model,
-        obs=observation_model(identity(n), std=1.0),
+        obs=observation_model(identity(n), obs_std=1.0),
         n_cycles=args.cycles,
         burn_in=args.cycles // 5,
         init_std=1.0,
@@ -97,16 +99,16 @@ def main(argv=None):
     sharding = ensemble_sharding(mesh, "state")
     # Each process materializes only the shards of its own devices.
     E0 = jax.make_array_from_callback(E_host.shape, sharding, lambda index: E_host[index])
-    analysis = make_sharded_letkf(setup.obs, n, args.radius, mesh, batch_size=2048)
+    # LETKF with its grid points split across the mesh (shard_map), inflation 1.04
+    method = with_inflation(letkf(args.radius, mesh=mesh, batch_size=2048), 1.04)
 
     @jax.jit
-    def run(E0, ys, truth):
-        return run_filter(
-            kr, setup, analysis, E0, data._replace(observations=ys, truth=truth), 1.04
-        )
+    def run(E0, observations, truth):
+        return assimilate(kr, method, setup.model, observations, E0, truth=truth)
 
     t0 = time.perf_counter()
-    E, hist = jax.block_until_ready(run(E0, data.observations, data.truth))
+    state, hist = jax.block_until_ready(run(E0, data.observations, data.truth))
+    E = state.ensemble
     wall = time.perf_counter() - t0
     rmse = multihost_utils.process_allgather(hist.rmse_analysis, tiled=True)
     if jax.process_index() == 0:
