@@ -67,15 +67,27 @@ def test_conformance(name):
         return method.step(key, state, y, obs)
 
     counted = Method(method.init, counted_step)
-    run = jax.jit(lambda key, E: assimilate(key, counted, MODEL, series, E))
-    final, hist = run(jax.random.key(1), E0)
+    run = jax.jit(lambda key, E, s: assimilate(key, counted, MODEL, s, E))
+    final, hist = run(jax.random.key(1), E0, series)
     assert len(traces) == 1  # one trace for all 8 cycles
-    run(jax.random.key(2), E0 + 0.1)  # new data, same shapes: no retrace
+    run(jax.random.key(2), E0 + 0.1, series)  # new data, same shapes: no retrace
     assert len(traces) == 1
 
-    # same key, same result; another key differs only for random methods
-    final2, _ = run(jax.random.key(1), E0)
+    # same key, same result
+    final2, _ = run(jax.random.key(1), E0, series)
     np.testing.assert_array_equal(final.ensemble, final2.ensemble)
+
+    # nothing observed at any time: a forecast only (same compiled function)
+    empty = observation_series(
+        jnp.full_like(series.y, jnp.nan), series.obs, n_steps=np.asarray(series.n_steps)
+    )
+    final_empty, _ = run(jax.random.key(1), E0, empty)
+    assert len(traces) == 1
+    free = E0
+    for k in range(len(empty)):
+        for _ in range(int(empty.n_steps[k])):
+            free = jax.vmap(MODEL)(free)
+    np.testing.assert_allclose(final_empty.ensemble, free, rtol=1e-10, atol=1e-10)
 
     # missing values and an all-missing time
     np.testing.assert_array_equal(hist.info.n_obs, [4, 4, 3, 4, 4, 0, 4, 4])
@@ -101,20 +113,3 @@ def test_float32_stays_float32(name):
     assert final.ensemble.dtype == jnp.float32
     assert hist.spread_analysis.dtype == jnp.float32
     assert np.all(np.isfinite(final.ensemble))
-
-
-def test_all_missing_time_is_a_forecast_only():
-    """With nothing observed, every method returns its forecast (up to the method's own
-    post-processing: none here)."""
-    series, x0 = _problem(jnp.float64)
-    y = jnp.full_like(series.y, jnp.nan)
-    empty = observation_series(y, series.obs, n_steps=np.asarray(series.n_steps))
-    for name in available_methods():
-        method, N = _method(name)
-        E0 = x0 + 0.5 * jax.random.normal(jax.random.key(0), (N, n))
-        final, _ = assimilate(jax.random.key(0), method, MODEL, empty, E0)
-        free = E0
-        for k in range(len(empty)):
-            for _ in range(int(empty.n_steps[k])):
-                free = jax.vmap(MODEL)(free)
-        np.testing.assert_allclose(final.ensemble, free, rtol=1e-10, atol=1e-10, err_msg=name)
