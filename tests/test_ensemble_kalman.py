@@ -8,19 +8,8 @@ import pytest
 from jaxda.assimilate import assimilate
 from jaxda.ensemble import enkf, enkf_analysis, etkf, etkf_analysis, gain_taper, inflate, rtps
 from jaxda.experiments import TwinSetup, initial_ensemble, simulate
-from jaxda.models import Model, with_noise
+from jaxda.models import LinearModel, with_noise
 from jaxda.observations import linear, observation_model, subset
-
-
-class LinearModel(Model):
-    """A deterministic linear model ``x_{k+1} = M x_k`` (a user-written model)."""
-
-    M: jax.Array
-    x0: jax.Array
-    dt: float = 1.0
-
-    def __call__(self, x):
-        return self.M @ x
 
 
 def _kalman_update(mean, P, H, R, y):

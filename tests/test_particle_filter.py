@@ -17,7 +17,7 @@ from jaxda.ensemble import (
     pf_trajectories,
     systematic_resample,
 )
-from jaxda.models import Model, with_noise
+from jaxda.models import LinearModel, with_noise
 from jaxda.observations import linear, observation_model, observation_series
 
 A = jnp.array([[0.9, 0.2], [-0.1, 0.8]])
@@ -121,17 +121,6 @@ def test_single_step_analysis_matches_exact_posterior():
     ma, Pa = M0 + Kg @ (y - H @ M0), P0 - Kg @ H @ P0
     np.testing.assert_array_less(np.abs(Ea.mean(0) - ma), 5 * np.sqrt(np.diag(Pa) / (N / 2)))
     np.testing.assert_allclose(jnp.cov(Ea.T), Pa, atol=0.05)
-
-
-class LinearModel(Model):
-    """``x_{k+1} = A x_k`` (deterministic; model noise added with ``with_noise``)."""
-
-    M: jax.Array
-    x0: jax.Array
-    dt: float = 1.0
-
-    def __call__(self, x):
-        return self.M @ x
 
 
 def test_particle_filter_method_through_the_driver_matches_kalman_filter(run):
