@@ -325,3 +325,26 @@ def test_nonfinite_analysis_sets_status():
     blow = from_callable(lambda x: x * jnp.inf, jnp.ones(5))
     _, hist = assimilate(jax.random.key(0), etkf(), blow, series(jnp.ones((2, 5))), E)
     assert np.all(np.asarray(hist.info.status) == Status.NONFINITE)
+
+
+def test_non_traceable_model_or_operator_names_the_cause_and_the_remedy():
+    with pytest.raises(
+        TypeError, match=r"the model step fn is not JAX-traceable.*jaxda\.black_box"
+    ):
+        from_callable(lambda x: np.asarray(x) * 0.9, jnp.ones(5))
+    op = obs_from_callable(lambda x: np.asarray(x)[:2], 2)
+    with pytest.raises(TypeError, match=r"the observation operator is not JAX-traceable"):
+        assimilate(
+            jax.random.key(0),
+            etkf(),
+            MODEL5,
+            series(jnp.ones((2, 2)), observation_model(op, obs_std=1.0)),
+            E,
+        )
+
+    class NumpyModel(Lorenz96):  # a user model whose step is NumPy code
+        def __call__(self, x):
+            return jnp.asarray(np.asarray(x) * 0.9)
+
+    with pytest.raises(TypeError, match=r"not JAX-traceable.*jaxda\.black_box"):
+        assimilate(jax.random.key(0), etkf(), NumpyModel(n=5), series(jnp.ones((2, 5))), E)

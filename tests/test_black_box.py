@@ -70,3 +70,32 @@ def test_black_box_vectorized_shape_inference_and_jit_vmap():
     assert jax.jit(branchy)(jnp.array([2.0])) == 1.0
     with pytest.raises(TypeError, match="callable"):
         jaxda.black_box(3)
+
+
+def test_black_box_forward_model_in_esmda_and_ies():
+    """A NumPy simulator through jaxda.black_box gives the same ES-MDA (and IES) posterior as the
+    same forward model written in JAX, with the same key; the raw NumPy model raises the clear
+    TypeError."""
+    from jaxda.ensemble import esmda, ies
+
+    G = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.3], [0.2, 0.0, 1.0], [1.0, 1.0, 1.0]])
+
+    def np_forward(x):  # NumPy, float(): not traceable
+        x = np.asarray(x, dtype=float)
+        return np.array([float(v) for v in G @ x + 0.1 * np.sin(x).sum()])
+
+    def jax_forward(x):
+        return jnp.asarray(G) @ x + 0.1 * jnp.sin(x).sum()
+
+    prior = jax.random.normal(jax.random.key(0), (20, 3))
+    y = jnp.array([0.5, -0.2, 1.0, 1.3])
+    key = jax.random.key(1)
+    ref = esmda(key, jax_forward, prior, y, obs_std=0.3, alpha=4)
+    got = esmda(key, jaxda.black_box(np_forward), prior, y, obs_std=0.3, alpha=4)
+    np.testing.assert_allclose(got.posterior, ref.posterior, rtol=1e-10, atol=1e-12)
+    assert int(got.status) == int(ref.status) == 0
+    ref_ies = ies(key, jax_forward, prior, y, obs_std=0.3, max_steps=3)
+    got_ies = ies(key, jaxda.black_box(np_forward), prior, y, obs_std=0.3, max_steps=3)
+    np.testing.assert_allclose(got_ies.posterior, ref_ies.posterior, rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError, match=r"the forward model is not JAX-traceable.*black_box"):
+        esmda(key, np_forward, prior, y, obs_std=0.3, alpha=4)

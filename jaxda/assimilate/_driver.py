@@ -29,7 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import Method, Status, check_ensemble, first_failure, is_concrete
+from ..core import (
+    Method,
+    Status,
+    check_ensemble,
+    first_failure,
+    is_concrete,
+    not_traceable_as_type_error,
+)
 from ..metrics import rmse
 from ..models import Model, forecast
 from ..observations import ObservationSeries, fill_missing, observed, whitened_residual
@@ -219,7 +226,8 @@ def assimilate(
         obs_seq,
         None if truth is None else jnp.asarray(truth, dtype),
     )
-    final, hist = jax.lax.scan(body, state, xs)
+    with not_traceable_as_type_error("the model, the observation operator or the method"):
+        final, hist = jax.lax.scan(body, state, xs)
     return final, hist._replace(time=observations.time.astype(dtype))
 
 

@@ -72,6 +72,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..core import (
     Status,
+    catch_not_traceable,
     check_ensemble,
     check_in_range,
     check_vector,
@@ -594,6 +595,7 @@ def esmda_update(
 
 
 # --------------------------------------------------------------------------- ES-MDA
+@catch_not_traceable("forward", "the forward model")
 def esmda(
     key: Array,
     forward: Callable[[PyTree], Float[Array, " m"]],

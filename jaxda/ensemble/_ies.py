@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float, Int
 
-from ..core import check_in_range, raise_on_failure
+from ..core import catch_not_traceable, check_in_range, raise_on_failure
 from ._core import ensemble_solve
 from ._esmda import (
     Noise,
@@ -205,6 +205,7 @@ def _result(out, unravel) -> IESResult:
 
 
 # --------------------------------------------------------------------- subspace IES
+@catch_not_traceable("forward", "the forward model")
 def ies(
     key: Array,
     forward: Callable[[PyTree], Float[Array, " m"]],
@@ -348,6 +349,7 @@ def ies(
 
 
 # --------------------------------------------------------------- repeated Kalman update
+@catch_not_traceable("forward", "the forward model")
 def ies_kalman(
     key: Array,
     forward: Callable[[PyTree], Float[Array, " m"]],

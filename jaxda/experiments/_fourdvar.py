@@ -106,7 +106,9 @@ def fourdvar_experiment(
 
     def body(xb, inp):
         y_w, x_w = inp
-        x0a, res = fourdvar_analysis(xb, y_w, setup.obs, B, step, dk, max_steps=max_steps, gtol=gtol)
+        x0a, res = fourdvar_analysis(
+            xb, y_w, setup.obs, B, step, dk, max_steps=max_steps, gtol=gtol
+        )
         traj_a = window_trajectory(step, x0a, window, dk)
         traj_b = window_trajectory(step, xb, window, dk)
         diag = (

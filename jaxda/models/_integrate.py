@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete
+from ..core import is_concrete, not_traceable_as_type_error
 
 Rhs = Callable[[Array], Array]
 
@@ -89,7 +89,8 @@ def from_callable(fn: Callable[[Array], Array], x0, dt: float = 1.0) -> Function
     x0 = jnp.asarray(x0)
     if x0.ndim != 1:
         raise ValueError(f"x0 must be a 1-D state (n,), got shape {x0.shape}")
-    out = jax.eval_shape(fn, x0)
+    with not_traceable_as_type_error("the model step fn", fn):
+        out = jax.eval_shape(fn, x0)
     if getattr(out, "shape", None) != x0.shape:
         raise ValueError(
             f"fn maps a state of shape {x0.shape} to {getattr(out, 'shape', type(out))}; a model "

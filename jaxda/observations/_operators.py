@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete
+from ..core import is_concrete, not_traceable_as_type_error
 from ._noise import Noise, gaussian_noise
 
 
@@ -38,7 +38,8 @@ class ObsOperator(eqx.Module):
 
     def check(self, n: int) -> None:
         """Eagerly check that a state of size ``n`` maps to exactly ``dim`` values."""
-        out = jax.eval_shape(self, jax.ShapeDtypeStruct((n,), jnp.float32))
+        with not_traceable_as_type_error("the observation operator"):
+            out = jax.eval_shape(self, jax.ShapeDtypeStruct((n,), jnp.float32))
         if getattr(out, "shape", None) != (self.dim,):
             raise ValueError(
                 f"observation operator declares dim={self.dim} observations but returns shape "
