@@ -83,7 +83,7 @@ def flatten_problem(objective, x0, args: tuple):
         raise ValueError("x0 has no parameters")
 
     def fun_flat(z):
-        out = objective(unravel(z), *args)
+        out = jnp.asarray(objective(unravel(z), *args))
         if jnp.shape(out) != ():
             raise ValueError(f"objective must return a scalar, got shape {jnp.shape(out)}")
         return out
@@ -113,7 +113,9 @@ def empty_history(max_steps: int, dtype: Any) -> History:
     return History(f=nan, n_evaluations=jnp.full((max_steps + 1,), -1, jnp.int32), grad_norm=nan)
 
 
-def record(history: History, k: Array, f: Array, n_evaluations: Array, gnorm: Array) -> History:
+def record(
+    history: History, k: Array | int, f: Array, n_evaluations: Array | int, gnorm: Array
+) -> History:
     """Write entry ``k`` of the history."""
     return History(
         f=history.f.at[k].set(f),
