@@ -35,7 +35,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxda.ensemble._esmda import esmda, esmda_perturbations  # noqa: E402
+from jaxda.ensemble import esmda, esmda_perturbations  # noqa: E402
 from jaxda.observations import gaussian_noise  # noqa: E402
 
 

@@ -42,7 +42,7 @@ from jaxda.diffusion import (
     train,
     vp_linear,
 )
-from jaxda.ensemble._particle_filter import bootstrap_particle_filter, pf_trajectories
+from jaxda.ensemble import bootstrap_particle_filter, pf_trajectories
 
 WINDOW, LENGTH, EVERY, SIGMA = 5, 65, 8, 0.05
 
