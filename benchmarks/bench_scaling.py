@@ -14,6 +14,7 @@ Usage::
     python benchmarks/bench_scaling.py --devices       # 1, 2, 4 forced host devices (sharded)
     python benchmarks/bench_scaling.py --big           # n = 100,000, N = 40 twin experiment
     python benchmarks/bench_scaling.py --sakov         # Sakov 2008 LETKF N=7 (10,000 cycles)
+    python benchmarks/bench_scaling.py --sakov --quick --sakov-cycles 1000   # a smoke run
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def worker_jaxda(spec: dict) -> dict:
     jax.config.update("jax_enable_x64", spec.get("dtype", "float64") == "float64")
     import jax.numpy as jnp
 
-    from jaxda.ensemble._letkf import make_letkf
-    from jaxda.experiments import initial_ensemble, make_analysis, run_filter, simulate
-    from jaxda.experiments._twin import TwinSetup
+    from jaxda.assimilate import assimilate, make_method, with_inflation
+    from jaxda.ensemble import letkf
+    from jaxda.experiments import TwinSetup, initial_ensemble, simulate
     from jaxda.models import lorenz96
     from jaxda.observations import identity, observation_model
 
@@ -71,7 +72,7 @@ def worker_jaxda(spec: dict) -> dict:
     x0 = jnp.asarray(_spun_up_state(n))
     setup = TwinSetup(
         model=lorenz96(n=n, forcing=8.0, dt=0.05),
-        obs=observation_model(identity(n), std=1.0),
+        obs=observation_model(identity(n), obs_std=1.0),
         n_cycles=K,
         burn_in=0,
         init_std=spec.get("init_std", 1.0),
@@ -79,19 +80,21 @@ def worker_jaxda(spec: dict) -> dict:
     )
     mesh = None
     if devices:
-        from jaxda.sharding import make_mesh, make_sharded_letkf, shard_ensemble, sharded_analysis
+        from jaxda.sharding import make_mesh, shard_ensemble, with_sharding
 
         mesh = make_mesh(devices)
     bs = spec.get("batch_size")
-    if method == "letkf":
-        if mesh is not None:
-            analysis = make_sharded_letkf(setup.obs, n, 4.0, mesh, batch_size=bs)
-        else:
-            analysis = make_letkf(setup.obs, n, 4.0, batch_size=bs)
+    if bs is not None and n % bs:
+        # lax.map(batch_size=) runs the remainder batch beside its loop, and two batched LAPACK
+        # eigh kernels running at once can deadlock XLA-CPU's intra-op thread pool (jaxlib; seen
+        # at n = 10,000 with 4096 on 2 cores): use the largest divisor of n up to batch_size.
+        bs = max(b for b in range(1, bs + 1) if n % b == 0)
+    if method == "letkf":  # mesh: grid points split across devices with shard_map
+        da = with_inflation(letkf(4.0, batch_size=bs, mesh=mesh), 1.04)
     else:
-        analysis = make_analysis(method, setup.obs)
-        if mesh is not None:
-            analysis = sharded_analysis(analysis, mesh)
+        da = with_inflation(make_method(method), 1.04)
+        if mesh is not None:  # the ensemble (scan carry) stays sharded over the state axis
+            da = with_sharding(da, mesh)
     kd, ki, kr = jax.random.split(jax.random.key(spec.get("seed", 0)), 3)
     data = jax.block_until_ready(jax.jit(lambda k: simulate(k, setup))(kd))
     E0 = initial_ensemble(ki, setup, N)
@@ -100,13 +103,14 @@ def worker_jaxda(spec: dict) -> dict:
     rss_data = _rss_mb()
 
     def run(key, E0, data):
-        return run_filter(key, setup, analysis, E0, data, 1.04)
+        return assimilate(key, da, setup.model, data.observations, E0, truth=data.truth)
 
     t0 = time.perf_counter()
     compiled = jax.jit(run).lower(kr, E0, data).compile()
     t1 = time.perf_counter()
-    E, hist = jax.block_until_ready(compiled(kr, E0, data))
+    state, hist = jax.block_until_ready(compiled(kr, E0, data))
     t2 = time.perf_counter()
+    E = state.ensemble
     ra = [float(v) for v in hist.rmse_analysis]
     return {
         "compile_s": t1 - t0,
@@ -175,12 +179,16 @@ def worker_sakov(spec: dict) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from jaxda.ensemble._letkf import make_letkf
+    from jaxda.assimilate import with_inflation, with_rotation
+    from jaxda.ensemble import letkf
     from jaxda.experiments import sakov2008, twin_experiment
 
-    setup = sakov2008()  # 10,400 cycles, burn-in 400: 10,000 averaged cycles
-    f = make_letkf(setup.obs, 40, 4.0, rotate=spec.get("rotate", False))
-    run = jax.jit(lambda k: twin_experiment(k, setup, f, 7, 1.04))
+    setup = sakov2008(n_cycles=spec.get("cycles", 10_400), burn_in=spec.get("burn_in", 400))
+    m = letkf(4.0)
+    if spec.get("rotate", False):
+        m = with_rotation(m)
+    m = with_inflation(m, 1.04)
+    run = jax.jit(lambda k: twin_experiment(k, setup, m, 7))
     out = []
     t0 = time.perf_counter()
     for s in range(spec["seeds"]):
@@ -384,12 +392,15 @@ def big(args):
 
 def sakov(args):
     seeds = 2 if args.quick else 4
+    cycles = args.sakov_cycles
+    burn_in = 400 if cycles >= 800 else cycles // 4
     print(
-        f"\nSakov 2008 L96 (n=40), LETKF N=7, inflation 1.04, radius 4; 10,400 cycles, "
-        f"burn-in 400; {seeds} seeds (float64)"
+        f"\nSakov 2008 L96 (n=40), LETKF N=7, inflation 1.04, radius 4; {cycles:,} cycles, "
+        f"burn-in {burn_in}; {seeds} seeds (float64)"
     )
     for rot in (False, True):
-        r = run_worker("sakov", {"seeds": seeds, "rotate": rot}, timeout=3600)
+        spec = {"seeds": seeds, "rotate": rot, "cycles": cycles, "burn_in": burn_in}
+        r = run_worker("sakov", spec, timeout=3600)
         if "error" in r:
             print("error:", r["error"])
             continue
@@ -411,6 +422,12 @@ def main(argv=None):
     p.add_argument("--devices", action="store_true", help="only the device-count sweep")
     p.add_argument("--big", action="store_true", help="only the n=100,000 demonstration")
     p.add_argument("--sakov", action="store_true", help="only the Sakov 2008 LETKF figure")
+    p.add_argument(
+        "--sakov-cycles",
+        type=int,
+        default=10_400,
+        help="cycles of the --sakov run (burn-in 400, or a quarter below 800 cycles)",
+    )
     p.add_argument("--json", help="write all rows to this JSON file")
     args = p.parse_args(argv)
     if args.worker:
