@@ -16,8 +16,10 @@ EnSF with jaxda's defaults, EnSF on the standardized ensemble (the CLI's choice)
 ≈ 0.29 setting, EnSF with the paper's schedule
 (``ε_β = 0``), the mixture prior score, LETKF (radius 2, inflation 1.1: best of a 3×3 scan,
 see README) and a stochastic EnKF without localization, all with the nonlinear ``H``.
+Each is a :class:`jaxda.core.Method` cycled by the library driver
+:func:`jaxda.assimilate.assimilate` on an ``ObservationSeries`` of the simulated observations.
 
-Run: python benchmarks/bench_ensf_l96.py [--problem tuned|legacy] [--seeds 10]
+Run: python benchmarks/bench_ensf_l96.py [--problem tuned|legacy] [--seeds 10] [--quick]
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxda.diffusion import make_ensf
-from jaxda.ensemble import enkf_analysis, inflate, make_letkf
-from jaxda.models import lorenz96, trajectory
-from jaxda.observations import from_callable, observation_model
+from jaxda.assimilate import assimilate
+from jaxda.core import Method
+from jaxda.diffusion import ensf
+from jaxda.ensemble import enkf, inflate, letkf
+from jaxda.models import lorenz96, trajectory, with_noise
+from jaxda.observations import from_callable, observation_model, observation_series
 
 SIGMA = 0.05
 
@@ -59,86 +63,91 @@ def main():
         default="ensf,ensfz,ensf029,paper,mixture,letkf,enkf",
         help="comma list of ensf,ensfz,ensf029,paper,mixture,letkf,enkf",
     )
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 seeds, 30 analyses, score the last 10"
+    )
     args = ap.parse_args()
     p = problem(args.problem, args.n)
-    model = lorenz96(n=args.n, forcing=8.0, dt=p["dt"])
-    obs = observation_model(from_callable(jnp.arctan, args.n), std=SIGMA)
-    letkf = make_letkf(obs, args.n, args.letkf_radius, obs_locations=jnp.arange(args.n))
+    if args.quick:
+        args.seeds = 2
+        p.update(cycles=30, score_from=20)
+    l96 = lorenz96(n=args.n, forcing=8.0, dt=p["dt"])
+    # the truth and the ensemble forecasts share the (possibly noisy) model
+    model = with_noise(l96, p["model_noise"]) if p["model_noise"] > 0 else l96
+    obs = observation_model(
+        from_callable(jnp.arctan, args.n, n=args.n, locations=jnp.arange(args.n)), obs_std=SIGMA
+    )
+    # model steps before each analysis: the first one after one step, then every `gap` steps
+    n_steps = np.full(p["cycles"], p["gap"])
+    n_steps[0] = 1
 
-    def inflated(analysis, factor):
-        return lambda k, E, y: analysis(k, inflate(E, factor), y)
+    def prior_inflated(method, factor):
+        """Inflate the forecast anomalies by ``factor`` before each analysis."""
+
+        def step(key, state, y, obs):
+            return method.step(
+                key, state._replace(ensemble=inflate(state.ensemble, factor)), y, obs
+            )
+
+        return Method(method.init, step)
 
     all_methods = {
-        "ensf": ("EnSF, jaxda defaults (paired, 200 steps, ε_α 0.5, ε_β 0.025)", make_ensf(obs)),
+        "ensf": ("EnSF, jaxda defaults (paired, 200 steps, ε_α 0.5, ε_β 0.025)", ensf()),
         "ensfz": (
             "EnSF standardized (jaxda option; CLI default: ε_α 0.5, ε_β 0.5 × forecast var.)",
-            make_ensf(obs, eps_beta=0.5, standardize=True),
+            ensf(eps_beta=0.5, standardize=True),
         ),
         "ensf029": (
             "EnSF, ε_α 0.001, ε_β 0.025 (authors' ≈ 0.29 setting)",
-            make_ensf(obs, eps_alpha=0.001, eps_beta=0.025),
+            ensf(eps_alpha=0.001, eps_beta=0.025),
         ),
         "paper": (
             "EnSF, paper schedule (100 steps, ε_α 0.05, ε_β 0)",
-            make_ensf(obs, n_steps=100, eps_alpha=0.05, eps_beta=0.0),
+            ensf(n_steps=100, eps_alpha=0.05, eps_beta=0.0),
         ),
         "mixture": (
             "EnSF, mixture prior score (ε_α 0.001, ε_β 0.025)",
-            make_ensf(obs, eps_alpha=0.001, eps_beta=0.025, prior_score="mixture"),
+            ensf(eps_alpha=0.001, eps_beta=0.025, prior_score="mixture"),
         ),
         "letkf": (
             f"LETKF (radius {args.letkf_radius:g}, inflation {args.letkf_inflation:g})",
-            inflated(letkf, args.letkf_inflation),
+            prior_inflated(letkf(args.letkf_radius), args.letkf_inflation),
         ),
-        "enkf": ("EnKF (stochastic, no loc./infl.)", lambda k, E, y: enkf_analysis(k, E, y, obs)),
+        "enkf": ("EnKF (stochastic, no loc./infl.)", enkf()),
     }
     methods = {m.strip(): all_methods[m.strip()] for m in args.methods.split(",")}
 
     def truth_start(key):
         if args.problem == "tuned":
-            return trajectory(model.step, 3.0 * jax.random.normal(key, (args.n,)), 1000)[-1]
+            x = 3.0 * jax.random.normal(key, (args.n,))
+            return trajectory(key, l96, x, 1000)[-1]
         return 10.0 * jax.random.uniform(key, (args.n,))
 
-    def experiment(analysis, key):
-        k_x0, k_init, k_cyc = jax.random.split(key, 3)
+    def simulate(key):
+        """Truth at the analysis times and its observations ``arctan(x) + N(0, SIGMA²)``."""
+        k_x0, k_model, k_obs = jax.random.split(key, 3)
+        states = trajectory(k_model, model, truth_start(k_x0), int(n_steps.sum()))
+        truth = states[np.cumsum(n_steps) - 1]
+        return truth, jnp.arctan(truth) + SIGMA * jax.random.normal(k_obs, truth.shape)
+
+    def experiment(method, key, truth, y):
+        k_init, k_run = jax.random.split(key)
         E0 = jax.random.normal(k_init, (args.members, args.n))
-        gap, q = p["gap"], p["model_noise"]
-
-        def advance(k, x, E, n_steps):
-            def body(i, c):
-                x, E = c
-                x1, E1 = model.step(x), jax.vmap(model.step)(E)
-                if q > 0:  # static: the tuned problem has a perfect model
-                    kx, ke = jax.random.split(jax.random.fold_in(k, i))
-                    x1 = x1 + q * jax.random.normal(kx, x.shape)
-                    E1 = E1 + q * jax.random.normal(ke, E.shape)
-                do = i < n_steps
-                return jnp.where(do, x1, x), jnp.where(do, E1, E)
-
-            return jax.lax.fori_loop(0, gap, body, (x, E))
-
-        def cycle(carry, inp):
-            x, E, first = carry
-            k = inp
-            k_fc, k_obs, k_an = jax.random.split(k, 3)
-            x, E = advance(k_fc, x, E, jnp.where(first, 1, gap))
-            y = jnp.arctan(x) + SIGMA * jax.random.normal(k_obs, x.shape)
-            E = analysis(k_an, E, y)
-            return (x, E, False), jnp.sqrt(jnp.mean((E.mean(0) - x) ** 2))
-
-        carry = (truth_start(k_x0), E0, True)
-        _, rmse = jax.lax.scan(cycle, carry, jax.random.split(k_cyc, p["cycles"]))
-        return rmse
+        series = observation_series(y, obs, n_steps=n_steps)
+        _, hist = assimilate(k_run, method, model, series, E0, truth=truth)
+        return hist.rmse_analysis
 
     keys = jax.random.split(jax.random.key(2024), args.seeds)
+    k_data, k_runs = jax.vmap(jax.random.split, out_axes=1)(keys)
+    truths, ys = jax.block_until_ready(jax.jit(jax.vmap(simulate))(k_data))  # same for all methods
     rows = []
-    for name, analysis in methods.values():
-        run = jax.jit(jax.vmap(lambda k, a=analysis: experiment(a, k)))
+    for name, method in methods.values():
+        run = jax.jit(jax.vmap(lambda k, x, y, m=method: experiment(m, k, x, y)))
         t0 = time.perf_counter()
-        compiled = run.lower(keys).compile()
+        compiled = run.lower(k_runs, truths, ys).compile()
         t_comp = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rmses = np.asarray(jax.block_until_ready(compiled(keys)))
+        rmses = np.asarray(jax.block_until_ready(compiled(k_runs, truths, ys)))
         t_run = time.perf_counter() - t0
         per_seed = np.mean(rmses[:, p["score_from"] :], axis=1)
         finite = np.isfinite(per_seed)
