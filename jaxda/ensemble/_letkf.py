@@ -217,9 +217,16 @@ def local_update(
         return mu + scale * (w @ a) + T @ a
 
     xs = (indices, coeffs, anomalies_t, mean)
-    if batch_size is None or batch_size >= indices.shape[0]:
+    p = indices.shape[0]
+    if batch_size is None or batch_size >= p:
         return jax.vmap(point)(xs)
-    return jax.lax.map(point, xs, batch_size=batch_size)
+    # Pad to whole batches: lax.map's separate remainder batch was seen to deadlock XLA:CPU's
+    # thread pool (n = 10,000, batch 4,096, several forced host devices). Padded grid points
+    # have no observations (coefficient 0) and are dropped.
+    pad = -p % batch_size
+    if pad:
+        xs = jax.tree.map(lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), xs)
+    return jax.lax.map(point, xs, batch_size=batch_size)[:p]
 
 
 def _check_local(local: LocalObs, n: int, m: int) -> None:
@@ -312,6 +319,11 @@ def _sharded_local_update(S, dw, local, A, mean, mesh, batch_size):
         At = jnp.pad(At, ((0, pad), (0, 0)))
         mean = jnp.pad(mean, (0, pad))
     rows = PartitionSpec(ax)
+    if jax.default_backend() == "cpu":
+        # One local analysis at a time on each CPU device: two batched LAPACK eigh calls running
+        # at once on XLA:CPU's shared thread pool (several host devices on one CPU) can wait on
+        # each other forever (seen with 2 and 4 forced host devices). The result is the same.
+        batch_size = 1
     f = jax.shard_map(
         lambda S_, dw_, i_, c_, a_, m_: local_update(S_, dw_, i_, c_, a_, m_, batch_size),
         mesh=mesh,
