@@ -32,7 +32,7 @@ from ..core import (
 )
 from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
-from ._localization import gaspari_cohn, periodic_distance
+from ._localization import gain_taper
 
 
 def perturbed_observations(
@@ -139,14 +139,9 @@ def enkf(
                 raise ValueError(
                     "EnKF localization needs observation locations (operator.locations)"
                 )
-            L = float(n if domain_length is None else domain_length)
-            grid = jnp.arange(n)[:, None]
-            d = (
-                periodic_distance(grid, loc[None, :], L)
-                if periodic
-                else jnp.abs(grid - loc[None, :])
-            )
-            taper = gaspari_cohn(d, localization_radius).astype(E.dtype)
+            taper = gain_taper(
+                n, loc, localization_radius, periodic, domain_length=domain_length
+            ).astype(E.dtype)
         Ea = enkf_analysis(
             key, E, y, obs, center_perturbations=center_perturbations, localization=taper
         )

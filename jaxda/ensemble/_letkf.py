@@ -46,7 +46,7 @@ from jaxtyping import Array, Float, Int
 from ..core import Method, analysis_info, check_ensemble, check_in_range, check_vector, is_concrete
 from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
-from ._localization import GC_SCALE, gaspari_cohn, periodic_distance
+from ._localization import GC_SCALE, gain_taper, gaspari_cohn
 
 
 class LocalObs(NamedTuple):
@@ -406,9 +406,9 @@ def letkf(
                 cutoff=cutoff,
             )
         # traced locations (a network that changes in time): every observation, tapered
-        sj = jnp.asarray(s)[:, None]
-        d = periodic_distance(sj, loc[None, :], L) if periodic else jnp.abs(sj - loc[None, :])
-        coeff = gaspari_cohn(d, localization_radius)
+        coeff = gain_taper(
+            n, loc, localization_radius, periodic, state_locations=s, domain_length=L
+        )
         coeff = jnp.where(coeff > cutoff, coeff, 0.0)
         idx = jnp.broadcast_to(jnp.arange(loc.shape[0], dtype=jnp.int32), coeff.shape)
         return LocalObs(idx, coeff)

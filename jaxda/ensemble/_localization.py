@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ..core import check_in_range, is_concrete
@@ -49,15 +48,29 @@ def periodic_distance(
     return jnp.minimum(d, length - d)
 
 
-def gain_taper(n: int, obs_indices, radius: float, periodic: bool = True) -> Float[Array, "n m"]:
+def gain_taper(
+    n: int,
+    obs_locations,
+    radius: float,
+    periodic: bool = True,
+    *,
+    state_locations=None,
+    domain_length: float | None = None,
+) -> Float[Array, "n m"]:
     r"""Localization matrix ``ρ`` (``n×m``) for a Schur product ``ρ ∘ K`` on the gain.
 
-    State variable ``i`` and observation ``j`` (located at grid index
-    ``obs_indices[j]``) are tapered by ``gaspari_cohn(dist(i, obs_indices[j]), radius)``.
+    State variable ``i`` (at ``state_locations[i]``, default the grid index ``i``) and
+    observation ``j`` (at ``obs_locations[j]``, which may be traced) are tapered by
+    ``gaspari_cohn(dist, radius)``, the distance taken on a ring of length ``domain_length``
+    (default ``n``) when ``periodic``. Used by the EnKF's gain localization and by the LETKF when
+    the observation network changes in time.
     """
-    if radius <= 0:
-        raise ValueError(f"localization radius must be positive, got {radius}")
-    idx = jnp.asarray(np.asarray(obs_indices))
-    grid = jnp.arange(n)[:, None]
-    d = periodic_distance(grid, idx[None, :], n) if periodic else jnp.abs(grid - idx[None, :])
+    loc = jnp.asarray(obs_locations)
+    s = jnp.arange(n) if state_locations is None else jnp.asarray(state_locations)
+    L = float(n if domain_length is None else domain_length)
+    d = (
+        periodic_distance(s[:, None], loc[None, :], L)
+        if periodic
+        else jnp.abs(s[:, None] - loc[None, :])
+    )
     return gaspari_cohn(d, radius)
