@@ -381,8 +381,6 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
 
         series = load_observations(args.observations, dt=setup.model.dt)
         truth = None
-        if series.obs.operator.check(setup.model.dim) is None and series.dim < 1:
-            raise ValueError("the observation file has no observations")
     else:
         data = simulate(k_data, setup)
         series, truth = data.observations, data.truth
@@ -398,12 +396,19 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
     bounds = np.linspace(0, K, n_chunks + 1).astype(int)
     keys = jax.random.split(k_run, n_chunks)
     state = method.init(E, series.fixed_obs())
+    pieces = [
+        (series.slice(int(a), int(b)), None if truth is None else truth[a:b])
+        for a, b in itertools.pairwise(bounds)
+    ]
+
+    def signature(piece):  # chunks of the same length and static structure share an executable
+        return len(piece[0]), jax.tree.structure(piece[0])
+
     t_compile = time.perf_counter()
-    for a, b in {(int(a), int(b)) for a, b in itertools.pairwise(bounds)}:
-        if b - a == bounds[1] - bounds[0] or b == K:
-            chunk.lower(
-                keys[0], state, series.slice(a, b), None if truth is None else truth[a:b]
-            ).compile()
+    compiled = {}
+    for piece in pieces:
+        if signature(piece) not in compiled:
+            compiled[signature(piece)] = chunk.lower(keys[0], state, *piece).compile()
     compile_s = time.perf_counter() - t_compile
 
     parts = []
@@ -413,13 +418,11 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
 
         bar = tqdm(total=K, unit="cycle", file=sys.stderr, desc=f"{args.method} {args.model}")
     t_run = time.perf_counter()
-    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-        state, h = chunk(
-            keys[i], state, series.slice(int(a), int(b)), None if truth is None else truth[a:b]
-        )
+    for i, piece in enumerate(pieces):
+        state, h = compiled[signature(piece)](keys[i], state, *piece)
         if bar is not None:
             jax.block_until_ready(state)
-            bar.update(int(b - a))
+            bar.update(len(piece[0]))
         parts.append(h)
     jax.block_until_ready(state)
     run_s = time.perf_counter() - t_run

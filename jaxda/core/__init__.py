@@ -11,7 +11,7 @@ from ._black_box import (
     not_traceable_error,
 )
 from ._checks import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
-from ._protocol import AnalysisInfo, EnsembleState, Method, analysis_info
+from ._protocol import AnalysisInfo, EnsembleState, Method, analysis_info, ensemble_init
 from ._status import (
     Status,
     first_failure,
@@ -32,6 +32,7 @@ __all__ = [
     "check_ensemble",
     "check_in_range",
     "check_vector",
+    "ensemble_init",
     "first_failure",
     "is_concrete",
     "not_traceable_as_type_error",

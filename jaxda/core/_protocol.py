@@ -51,6 +51,16 @@ class AnalysisInfo(NamedTuple):
     status: Int[Array, ""]
 
 
+def ensemble_init(ensemble: Array, obs: Any = None) -> EnsembleState:
+    """The ``init`` of methods that keep only their ensemble: checks it is ``(N, n)`` with
+    ``N >= 2`` and wraps it in :class:`EnsembleState` (``obs`` is not needed)."""
+    from ._checks import check_ensemble
+
+    del obs
+    check_ensemble(ensemble)
+    return EnsembleState(ensemble)
+
+
 def analysis_info(ensemble: Array, mask: Array) -> AnalysisInfo:
     """:class:`AnalysisInfo` of an analysis ensemble given the mask of present observations."""
     import jax.numpy as jnp

@@ -42,9 +42,9 @@ from ..core import (
     EnsembleState,
     Method,
     analysis_info,
-    check_ensemble,
     check_in_range,
     check_vector,
+    ensemble_init,
 )
 from ..observations import observed, whitened_residual
 from ._sde import SDE
@@ -135,11 +135,6 @@ def ensf(
     sde = ensf_sde(eps_alpha, eps_beta)
     h_fn = damping if damping is not None else (lambda t: 1.0 - t)
 
-    def init(ensemble, obs=None):
-        del obs
-        check_ensemble(ensemble, "ensemble", min_members=2)
-        return EnsembleState(ensemble)
-
     def step(key, state, y, obs):
         E = state.ensemble
         check_vector(y, "y", obs.dim)
@@ -185,4 +180,4 @@ def ensf(
         x, _ = jax.lax.scan(step, x, (jax.random.split(k1, n_steps), ts))
         return x
 
-    return Method(init, step)
+    return Method(ensemble_init, step)

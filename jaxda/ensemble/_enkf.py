@@ -29,6 +29,7 @@ from ..core import (
     check_ensemble,
     check_in_range,
     check_vector,
+    ensemble_init,
 )
 from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
@@ -124,11 +125,6 @@ def enkf(
             "localization_radius", localization_radius, 0.0, float("inf"), closed_low=False
         )
 
-    def init(ensemble, obs=None):
-        del obs
-        check_ensemble(ensemble)
-        return EnsembleState(ensemble)
-
     def step(key, state, y, obs):
         E = state.ensemble
         taper = None
@@ -147,4 +143,4 @@ def enkf(
         )
         return EnsembleState(Ea), analysis_info(Ea, observed(y))
 
-    return Method(init, step)
+    return Method(ensemble_init, step)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_vector
+from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_vector, ensemble_init
 from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
 from ._letkf import letkf_transform
@@ -99,14 +99,9 @@ def etkf() -> Method:
         ((5, 2), 0)
     """
 
-    def init(ensemble, obs=None):
-        del obs
-        check_ensemble(ensemble)
-        return EnsembleState(ensemble)
-
     def step(key, state, y, obs):
         del key
         Ea = etkf_analysis(state.ensemble, y, obs)
         return EnsembleState(Ea), analysis_info(Ea, observed(y))
 
-    return Method(init, step)
+    return Method(ensemble_init, step)
