@@ -116,7 +116,7 @@ def with_sharding(method: Method, mesh: Mesh, over: str = "state") -> Method:
             ensemble=jax.lax.with_sharding_constraint(state.ensemble, sharding)
         ), info
 
-    return Method(init, step)
+    return Method(init, step, method.forecast)
 
 
 __all__ = [

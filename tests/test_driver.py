@@ -116,7 +116,14 @@ def _run_etkf(series, E0, truth):
     record = lambda s: (s.ensemble.mean(0), jnp.cov(s.ensemble.T))  # noqa: E731
     return jax.jit(
         lambda E: assimilate(
-            jax.random.key(1), etkf(), model, series, E, truth=truth, record=record
+            jax.random.key(1),
+            etkf(),
+            model,
+            series,
+            E,
+            truth=truth,
+            record=record,
+            store_ensembles=True,
         )
     )(E0)
 
@@ -140,6 +147,9 @@ def test_etkf_is_the_kalman_filter_of_its_sample_moments(linear_problem):
     ref = exact_kalman(E0n.mean(0), np.cov(E0n.T), y)
     np.testing.assert_allclose(means, ref["ma"], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(covs, ref["Pa"], rtol=1e-8, atol=1e-10)
+    # the stored ensembles (store_ensembles=True)
+    np.testing.assert_allclose(hist.ensemble_analysis.mean(1), ref["ma"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(hist.ensemble_forecast.mean(1), ref["mf"], rtol=1e-9, atol=1e-9)
 
     # the history, against its definitions
     present = np.isfinite(y)
@@ -317,6 +327,11 @@ def test_wrappers_apply_their_post_processing():
         with_inflation(lambda k, E, y: E, 1.1)
     with pytest.raises(ValueError, match="rtps alpha"):
         with_rtps(etkf(), 1.5)
+    # a window method cycles its own window ensemble: wrapping it would do nothing
+    window = Method(etkf().init, etkf().step, lambda key, state, n, max_steps: state)
+    for wrap in (lambda m: with_inflation(m, 1.1), lambda m: with_rtps(m, 0.5), with_rotation):
+        with pytest.raises(ValueError, match="window method"):
+            wrap(window)
 
 
 # ---------------------------------------------------------------- registry

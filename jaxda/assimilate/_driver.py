@@ -55,6 +55,9 @@ class History(NamedTuple):
         rmse_forecast, rmse_analysis: RMSE of the ensemble mean to the truth (``None``
             without a truth).
         record: the stacked output of ``record(state)`` (``None`` without one).
+        ensemble_forecast, ensemble_analysis: ``(K, N, n)`` ensembles before and after each
+            analysis (``None`` unless ``store_ensembles=True``; e.g. for
+            :func:`jaxda.ensemble.ensemble_rts`).
     """
 
     time: Float[Array, " K"]
@@ -66,6 +69,8 @@ class History(NamedTuple):
     rmse_forecast: Float[Array, " K"] | None = None
     rmse_analysis: Float[Array, " K"] | None = None
     record: Any = None
+    ensemble_forecast: Float[Array, "K N n"] | None = None
+    ensemble_analysis: Float[Array, "K N n"] | None = None
 
 
 def ensemble_mean(state: Any) -> Float[Array, " n"]:
@@ -144,6 +149,7 @@ def assimilate(
     *,
     truth: Float[Array, "K n"] | None = None,
     record: Callable[[Any], Any] | None = None,
+    store_ensembles: bool = False,
 ) -> tuple[Any, History]:
     """Run ``method`` through all observation times: forecast ``n_steps[k]`` model steps, then
     ``method.step`` with that time's values and observation model.
@@ -158,6 +164,8 @@ def assimilate(
         truth: optional ``(K, n)`` true states at the observation times (twin experiments).
         record: optional ``record(state) -> pytree`` stored at every time (e.g. the analysis
             mean, ``ensemble_mean``); without it nothing of size ``n`` is stored per time.
+        store_ensembles: also store the whole forecast and analysis ensembles at every time
+            (``K·N·n`` values each), e.g. for the ensemble RTS smoother.
 
     Returns:
         ``(final_state, history)`` (:class:`History`). The values are cast to the ensemble's
@@ -197,11 +205,15 @@ def assimilate(
         k_key, y, n_steps, obs_k, xt = inp
         obs = observations.obs if obs_k is None else obs_k
         kf, ka = jax.random.split(k_key)
-        if steps is not None:
-            Ef = forecast(kf, model, state.ensemble, steps)
+        n = steps if steps is not None else n_steps
+        if method.forecast is not None:  # a window method propagates its own window
+            state = method.forecast(kf, state, n, None if steps is not None else max_steps)
+        elif steps is not None:
+            state = state._replace(ensemble=forecast(kf, model, state.ensemble, steps))
         else:
             Ef = forecast(kf, model, state.ensemble, n_steps, max_steps=max_steps)
-        state = state._replace(ensemble=Ef)
+            state = state._replace(ensemble=Ef)
+        Ef = state.ensemble
         innov, ratio = innovation_statistics(Ef, y, obs)
         mean_f = ensemble_mean(state)
         state, info = method.step(ka, state, y, obs)
@@ -215,6 +227,8 @@ def assimilate(
             rmse_forecast=None if xt is None else rmse(mean_f, xt),
             rmse_analysis=None if xt is None else rmse(ensemble_mean(state), xt),
             record=None if record is None else record(state),
+            ensemble_forecast=Ef if store_ensembles else None,
+            ensemble_analysis=state.ensemble if store_ensembles else None,
         )
         return state, h
 

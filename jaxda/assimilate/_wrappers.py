@@ -17,16 +17,23 @@ from ..core import Method, check_in_range, is_concrete, positive_or_error
 from ..ensemble import inflate, mean_and_anomalies, mean_preserving_rotation, rtps
 
 
-def _check_method(method) -> None:
+def _check_method(method, wrapper: str) -> None:
     if not isinstance(method, Method):
         raise TypeError(f"expected a jaxda.core.Method, got {type(method).__name__}")
+    if method.forecast is not None:
+        # A window method's state.ensemble is only its estimate at the latest observation
+        # time; what is cycled is its window-start ensemble, so the wrapper would do nothing.
+        raise ValueError(
+            f"{wrapper} cannot wrap a window method (iEnKS, 4D-Var, 4DEnVar): it keeps its own "
+            "window ensemble; use the method's inflation= / rotate= options"
+        )
 
 
 def with_inflation(method: Method, factor) -> Method:
     r"""Multiplicative inflation of the analysis anomalies by ``factor`` after each step
     (:func:`jaxda.ensemble.inflate`, DAPPER's ``infl``). ``factor`` may be traced (vmap or grad
     over it); it must be positive."""
-    _check_method(method)
+    _check_method(method, "with_inflation")
     if is_concrete(factor):
         positive_or_error("inflation factor", factor)
 
@@ -40,7 +47,7 @@ def with_inflation(method: Method, factor) -> Method:
 def with_rtps(method: Method, alpha) -> Method:
     """Relaxation to prior spread (Whitaker & Hamill 2012) with ``alpha`` in ``[0, 1]``
     (:func:`jaxda.ensemble.rtps`)."""
-    _check_method(method)
+    _check_method(method, "with_rtps")
     if is_concrete(alpha):
         check_in_range("rtps alpha", float(alpha), 0.0, 1.0)
 
@@ -55,7 +62,7 @@ def with_rtps(method: Method, alpha) -> Method:
 def with_rotation(method: Method) -> Method:
     """DAPPER's random mean-preserving rotation of the analysis anomalies
     (:func:`jaxda.ensemble.mean_preserving_rotation`), with its own split of the key."""
-    _check_method(method)
+    _check_method(method, "with_rotation")
 
     def step(key, state, y, obs):
         k_method, k_rot = jax.random.split(key)

@@ -13,8 +13,12 @@ A method is a pair of pure functions built by a factory, in the spirit of optax'
   (``n_obs``, ``status``, ``ess``...).
 
 The forecast between observation times is the driver's job
-(:func:`jaxda.assimilate.assimilate`); wrappers (:func:`jaxda.assimilate.with_inflation`...)
-take a method and return a method.
+(:func:`jaxda.assimilate.assimilate`), except for *window* methods (iEnKS, 4D-Var, 4DEnVar)
+that re-run their own model over a data-assimilation window: they provide
+``forecast(key, state, n_steps, max_steps) -> state``, which the driver calls instead of
+propagating ``state.ensemble`` (``n_steps`` model steps to the next observation time, a static
+``int`` or a traced count bounded by the static ``max_steps``). Wrappers
+(:func:`jaxda.assimilate.with_inflation`...) take a method and return a method.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from jaxtyping import Array, Float, Int
 
 
 class Method(NamedTuple):
-    """A sequential assimilation method: ``init(ensemble, obs=None)`` and
-    ``step(key, state, y, obs) -> (state, info)``."""
+    """A sequential assimilation method: ``init(ensemble, obs=None)``,
+    ``step(key, state, y, obs) -> (state, info)`` and, for window methods only,
+    ``forecast(key, state, n_steps, max_steps) -> state`` (``None``: the driver propagates
+    ``state.ensemble`` with its model)."""
 
     init: Callable[..., Any]
     step: Callable[..., tuple[Any, Any]]
+    forecast: Callable[..., Any] | None = None
 
 
 class EnsembleState(NamedTuple):
