@@ -5,7 +5,8 @@
    evaluations, final f, wall time after compile (median of repeats), compile time apart.
 2. Batched restarts: R vmapped BFGS restarts in one jit call vs a scipy BFGS loop.
 3. Variational DA: 3D-Var on Sakov 2008 L96 (B = 0.02 × climatological covariance from a
-   long free run; DAPPER Var3D reports 0.41), and 4D-Var vs 3D-Var with obs every 4 steps.
+   long free run; DAPPER Var3D reports 0.41). Sliding-window 4D-Var is compared with DAPPER in
+   ``bench_window_methods.py``.
 
 Run:  python benchmarks/bench_gradient_based.py [--restarts 1000] [--cycles 10400] [--quick]
 """
@@ -13,7 +14,6 @@ Run:  python benchmarks/bench_gradient_based.py [--restarts 1000] [--cycles 1040
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
@@ -26,14 +26,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.optimize as so  # noqa: E402
 
-from jaxda.experiments import run_filter, sakov2008, simulate, twin_experiment  # noqa: E402
+from jaxda.experiments import sakov2008, twin_experiment  # noqa: E402
 from jaxda.models import lorenz96  # noqa: E402
 from jaxda.optimize import bfgs, newton  # noqa: E402
 from jaxda.variational import (  # noqa: E402
     background_covariance,
     climatological_covariance,
-    fourdvar_experiment,
-    make_3dvar,
+    var3d,
 )
 
 
@@ -113,39 +112,18 @@ def batched(R, n, gtol):
     }
 
 
-def variational(n_cycles, sparse_cycles):
+def variational(n_cycles):
     t0 = time.perf_counter()
     C = climatological_covariance(lorenz96(40), n_steps=20_000, spinup=1_000)
     out = {"clim_time": time.perf_counter() - t0}
     setup = sakov2008(n_cycles=n_cycles, burn_in=400)
     B = background_covariance(cov=0.02 * C)
-    run = jax.jit(
-        lambda k: twin_experiment(k, setup, make_3dvar(setup.obs, B, members="collapse"), 2)
-    )
+    run = jax.jit(lambda k: twin_experiment(k, setup, var3d(B, members="collapse"), 2))
     keys = jax.random.split(jax.random.key(0), 3)
     t0 = time.perf_counter()
     r = [float(run(k).rmse_analysis) for k in keys]
     out["3dvar_rmse"] = r
     out["3dvar_time"] = time.perf_counter() - t0
-    # sparse observations: every 4 steps; 3D-Var vs 4D-Var on the same data
-    sp = dataclasses.replace(sakov2008(n_cycles=sparse_cycles, burn_in=100), obs_every=4)
-    res = {}
-    key = jax.random.key(1)
-    data = simulate(key, sp)
-    E0 = jnp.broadcast_to(sp.center, (2, 40))
-    w = 5
-    for xB in (0.02, 0.05, 0.1):
-        Bx = background_covariance(cov=xB * C)
-        _, h3 = jax.jit(
-            lambda E, Bx=Bx: run_filter(
-                key, sp, make_3dvar(sp.obs, Bx, members="collapse"), E, data
-            )
-        )(E0)
-        r3 = float(np.asarray(h3.rmse_analysis).reshape(-1, w)[:, -1][sp.burn_in // w :].mean())
-        t0 = time.perf_counter()
-        r4 = jax.jit(lambda k, Bx=Bx: fourdvar_experiment(k, sp, w, Bx, data=data, gtol=1e-4))(key)
-        res[xB] = (r3, float(r4.rmse_analysis), float(r4.rmse_smoother), time.perf_counter() - t0)
-    out["sparse"] = res
     return out
 
 
@@ -153,11 +131,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--restarts", type=int, default=1000)
     ap.add_argument("--cycles", type=int, default=10_400)
-    ap.add_argument("--sparse-cycles", type=int, default=1_000)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:
-        a.restarts, a.cycles, a.sparse_cycles = 100, 2_000, 300
+        a.restarts, a.cycles = 100, 2_000
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, CPUs {os.cpu_count()}")
     gtol = 1e-8
 
@@ -188,19 +165,13 @@ def main():
     print(f"\nspeed-up scipy/jaxda (batched, after compile): {b['t_scipy'] / b['t_jax']:.1f}x")
 
     print(f"\n## 3D-Var, Sakov 2008 L96 ({a.cycles} cycles, burn-in 400, B = 0.02 x clim. cov.)\n")
-    v = variational(a.cycles, a.sparse_cycles)
+    v = variational(a.cycles)
     r = v["3dvar_rmse"]
     print(
         f"time-mean analysis RMSE over 3 seeds: {', '.join(f'{x:.3f}' for x in r)} "
         f"(mean {np.mean(r):.3f}; DAPPER Var3D xB=0.02: 0.41); {v['3dvar_time']:.1f} s incl. compile"
     )
-    print(f"\n## 4D-Var vs 3D-Var, obs every 4 steps ({a.sparse_cycles} cycles, window 5 obs)\n")
-    print(
-        "| xB | 3D-Var RMSE (window ends) | 4D-Var RMSE (window ends) | 4D-Var smoother RMSE | 4D-Var time (s) |"
-    )
-    print("|---|---|---|---|---|")
-    for xB, (r3, r4, rs, t) in v["sparse"].items():
-        print(f"| {xB} | {r3:.3f} | {r4:.3f} | {rs:.3f} | {t:.1f} |")
+    print("\n(4D-Var with sliding windows: benchmarks/bench_window_methods.py)")
 
 
 if __name__ == "__main__":

@@ -36,10 +36,10 @@ from .assimilate import (
 )
 from .core import Status, status_message
 from .experiments import TwinSetup, initial_ensemble, sakov2008, sakov2012, simulate
+from .models import smoothed_record
 from .observations import from_callable, observation_model
 
 MODELS = ("lorenz63", "lorenz96")
-WINDOW_METHODS = ("4dvar",)
 
 # CLI flag -> factory option it sets (only accepted by methods whose factory takes it).
 _METHOD_FLAGS = {
@@ -50,6 +50,8 @@ _METHOD_FLAGS = {
     "jitter": "--jitter",
     "resample_threshold": "--resample-threshold",
     "n_steps": "--sampler-steps",
+    "lag": "--lag",
+    "shift": "--shift",
 }
 
 # Defaults per (model, method): the published tunings of DAPPER's benchmark setups
@@ -61,12 +63,16 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz96", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
     ("lorenz96", "pf"): {"N": 100, "jitter": 0.8},
     ("lorenz96", "3dvar"): {"N": 1, "xb": 0.02},
+    ("lorenz96", "ienks"): {"N": 25, "inflation": 1.2, "rotate": True},
+    ("lorenz96", "4dvar"): {"N": 1, "xb": 0.2},
     ("lorenz63", "enkf"): {"N": 10, "inflation": 1.02},
     ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02},
     ("lorenz63", "letkf"): {"N": 10, "inflation": 1.02, "localization_radius": 1e9},
     ("lorenz63", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
     ("lorenz63", "pf"): {"N": 100, "jitter": 0.8},
     ("lorenz63", "3dvar"): {"N": 1, "xb": 0.02},
+    ("lorenz63", "ienks"): {"N": 10, "inflation": 1.02, "rotate": True},
+    ("lorenz63", "4dvar"): {"N": 1, "xb": 0.1},
 }
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
 
@@ -122,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="assimilate with a registered method (twin experiment or real observations)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    methods = available_methods() + list(WINDOW_METHODS)
+    methods = available_methods()
     run.add_argument("--model", default="lorenz96", choices=MODELS, help="forecast model")
     run.add_argument("--method", default="enkf", choices=methods, help="assimilation method")
     run.add_argument(
@@ -193,10 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="3D/4D-Var: B = xb * C_clim (default 0.02 3D-Var, 0.05 4D-Var)",
     )
     run.add_argument(
-        "--window",
-        type=_positive_int("window"),
+        "--lag",
+        type=_positive_int("lag"),
         default=None,
-        help="4D-Var: observation times per window (default 5)",
+        help="window methods (ienks, 4dvar): window length in observation intervals",
+    )
+    run.add_argument(
+        "--shift",
+        type=_positive_int("shift"),
+        default=None,
+        help="window methods: observation times between analyses (<= --lag)",
     )
     run.add_argument(
         "--eps-alpha",
@@ -274,29 +286,13 @@ def _validate(args: argparse.Namespace) -> None:
                 )
         if args.rotate:
             raise ValueError(f"--rotate does not apply to {method}")
-    if method != "4dvar" and args.window is not None:
-        raise ValueError("--window applies to 4dvar only")
-    if method == "4dvar":
-        for opt, flag in _METHOD_FLAGS.items():
-            if opt != "xb" and _flag_value(args, flag) is not None:
-                raise ValueError(f"{flag} does not apply to 4dvar")
-        for flag, v in (
-            ("--plot", args.plot),
-            ("--output", args.output),
-            ("--observations", args.observations),
-        ):
-            if v is not None:
-                raise ValueError(
-                    f"{flag} is not available with 4dvar (it runs its own window cycling)"
-                )
-    else:
-        valid = method_options(method)
-        for opt, flag in _METHOD_FLAGS.items():
-            if _flag_value(args, flag) is not None and opt not in valid:
-                users = sorted(m for m in available_methods() if opt in method_options(m))
-                raise ValueError(
-                    f"{flag} does not apply to {method} (it applies to {', '.join(users)})"
-                )
+    valid = method_options(method)
+    for opt, flag in _METHOD_FLAGS.items():
+        if _flag_value(args, flag) is not None and opt not in valid:
+            users = sorted(m for m in available_methods() if opt in method_options(m))
+            raise ValueError(
+                f"{flag} does not apply to {method} (it applies to {', '.join(users)})"
+            )
     if args.observations is not None and not os.path.exists(args.observations):
         raise ValueError(f"--observations {args.observations}: file does not exist")
     _check_output_path("--plot", args.plot)
@@ -343,12 +339,17 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
         v = _flag_value(args, flag)
         if v is not None:
             options[opt] = v
+    # window methods (iEnKS) inflate and rotate their window-start ensemble themselves
+    own = "inflation" in valid
+    if own:
+        options["inflation"] = inflation
+        options["rotate"] = bool(args.rotate or options.get("rotate", False))
     method = make_method(args.method, context={"model": setup.model}, **options)
-    if inflation != 1.0:
+    if inflation != 1.0 and not own:
         method = with_inflation(method, inflation)
     if args.rtps is not None:
         method = with_rtps(method, args.rtps)
-    if args.rotate:
+    if args.rotate and not own:
         method = with_rotation(method)
     if N < 2 and args.method not in _ENSEMBLE_FREE:
         raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")
@@ -356,7 +357,7 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
         "ensemble_size": N,
         "inflation": inflation,
         "rtps": args.rtps or 0.0,
-        "rotate": args.rotate,
+        "rotate": bool(args.rotate or options.get("rotate", False)),
         **options,
     }
     return method, settings
@@ -368,8 +369,6 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     setup = make_setup(args)
-    if args.method == "4dvar":
-        return _run_4dvar(args, setup), None
     method, settings = build_method(args, setup)
     N = settings["ensemble_size"]
 
@@ -386,7 +385,10 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         series, truth = data.observations, data.truth
     E = initial_ensemble(k_init, setup, N)
     K = len(series)
+    window = method.forecast is not None  # iEnKS, 4D-Var: also score the smoother
     record = ensemble_mean if args.output else None
+    if record is None and window and truth is not None:
+        record = smoothed_record
 
     def chunk_fn(key, state, s, xt):
         return assimilate(key, method, setup.model, s, state, truth=xt, record=record)
@@ -456,49 +458,18 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         summary["finite"] = summary["finite"] and bool(
             np.all(np.isfinite(np.asarray(hist.rmse_analysis)))
         )
+        if record is smoothed_record:
+            summary["rmse_smoother"] = smoother_rmse(hist.record, truth, b)
     return summary, (hist, state, series, truth)
 
 
-def _run_4dvar(args: argparse.Namespace, setup: TwinSetup) -> dict:
-    """Strong-constraint 4D-Var cycled over windows of ``--window`` observation times."""
-    from .experiments import fourdvar_experiment
-    from .variational import background_covariance, climatological_covariance
-
-    window = args.window or 5
-    if setup.n_cycles < window:
-        raise ValueError(f"--cycles must be >= --window ({window}), got {setup.n_cycles}")
-    t0 = time.perf_counter()
-    xb = args.xb or 0.05
-    B = background_covariance(cov=xb * climatological_covariance(setup.model))
-    key = jax.random.key(args.seed)
-    t_compile = time.perf_counter()
-    compiled = jax.jit(lambda k: fourdvar_experiment(k, setup, window, B)).lower(key).compile()
-    compile_s = time.perf_counter() - t_compile
-    t_run = time.perf_counter()
-    res = jax.block_until_ready(compiled(key))
-    run_s = time.perf_counter() - t_run
-    statuses = np.asarray(res.history.status)
-    return {
-        "model": args.model,
-        "method": "4dvar",
-        "dim": setup.model.dim,
-        "ensemble_size": 1,
-        "window": window,
-        "xb": xb,
-        "cycles": setup.n_cycles,
-        "burn_in": setup.burn_in,
-        "seed": args.seed,
-        "rmse_analysis": float(res.rmse_analysis),
-        "rmse_smoother": float(res.rmse_smoother),
-        "rmse_forecast": float(res.rmse_forecast),
-        "spread_analysis": 0.0,
-        "status": Status(int(statuses[statuses != 0][0]) if np.any(statuses != 0) else 0).name,
-        "finite": bool(np.isfinite(float(res.rmse_analysis))),
-        "compile_seconds": compile_s,
-        "run_seconds": run_s,
-        "cycles_per_second": setup.n_cycles / run_s if run_s > 0 else float("inf"),
-        "seconds": time.perf_counter() - t0,
-    }
+def smoother_rmse(record, truth, burn_in: int) -> float:
+    """Time-mean RMSE of a window method's smoother estimates (:func:`smoothed_record`) at the
+    observation times they refer to, from ``burn_in`` on."""
+    idx, means = (np.asarray(a) for a in record)
+    keep = idx >= burn_in
+    err = means[keep] - np.asarray(truth)[idx[keep]]
+    return float(np.mean(np.sqrt(np.mean(err**2, axis=1))))
 
 
 def plot_history(path: str, hist, summary: dict) -> None:
@@ -539,6 +510,8 @@ def _table(summary: dict) -> str:
             ("analysis RMSE (time mean)", f"{summary['rmse_analysis']:.4f}"),
             ("forecast RMSE (time mean)", f"{summary['rmse_forecast']:.4f}"),
         ]
+    if "rmse_smoother" in summary:
+        rows += [("smoother RMSE (time mean)", f"{summary['rmse_smoother']:.4f}")]
     rows += [
         ("analysis spread", f"{summary['spread_analysis']:.4f}"),
         ("innovation ratio (≈1)", f"{summary.get('innovation_ratio', float('nan')):.3f}"),

@@ -104,8 +104,9 @@ def test_cli_warns_on_divergence(capsys):
         (["run", "--method", "enkf", "--eps-beta", "0.1"], "--eps-beta does not apply to enkf"),
         (["run", "--method", "enkf", "--jitter", "0.5"], "--jitter does not apply to enkf"),
         (["run", "--method", "3dvar", "-N", "5"], "--ensemble-size does not apply to 3dvar"),
-        (["run", "--method", "4dvar", "--plot", "x.png"], "--plot is not available with 4dvar"),
-        (["run", "--method", "etkf", "--window", "3"], "--window applies to 4dvar only"),
+        (["run", "--method", "etkf", "--lag", "3"], "--lag does not apply to etkf"),
+        (["run", "--method", "ienks", "--lag", "1", "--shift", "2"], "shift (2) must not exceed"),
+        (["run", "--method", "ienks", "--rtps", "0.5"], "cannot wrap a window method"),
         (["run", "--plot", "/nonexistent/dir/x.png"], "directory /nonexistent/dir does not exist"),
         (["run", "--output", "/nonexistent/dir/x.nc"], "directory /nonexistent/dir does not exist"),
         (["run", "--observations", "/nonexistent.nc"], "file does not exist"),
@@ -138,24 +139,17 @@ def test_cli_help_documents_every_option_with_its_default(capsys):
     assert "(default: lorenz96)" in text and "letkf" in text
 
 
-@pytest.mark.parametrize("method", ["3dvar", "4dvar"])
-def test_cli_variational_methods(method, capsys):
-    argv = [
-        "run",
-        "--method",
-        method,
-        "--dim",
-        "10",
-        "--cycles",
-        "20",
-        "--obs-every",
-        "2",
-        "--json",
-    ]
-    assert main(argv) == 0
+@pytest.mark.parametrize(
+    "method", [["3dvar"], ["4dvar", "--lag", "2"], ["ienks", "--lag", "2", "--shift", "2"]]
+)
+def test_cli_variational_and_window_methods(method, capsys):
+    argv = ["run", "--method", *method, "--dim", "10", "--cycles", "20", "--obs-every", "2"]
+    assert main([*argv, "--json", *QUIET]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["method"] == method
+    assert out["method"] == method[0]
     assert 0 < out["rmse_analysis"] < 2.0
+    if method[0] != "3dvar":  # window methods also report their smoother
+        assert 0 < out["rmse_smoother"] < 2.0 and out["lag"] == 2
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ SETTINGS = {
     "pf": ({"jitter": 0.5}, 30),
     "ensf": ({"n_steps": 20, "standardize": True, "eps_beta": 0.5}, 10),
     "3dvar": ({"B": background_covariance(std=0.5, dim=n)}, 1),
+    "ienks": ({"lag": 2, "max_steps": 3}, 10),
+    "4dvar": ({"lag": 2, "B": background_covariance(std=0.5, dim=n), "max_steps": 3}, 1),
 }
 
 
@@ -46,7 +48,7 @@ def _problem(dtype, K=8):
 
 def _method(name):
     options, N = SETTINGS[name]
-    return make_method(name, **options), N
+    return make_method(name, context={"model": MODEL}, **options), N
 
 
 def test_every_registered_method_has_settings():
@@ -66,7 +68,7 @@ def test_conformance(name):
         traces.append(1)
         return method.step(key, state, y, obs)
 
-    counted = Method(method.init, counted_step)
+    counted = Method(method.init, counted_step, method.forecast)
     run = jax.jit(lambda key, E, s: assimilate(key, counted, MODEL, s, E))
     final, hist = run(jax.random.key(1), E0, series)
     assert len(traces) == 1  # one trace for all 8 cycles

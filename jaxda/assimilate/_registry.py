@@ -20,8 +20,8 @@ from typing import Any
 
 from ..core import Method
 from ..diffusion import ensf
-from ..ensemble import enkf, etkf, letkf, particle_filter
-from ..variational import var3d
+from ..ensemble import enkf, etkf, ienks, letkf, particle_filter
+from ..variational import var3d, var4d
 
 CONTEXT = ("model",)
 
@@ -98,3 +98,5 @@ register("letkf", letkf)
 register("pf", particle_filter)
 register("ensf", ensf)
 register("3dvar", var3d)
+register("ienks", ienks)
+register("4dvar", var4d)

@@ -22,6 +22,7 @@ from ._esmda import (
     normalize_alpha,
 )
 from ._etkf import etkf, etkf_analysis, etkf_transform, mean_preserving_rotation
+from ._ienks import ienks
 from ._ies import IESResult, ies, ies_kalman, step_length_schedule
 from ._inflation import inflate, rtps
 from ._letkf import (
@@ -77,6 +78,7 @@ __all__ = [
     "gaspari_cohn",
     "geometric_alpha",
     "grid_posterior",
+    "ienks",
     "ies",
     "ies_kalman",
     "inflate",

@@ -1,6 +1,5 @@
 """Twin experiments from the literature (truth simulation, scoring) on top of the driver."""
 
-from ._fourdvar import FourDVarHistory, FourDVarResult, fourdvar_experiment
 from ._twin import (
     TwinData,
     TwinResult,
@@ -14,12 +13,9 @@ from ._twin import (
 )
 
 __all__ = [
-    "FourDVarHistory",
-    "FourDVarResult",
     "TwinData",
     "TwinResult",
     "TwinSetup",
-    "fourdvar_experiment",
     "initial_ensemble",
     "sakov2008",
     "sakov2012",

@@ -16,6 +16,20 @@ from ._integrate import (
     with_noise,
 )
 from ._lorenz import Lorenz63, Lorenz96, lorenz63, lorenz63_rhs, lorenz96, lorenz96_rhs
+from ._window import (
+    Window,
+    WindowInfo,
+    WindowState,
+    check_window_options,
+    empty_window,
+    propagate,
+    run_window,
+    slide,
+    smoothed_record,
+    window_drop,
+    window_method,
+    window_push,
+)
 
 __all__ = [
     "AdditiveNoise",
@@ -24,13 +38,25 @@ __all__ = [
     "Lorenz63",
     "Lorenz96",
     "Model",
+    "Window",
+    "WindowInfo",
+    "WindowState",
+    "check_window_options",
+    "empty_window",
     "forecast",
     "from_callable",
     "lorenz63",
     "lorenz63_rhs",
     "lorenz96",
     "lorenz96_rhs",
+    "propagate",
     "rk4_step",
+    "run_window",
+    "slide",
+    "smoothed_record",
     "trajectory",
+    "window_drop",
+    "window_method",
+    "window_push",
     "with_noise",
 ]

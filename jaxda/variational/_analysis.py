@@ -67,6 +67,24 @@ def climatological_covariance(
     return jnp.cov(xs, rowvar=False)
 
 
+def static_background(
+    B: Any, model: Model | None, xb: float, n_climatology: int, who: str = "this method"
+) -> Any:
+    """``B`` as given (checked against ``model.dim`` when a model is given), or, when ``B`` is
+    ``None``, ``xb`` times the climatological covariance of a free run of ``model``
+    (DAPPER's ``xB``)."""
+    if B is None:
+        if model is None:
+            raise ValueError(f"{who} needs B= or a model= to build a climatological B")
+        check_in_range("xb", xb, 0.0, float("inf"), closed_low=False)
+        return background_covariance(
+            cov=xb * climatological_covariance(model, n_steps=n_climatology)
+        )
+    if model is not None:
+        as_background(B, model.dim)
+    return B
+
+
 def threedvar_analysis(
     xb: Float[Array, " n"],
     y: Float[Array, " m"],
@@ -154,13 +172,7 @@ def var3d(
     """
     if members not in ("shift", "collapse"):
         raise ValueError(f'members must be "shift" or "collapse", got {members!r}')
-    if B is None:
-        if model is None:
-            raise ValueError("3D-Var needs B= or a model= to build a climatological B")
-        check_in_range("xb", xb, 0.0, float("inf"), closed_low=False)
-        B = background_covariance(cov=xb * climatological_covariance(model, n_steps=n_climatology))
-    elif model is not None:
-        as_background(B, model.dim)
+    B = static_background(B, model, xb, n_climatology, "3D-Var")
 
     def init(ensemble, obs=None):
         del obs
