@@ -52,9 +52,11 @@ from ._problems import (
     lorenz96_parameter_problem,
     nonlinear_scalar_problem,
 )
+from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
 
 __all__ = [
     "ESMDAResult",
+    "EnKSState",
     "IESResult",
     "InverseProblem",
     "LETKFState",
@@ -67,6 +69,9 @@ __all__ = [
     "bootstrap_particle_filter",
     "enkf",
     "enkf_analysis",
+    "enks",
+    "enks_record",
+    "ensemble_rts",
     "ensemble_solve",
     "esmda",
     "esmda_perturbations",
@@ -105,6 +110,7 @@ __all__ = [
     "pf_trajectories",
     "rtps",
     "scaled_anomalies",
+    "smoothed_ensembles",
     "step_length_schedule",
     "systematic_resample",
 ]
