@@ -5,6 +5,11 @@ forms), analyses (:func:`threedvar_analysis`, :func:`fourdvar_analysis`), the
 method :func:`var3d` for the driver, and :func:`climatological_covariance` for a
 climatological ``B``. (The cycled 4D-Var twin experiment is
 :func:`jaxda.experiments.fourdvar_experiment`.)
+
+Window-level analyses for cycling: :func:`fourdenvar_analysis` (4DEnVar: 4D-Var in the span
+of the forecast ensemble's perturbations, no adjoint, optionally localized with
+:func:`localization_sqrt` and hybrid with a static ``B``) and :func:`weak_fourdvar_analysis`
+(weak-constraint 4D-Var with model-error forcing, cost :func:`weak_fourdvar_cost`).
 """
 
 from ._analysis import (
@@ -25,20 +30,28 @@ from ._costs import (
     threedvar_cost_cv,
     window_trajectory,
 )
+from ._fourdenvar import FourDEnVarResult, fourdenvar_analysis, localization_sqrt
+from ._weak import WeakFourDVarResult, weak_fourdvar_analysis, weak_fourdvar_cost
 
 __all__ = [
+    "FourDEnVarResult",
     "Var3DInfo",
+    "WeakFourDVarResult",
     "as_background",
     "background_covariance",
     "climatological_covariance",
+    "fourdenvar_analysis",
     "fourdvar_analysis",
     "fourdvar_cost",
     "fourdvar_cost_cv",
+    "localization_sqrt",
     "observation_term",
     "sqrt_apply",
     "threedvar_analysis",
     "threedvar_cost",
     "threedvar_cost_cv",
     "var3d",
+    "weak_fourdvar_analysis",
+    "weak_fourdvar_cost",
     "window_trajectory",
 ]
