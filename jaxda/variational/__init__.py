@@ -5,6 +5,11 @@ forms), analyses (:func:`threedvar_analysis`, :func:`fourdvar_analysis`), the
 method :func:`var3d` for the driver, and :func:`climatological_covariance` for a
 climatological ``B``; :func:`var4d`, cycled 4D-Var with a sliding window (lag and shift) as a
 window method for the driver.
+
+Window-level analyses for cycling: :func:`fourdenvar_analysis` (4DEnVar: 4D-Var in the span
+of the forecast ensemble's perturbations, no adjoint, optionally localized with
+:func:`localization_sqrt` and hybrid with a static ``B``) and :func:`weak_fourdvar_analysis`
+(weak-constraint 4D-Var with model-error forcing, cost :func:`weak_fourdvar_cost`).
 """
 
 from ._analysis import (
@@ -26,16 +31,22 @@ from ._costs import (
     threedvar_cost_cv,
     window_trajectory,
 )
+from ._fourdenvar import FourDEnVarResult, fourdenvar_analysis, localization_sqrt
 from ._var4d import var4d
+from ._weak import WeakFourDVarResult, weak_fourdvar_analysis, weak_fourdvar_cost
 
 __all__ = [
+    "FourDEnVarResult",
     "Var3DInfo",
+    "WeakFourDVarResult",
     "as_background",
     "background_covariance",
     "climatological_covariance",
+    "fourdenvar_analysis",
     "fourdvar_analysis",
     "fourdvar_cost",
     "fourdvar_cost_cv",
+    "localization_sqrt",
     "observation_term",
     "sqrt_apply",
     "static_background",
@@ -44,5 +55,7 @@ __all__ = [
     "threedvar_cost_cv",
     "var3d",
     "var4d",
+    "weak_fourdvar_analysis",
+    "weak_fourdvar_cost",
     "window_trajectory",
 ]
