@@ -28,6 +28,7 @@ SETTINGS = {
     "pf": ({"jitter": 0.5}, 30),
     "ensf": ({"n_steps": 20, "standardize": True, "eps_beta": 0.5}, 10),
     "3dvar": ({"B": background_covariance(std=0.5, dim=n)}, 1),
+    "enks": ({"lag": 2}, 10),
     "ienks": ({"lag": 2, "max_steps": 3}, 10),
     "4dvar": ({"lag": 2, "B": background_covariance(std=0.5, dim=n), "max_steps": 3}, 1),
 }

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxda.assimilate import assimilate, with_inflation
+from jaxda.assimilate import assimilate, with_inflation, with_rotation
 from jaxda.ensemble import (
     EnKSState,
     enkf,
@@ -307,3 +307,12 @@ def test_smoothed_ensembles_rejects_bad_inputs():
         smoothed_ensembles(jnp.zeros((4, 5, 3)), state)
     with pytest.raises(TypeError, match="EnKSState"):
         smoothed_ensembles(jnp.zeros((4, 5, 2)), etkf().init(jnp.zeros((5, 2))))
+
+
+def test_rotation_refuses_an_enks():
+    """A random rotation of the current members would silently break the lag buffer."""
+    method = with_rotation(enks(1))
+    E = jnp.arange(12.0).reshape(4, 3) ** 1.5
+    obs = observation_model(identity(3), obs_std=1.0)
+    with pytest.raises(ValueError, match="ensemble smoother"):
+        method.step(jax.random.key(0), method.init(E, obs), jnp.ones(3), obs)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core import Method
 from ..diffusion import ensf
-from ..ensemble import enkf, etkf, ienks, letkf, particle_filter
+from ..ensemble import enkf, enks, etkf, ienks, letkf, particle_filter
 from ..variational import var3d, var4d
 
 CONTEXT = ("model",)
@@ -98,5 +98,6 @@ register("letkf", letkf)
 register("pf", particle_filter)
 register("ensf", ensf)
 register("3dvar", var3d)
+register("enks", enks)
 register("ienks", ienks)
 register("4dvar", var4d)

@@ -65,6 +65,11 @@ def with_rotation(method: Method) -> Method:
     _check_method(method, "with_rotation")
 
     def step(key, state, y, obs):
+        if hasattr(state, "lagged"):  # an EnKS: its lag buffer would lose the members' order
+            raise ValueError(
+                "with_rotation cannot wrap an ensemble smoother: rotating the current members "
+                "breaks their correspondence with the buffered analyses"
+            )
         k_method, k_rot = jax.random.split(key)
         state, info = method.step(k_method, state, y, obs)
         E = state.ensemble

@@ -123,7 +123,7 @@ def enks(lag: int, *, update: str = "sqrt", center_perturbations: bool = True) -
     Wrappers (:func:`jaxda.assimilate.with_inflation`...) act on ``state.ensemble`` only, the
     ensemble the driver forecasts; the buffer keeps the analyses as computed. Inflation keeps
     the members' correspondence between the buffer and the next forecasts, but a random
-    rotation (``with_rotation``) breaks it: do not rotate an EnKS.
+    rotation would break it: ``with_rotation`` refuses an EnKS.
 
     Args:
         lag: number of past observation times updated by each analysis (a non-negative int).
