@@ -196,8 +196,10 @@ def esmda_init(
         key: PRNG key for the observation perturbations.
         prior: prior ensemble, ``(N, n)`` array or pytree with leading member axis.
         y: data ``(m,)``; ``nan`` entries are not observed.
-        noise, obs_std, obs_cov, mask, alpha, normalize, inversion, truncation,
-            localization, perturbations: as in :func:`jaxda.ensemble.esmda`.
+        noise, obs_std, obs_cov, mask: observation noise and mask, as in
+            :func:`jaxda.ensemble.esmda`.
+        alpha, normalize: the inflation factors, as in :func:`jaxda.ensemble.esmda`.
+        inversion, truncation, localization, perturbations: as in :func:`jaxda.ensemble.esmda`.
 
     Returns:
         :class:`ESMDAState`, whose :func:`esmda_ask` is the prior.
