@@ -1,5 +1,17 @@
 """Ensemble data assimilation: EnKF, ETKF, LETKF, inflation, localization, smoothers, particle filter."""
 
+from ._ask_tell import (
+    ESMDAState,
+    IESState,
+    esmda_ask,
+    esmda_init,
+    esmda_result,
+    esmda_tell,
+    ies_ask,
+    ies_init,
+    ies_result,
+    ies_tell,
+)
 from ._core import (
     ObsSpace,
     ensemble_solve,
@@ -34,7 +46,7 @@ from ._letkf import (
     local_observations,
     local_update,
 )
-from ._localization import gain_taper, gaspari_cohn, periodic_distance
+from ._localization import distance_localization, gain_taper, gaspari_cohn, periodic_distance
 from ._particle_filter import (
     PFInfo,
     PFResult,
@@ -56,8 +68,10 @@ from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ens
 
 __all__ = [
     "ESMDAResult",
+    "ESMDAState",
     "EnKSState",
     "IESResult",
+    "IESState",
     "InverseProblem",
     "LETKFState",
     "LocalObs",
@@ -67,6 +81,7 @@ __all__ = [
     "PFState",
     "SmootherHistory",
     "bootstrap_particle_filter",
+    "distance_localization",
     "enkf",
     "enkf_analysis",
     "enks",
@@ -74,7 +89,11 @@ __all__ = [
     "ensemble_rts",
     "ensemble_solve",
     "esmda",
+    "esmda_ask",
+    "esmda_init",
     "esmda_perturbations",
+    "esmda_result",
+    "esmda_tell",
     "esmda_update",
     "etkf",
     "etkf_analysis",
@@ -85,7 +104,11 @@ __all__ = [
     "grid_posterior",
     "ienks",
     "ies",
+    "ies_ask",
+    "ies_init",
     "ies_kalman",
+    "ies_result",
+    "ies_tell",
     "inflate",
     "kalman_gain",
     "kalman_increments",

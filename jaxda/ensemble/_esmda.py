@@ -49,6 +49,18 @@ are first decoupled (``R_{om} = 0``), so that the observed ones keep their corre
 the observed entries uses ``chol(R_{oo})``). With every observation missing the prior is
 returned unchanged.
 
+**Simulators that are not JAX.** ``forward`` is traced (vmapped inside ``lax.scan``).
+A NumPy function, a subprocess or any other Python code can be passed through
+:func:`jaxda.black_box`, a :func:`jax.pure_callback` wrapper: with ``vectorized=True`` it
+is called once per assimilation with the whole ``(N, n)`` ensemble as a NumPy array and
+returns the ``(N, m)`` predictions (a ``nan`` row for a failed member); it is not
+differentiable (see the example of :func:`esmda`). When the simulator must drive the
+loop itself (a cluster queue, restarts, days per run), use the ask/tell form
+:func:`jaxda.ensemble.esmda_init` / :func:`~jaxda.ensemble.esmda_ask` /
+:func:`~jaxda.ensemble.esmda_tell` (:mod:`jaxda.ensemble._ask_tell`), which runs the
+same update. :func:`jaxda.ensemble.distance_localization` builds ``localization=`` from
+the coordinates of the parameters and of the data.
+
 References:
     Emerick & Reynolds (2013), *Ensemble smoother with multiple data assimilation*,
     Computers & Geosciences 55, 3-15.
@@ -375,11 +387,31 @@ def _update_and_roll_back(forward, unravel, m, E, Y, active, observed, scale, *u
         E, Y, y, noise, eps, alpha, active, observed, inversion, truncation, localization
     )
     Y_new = _predict(forward, unravel, E_new, m)
+    return _roll_back(E, Y, active, E_new, Y_new, observed, scale)
+
+
+def _roll_back(E, Y, active, E_new, Y_new, observed, scale):
+    """Accept the updated members ``E_new`` with their predictions ``Y_new``, except those whose
+    new predictions (or parameters) fail: they keep ``E``, ``Y`` and are dropped from then on.
+
+    Returns ``(E, Y, active, step)`` with ``step = rms(E_new - E) / scale`` over the members
+    still active. Shared by the JAX loops and the ask/tell form (:mod:`._ask_tell`).
+    """
     newly = active & ~_active_rows(E_new, Y_new, observed)
     E_new = jnp.where(newly[:, None], E, E_new)  # roll failed members back
     Y_new = jnp.where(newly[:, None], Y, Y_new)
     active = active & ~newly
     return E_new, Y_new, active, _rms_change(E_new, E, active) / scale
+
+
+def _initial_statistics(E0, Y0, y, observed, theta):
+    """Active members of the prior, the step scale ``spread(E_0)`` (1 when zero) and the
+    history entry 0 ``(misfit, member misfit, spread, nan, nan)``."""
+    active0 = _active_rows(E0, Y0, observed)
+    scale = _spread(E0, active0)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    nan = jnp.asarray(jnp.nan, E0.dtype)
+    return active0, scale, (*_history_entry(E0, Y0, y, observed, active0, theta), nan, nan)
 
 
 def _update(E, Y, y, noise, eps, alpha, active, observed, inversion, truncation, localization):
@@ -594,6 +626,69 @@ def esmda_update(
     )
 
 
+class _ESMDASetup(NamedTuple):
+    """Validated inputs of an ES-MDA run (shared by :func:`esmda` and the ask/tell form)."""
+
+    E0: Array  # (N, n) flat prior in the working dtype
+    unravel: Callable  # flat member -> one member of the prior's structure
+    y: Array  # (m,) data, 0 at missing entries
+    observed: Array  # (m,) mask
+    noise: Noise  # decoupled observation noise (see _decouple)
+    theta: Array  # (m,) observation std of the (undecoupled) noise
+    alphas: Array  # (Na,) inflation factors
+    perturbations: Array  # (Na, N, m) unscaled ε
+
+
+def _esmda_setup(
+    key, prior, y, noise, obs_std, obs_cov, mask, alpha, normalize,
+    inversion, truncation, localization, perturbations,
+) -> _ESMDASetup:  # fmt: skip
+    """Check and resolve the arguments of :func:`esmda` (everything except the model)."""
+    _check_bool(normalize, "normalize")
+    y, observed = _observations(y, mask)
+    m = y.shape[0]
+    E0, unravel = _flatten_ensemble(prior)
+    _check_common(E0, m, inversion, truncation, localization)
+    noise = _resolve_noise(noise, obs_std, obs_cov, m)
+    alphas = _resolve_alpha(alpha, normalize)
+    N = E0.shape[0]
+    n_a = alphas.shape[0]
+    if perturbations is None:
+        perturbations = esmda_perturbations(key, noise, n_a, N)
+    elif jnp.shape(perturbations) != (n_a, N, m):
+        raise ValueError(
+            f"perturbations must have shape (N_a, N, m)={(n_a, N, m)}, got {jnp.shape(perturbations)}"
+        )
+    else:
+        _check_finite("perturbations", perturbations)
+    dtype = jnp.result_type(E0.dtype, y.dtype)
+    return _ESMDASetup(
+        E0.astype(dtype),
+        unravel,
+        y,
+        observed,
+        _decouple(noise, observed),
+        noise.std,
+        alphas,
+        jnp.asarray(perturbations),
+    )
+
+
+def _esmda_result(E, Y, active, too_few, n_steps, history, alphas, unravel) -> ESMDAResult:
+    """Assemble :class:`ESMDAResult` from the final state of an ES-MDA run."""
+    too_few = too_few | (jnp.sum(active) < 2)
+    failed = ~active
+    return ESMDAResult(
+        _unflatten_ensemble(E, unravel),
+        Y,
+        history,
+        n_steps,
+        _combine_status(too_few, failed),
+        failed,
+        alphas,
+    )
+
+
 # --------------------------------------------------------------------------- ES-MDA
 @catch_not_traceable("forward", "the forward model")
 def esmda(
@@ -662,36 +757,35 @@ def esmda(
         ...             jnp.array([1.0]), obs_std=0.1, alpha=4)
         >>> out.posterior.shape, out.history.misfit.shape, int(out.status)
         ((50, 2), (5,), 0)
+
+        A simulator written in NumPy (or one that runs an external program) enters through
+        :func:`jaxda.black_box`; ``vectorized=True`` hands it the whole ensemble, one call
+        for the prior and one per assimilation:
+
+        >>> import numpy as np
+        >>> from jaxda import black_box
+        >>> calls = []
+        >>> def simulator(X):                        # X: (N, n) NumPy array
+        ...     calls.append(X.shape)
+        ...     return X[:, :1] + X[:, 1:] ** 2        # (N, m); a nan row = failed member
+        >>> g = black_box(simulator, (1,), vectorized=True)
+        >>> out_np = esmda(jax.random.key(1), g, prior, jnp.array([1.0]), obs_std=0.1,
+        ...                alpha=4)
+        >>> calls == [(50, 2)] * 5, bool(jnp.allclose(out_np.posterior, out.posterior))
+        (True, True)
     """
     _check_key(key)
     _check_callable(forward)
-    _check_bool(normalize, "normalize")
     _check_bool(throw, "throw")
-    y, observed = _observations(y, mask)
+    setup = _esmda_setup(
+        key, prior, y, noise, obs_std, obs_cov, mask, alpha, normalize,
+        inversion, truncation, localization, perturbations,
+    )  # fmt: skip
+    E0, unravel, y, observed, wnoise, theta = setup[:6]
     m = y.shape[0]
-    E0, unravel = _flatten_ensemble(prior)
-    _check_common(E0, m, inversion, truncation, localization)
-    noise = _resolve_noise(noise, obs_std, obs_cov, m)
-    alphas = _resolve_alpha(alpha, normalize)
-    N = E0.shape[0]
-    n_a = alphas.shape[0]
-    if perturbations is None:
-        perturbations = esmda_perturbations(key, noise, n_a, N)
-    elif jnp.shape(perturbations) != (n_a, N, m):
-        raise ValueError(
-            f"perturbations must have shape (N_a, N, m)={(n_a, N, m)}, got {jnp.shape(perturbations)}"
-        )
-    else:
-        _check_finite("perturbations", perturbations)
-    dtype = jnp.result_type(E0.dtype, y.dtype)
-    E0 = E0.astype(dtype)
-    wnoise = _decouple(noise, observed)
-    theta = noise.std
     Y0 = _predict(forward, unravel, E0, m)
-    active0 = _active_rows(E0, Y0, observed)
-    scale = _spread(E0, active0)
-    scale = jnp.where(scale > 0, scale, 1.0)
-    nan = jnp.asarray(jnp.nan, dtype)
+    active0, scale, h0 = _initial_statistics(E0, Y0, y, observed, theta)
+    nan = jnp.asarray(jnp.nan, E0.dtype)
 
     class Carry(NamedTuple):
         E: Array
@@ -710,24 +804,15 @@ def esmda(
         hist = (*_history_entry(E, Y, y, observed, active, theta), nan, step)
         return Carry(E, Y, active, c.too_few | ~ok, c.n_steps + ok), hist
 
-    h0 = (*_history_entry(E0, Y0, y, observed, active0, theta), nan, nan)
     init = Carry(E0, Y0, active0, jnp.array(False), jnp.array(0, jnp.int32))
-    out, hist = jax.lax.scan(body, init, (alphas, perturbations))
+    out, hist = jax.lax.scan(body, init, (setup.alphas, setup.perturbations))
     history = SmootherHistory(
         *(
-            jnp.concatenate([jnp.reshape(h0_, (1,)).astype(dtype), h])
+            jnp.concatenate([jnp.reshape(h0_, (1,)).astype(E0.dtype), h])
             for h0_, h in zip(h0, hist, strict=True)
         )
     )
-    too_few = out.too_few | (jnp.sum(out.active) < 2)
-    failed = ~out.active
-    result = ESMDAResult(
-        _unflatten_ensemble(out.E, unravel),
-        out.Y,
-        history,
-        out.n_steps,
-        _combine_status(too_few, failed),
-        failed,
-        alphas,
+    result = _esmda_result(
+        out.E, out.Y, out.active, out.too_few, out.n_steps, history, setup.alphas, unravel
     )
     return raise_on_failure(result) if throw else result

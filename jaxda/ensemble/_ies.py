@@ -57,8 +57,10 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -83,7 +85,7 @@ from ._esmda import (
     _observations,
     _predict,
     _resolve_noise,
-    _rms_change,
+    _roll_back,
     _spread,
     _unflatten_ensemble,
     _update_and_roll_back,
@@ -205,6 +207,130 @@ def _result(out, unravel) -> IESResult:
 
 
 # --------------------------------------------------------------------- subspace IES
+class _IESProblem(eqx.Module):
+    """Validated inputs of a subspace IES run (shared by :func:`ies` and the ask/tell form)."""
+
+    Ef: Array  # (N, n) flat prior
+    X: Array  # (N, n) scaled prior anomalies of the finite prior members
+    D: Array  # (N, m) fixed perturbed data y + ε (0 + ε at missing entries)
+    y: Array  # (m,) data, 0 at missing entries
+    observed: Array  # (m,) mask
+    noise: Noise  # decoupled observation noise
+    theta: Array  # (m,) observation std
+    tol: Array
+    unravel: Callable = eqx.field(static=True)
+    gamma: Callable = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+
+class _IESCarry(NamedTuple):
+    i: Array  # updates made
+    W: Array  # (N, N) ensemble-space coefficients, E = Ef + W X
+    E: Array
+    Y: Array
+    Rw: Array  # whitened residuals g(E) - D
+    history: SmootherHistory
+    converged: Array
+    active: Array
+
+
+def _ies_setup(
+    key, prior, y, noise, obs_std, obs_cov, mask, step_length, max_steps, tol, perturbations
+) -> _IESProblem:
+    """Check and resolve the arguments of :func:`ies` (everything except the model)."""
+    y, observed = _observations(y, mask)
+    m = y.shape[0]
+    Ef, unravel = _flatten_ensemble(prior)
+    _check_steps(max_steps, tol)
+    noise = _resolve_noise(noise, obs_std, obs_cov, m)
+    gamma = _resolve_step(step_length)
+    dtype = jnp.result_type(Ef.dtype, y.dtype)
+    Ef = Ef.astype(dtype)
+    N = Ef.shape[0]
+    eps = _fixed_perturbations(key, noise, N, m, perturbations)
+    prior_ok = jnp.all(jnp.isfinite(Ef), axis=1)
+    _, X = _mean_anomalies(Ef, prior_ok)
+    return _IESProblem(
+        Ef, X, y + eps, y, observed, _decouple(noise, observed), noise.std,
+        jnp.asarray(tol), unravel, gamma, int(max_steps),
+    )  # fmt: skip
+
+
+def _ies_sensitivity(p: _IESProblem, W, E, Y, active):
+    """Ensemble-average sensitivity ``S_i`` (``N×m``, not yet whitened)."""
+    N, n = p.Ef.shape
+    _, St = _mean_anomalies(jnp.where(p.observed, Y, 0.0), active)  # Π g(E_i)/√(N_a-1)
+
+    def least_squares(_):  # regression on the active members' current anomalies
+        _, Xi = _mean_anomalies(E, active)
+        if n < N - 1:
+            return p.X @ (jnp.linalg.pinv(Xi) @ St)
+        return (p.X @ Xi.T) @ (jnp.linalg.pinv(Xi @ Xi.T, hermitian=True) @ St)
+
+    if n < N - 1:  # static branch: least squares, as the paper prescribes
+        return least_squares(None)
+
+    def omega(_):  # all members active: Ω_i = I + Π W_i/√(N-1)
+        PiW = W - jnp.mean(W, axis=0)
+        return jnp.linalg.solve(jnp.eye(N, dtype=W.dtype) + PiW / jnp.sqrt(N - 1.0), St)
+
+    return jax.lax.cond(jnp.all(active), omega, least_squares, None)
+
+
+def _ies_diagnostics(p: _IESProblem, W, E, Y, active):
+    """History entry ``(misfit, member misfit, spread, cost)`` and whitened residuals."""
+    use = active[:, None] & p.observed
+    Rw = jnp.where(p.observed, p.noise.whiten(jnp.where(use, Y - p.D, 0.0)), 0.0)
+    per = 0.5 * jnp.sum(W**2, axis=1) + 0.5 * jnp.sum(Rw**2, axis=1)
+    cost = jnp.sum(jnp.where(active, per, 0.0)) / jnp.maximum(jnp.sum(active), 1)
+    return (*_history_entry(E, Y, p.y, p.observed, active, p.theta), cost), Rw
+
+
+def _ies_start(p: _IESProblem, Y0) -> tuple[_IESCarry, Array]:
+    """Initial carry from the prior predictions ``Y0``, and the step scale ``spread(E_0)``."""
+    N = p.Ef.shape[0]
+    dtype = p.Ef.dtype
+    active0 = _active_rows(p.Ef, Y0, p.observed)
+    scale = _spread(p.Ef, active0)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    W0 = jnp.zeros((N, N), dtype)
+    h0, Rw0 = _ies_diagnostics(p, W0, p.Ef, Y0, active0)
+    hist0 = _set(_empty_history(p.max_steps, dtype), 0, (*h0, jnp.nan))
+    init = _IESCarry(jnp.array(0, jnp.int32), W0, p.Ef, Y0, Rw0, hist0, jnp.array(False), active0)
+    return init, scale
+
+
+def _ies_running(p: _IESProblem, c: _IESCarry):
+    """Another update is due: below ``max_steps``, not converged, two or more active members."""
+    return (c.i < p.max_steps) & ~c.converged & (jnp.sum(c.active) >= 2)
+
+
+def _ies_propose(p: _IESProblem, c: _IESCarry):
+    """The Gauss–Newton step: new coefficients ``W`` and members ``E = E_f + W X``."""
+    N, m = p.D.shape
+    S = jnp.where(p.observed, p.noise.whiten(_ies_sensitivity(p, c.W, c.E, c.Y, c.active)), 0.0)
+    grad = c.W + c.Rw @ S.T  # rows: ∇J(w_j)ᵀ
+    if m < N:  # Woodbury: (I + ŜŜᵀ)^{-1} = I - Ŝ (I_m + ŜᵀŜ)^{-1} Ŝᵀ, an m×m solve
+        cf = jsl.cho_factor(jnp.eye(m, dtype=S.dtype) + S.T @ S, lower=True)
+        Z = grad - jsl.cho_solve(cf, (grad @ S).T).T @ S.T
+    else:
+        Z = ensemble_solve(S, grad.T).T  # (I + ŜŜᵀ)^{-1} ∇J, as rows
+    W = jnp.where(c.active[:, None], c.W - p.gamma(c.i + 1) * Z, c.W)
+    return W, p.Ef + W @ p.X
+
+
+def _ies_accept(p: _IESProblem, c: _IESCarry, W, E, Y, scale) -> _IESCarry:
+    """Take the proposed ``(W, E)`` with their predictions ``Y``; members whose predictions
+    fail are rolled back and dropped; record the history and the convergence test."""
+    newly = c.active & ~_active_rows(E, Y, p.observed)
+    W = jnp.where(newly[:, None], c.W, W)  # roll failed members back
+    E, Y, active, step = _roll_back(c.E, c.Y, c.active, E, Y, p.observed, scale)
+    h, Rw = _ies_diagnostics(p, W, E, Y, active)
+    i = c.i + 1
+    history = _set(c.history, i, (*h, step))
+    return _IESCarry(i, W, E, Y, Rw, history, step <= p.tol, active)
+
+
 @catch_not_traceable("forward", "the forward model")
 def ies(
     key: Array,
@@ -258,93 +384,16 @@ def ies(
     _check_key(key)
     _check_callable(forward)
     _check_bool(throw, "throw")
-    y, observed = _observations(y, mask)
-    m = y.shape[0]
-    Ef, unravel = _flatten_ensemble(prior)
-    _check_steps(max_steps, tol)
-    noise = _resolve_noise(noise, obs_std, obs_cov, m)
-    gamma = _resolve_step(step_length)
-    dtype = jnp.result_type(Ef.dtype, y.dtype)
-    Ef = Ef.astype(dtype)
-    N, n = Ef.shape
-    eps = _fixed_perturbations(key, noise, N, m, perturbations)
-    D = y + eps
-    wnoise = _decouple(noise, observed)
-    theta = noise.std
-    prior_ok = jnp.all(jnp.isfinite(Ef), axis=1)
-    _, X = _mean_anomalies(Ef, prior_ok)
-    sq = jnp.sqrt(N - 1.0)
+    p = _ies_setup(key, prior, y, noise, obs_std, obs_cov, mask, step_length, max_steps, tol,
+                   perturbations)  # fmt: skip
+    m = p.y.shape[0]
+    init, scale = _ies_start(p, _predict(forward, p.unravel, p.Ef, m))
 
-    def sensitivity(W, E, Y, active):
-        _, St = _mean_anomalies(jnp.where(observed, Y, 0.0), active)  # Π g(E_i)/√(N_a-1)
+    def body(c: _IESCarry) -> _IESCarry:
+        W, E = _ies_propose(p, c)
+        return _ies_accept(p, c, W, E, _predict(forward, p.unravel, E, m), scale)
 
-        def least_squares(_):  # regression on the active members' current anomalies
-            _, Xi = _mean_anomalies(E, active)
-            if n < N - 1:
-                return X @ (jnp.linalg.pinv(Xi) @ St)
-            return (X @ Xi.T) @ (jnp.linalg.pinv(Xi @ Xi.T, hermitian=True) @ St)
-
-        if n < N - 1:  # static branch: least squares, as the paper prescribes
-            return least_squares(None)
-
-        def omega(_):  # all members active: Ω_i = I + Π W_i/√(N-1)
-            PiW = W - jnp.mean(W, axis=0)
-            return jnp.linalg.solve(jnp.eye(N, dtype=dtype) + PiW / sq, St)
-
-        return jax.lax.cond(jnp.all(active), omega, least_squares, None)
-
-    def diagnostics(W, E, Y, active):
-        use = active[:, None] & observed
-        Rw = jnp.where(observed, wnoise.whiten(jnp.where(use, Y - D, 0.0)), 0.0)
-        per = 0.5 * jnp.sum(W**2, axis=1) + 0.5 * jnp.sum(Rw**2, axis=1)
-        cost = jnp.sum(jnp.where(active, per, 0.0)) / jnp.maximum(jnp.sum(active), 1)
-        return (*_history_entry(E, Y, y, observed, active, theta), cost), Rw
-
-    class Carry(NamedTuple):
-        i: Array
-        W: Array
-        E: Array
-        Y: Array
-        Rw: Array
-        history: SmootherHistory
-        converged: Array
-        active: Array
-
-    Y0 = _predict(forward, unravel, Ef, m)
-    active0 = _active_rows(Ef, Y0, observed)
-    scale = _spread(Ef, active0)
-    scale = jnp.where(scale > 0, scale, 1.0)
-    W0 = jnp.zeros((N, N), dtype)
-    h0, Rw0 = diagnostics(W0, Ef, Y0, active0)
-    hist0 = _set(_empty_history(max_steps, dtype), 0, (*h0, jnp.nan))
-    init = Carry(jnp.array(0, jnp.int32), W0, Ef, Y0, Rw0, hist0, jnp.array(False), active0)
-
-    def cond(c: Carry):
-        return (c.i < max_steps) & ~c.converged & (jnp.sum(c.active) >= 2)
-
-    def body(c: Carry) -> Carry:
-        S = jnp.where(observed, wnoise.whiten(sensitivity(c.W, c.E, c.Y, c.active)), 0.0)
-        grad = c.W + c.Rw @ S.T  # rows: ∇J(w_j)ᵀ
-        if m < N:  # Woodbury: (I + ŜŜᵀ)^{-1} = I - Ŝ (I_m + ŜᵀŜ)^{-1} Ŝᵀ, an m×m solve
-            cf = jsl.cho_factor(jnp.eye(m, dtype=dtype) + S.T @ S, lower=True)
-            Z = grad - jsl.cho_solve(cf, (grad @ S).T).T @ S.T
-        else:
-            Z = ensemble_solve(S, grad.T).T  # (I + ŜŜᵀ)^{-1} ∇J, as rows
-        W = jnp.where(c.active[:, None], c.W - gamma(c.i + 1) * Z, c.W)
-        E = Ef + W @ X
-        Y = _predict(forward, unravel, E, m)
-        newly = c.active & ~_active_rows(E, Y, observed)
-        W = jnp.where(newly[:, None], c.W, W)  # roll failed members back
-        E = jnp.where(newly[:, None], c.E, E)
-        Y = jnp.where(newly[:, None], c.Y, Y)
-        active = c.active & ~newly
-        step = _rms_change(E, c.E, active) / scale
-        h, Rw = diagnostics(W, E, Y, active)
-        i = c.i + 1
-        history = _set(c.history, i, (*h, step))
-        return Carry(i, W, E, Y, Rw, history, step <= tol, active)
-
-    result = _result(jax.lax.while_loop(cond, body, init), unravel)
+    result = _result(jax.lax.while_loop(partial(_ies_running, p), body, init), p.unravel)
     return raise_on_failure(result) if throw else result
 
 
