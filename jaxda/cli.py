@@ -65,6 +65,7 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz96", "3dvar"): {"N": 1, "xb": 0.02},
     ("lorenz96", "ienks"): {"N": 25, "inflation": 1.2, "rotate": True},
     ("lorenz96", "4dvar"): {"N": 1, "xb": 0.2},
+    ("lorenz96", "4denvar"): {"N": 10, "inflation": 1.05, "localization_radius": 4.0},
     ("lorenz63", "enkf"): {"N": 10, "inflation": 1.02},
     ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02},
     ("lorenz63", "letkf"): {"N": 10, "inflation": 1.02, "localization_radius": 1e9},
@@ -73,6 +74,7 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz63", "3dvar"): {"N": 1, "xb": 0.02},
     ("lorenz63", "ienks"): {"N": 10, "inflation": 1.02, "rotate": True},
     ("lorenz63", "4dvar"): {"N": 1, "xb": 0.1},
+    ("lorenz63", "4denvar"): {"N": 10, "inflation": 1.02},
 }
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
 

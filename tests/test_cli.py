@@ -140,7 +140,13 @@ def test_cli_help_documents_every_option_with_its_default(capsys):
 
 
 @pytest.mark.parametrize(
-    "method", [["3dvar"], ["4dvar", "--lag", "2"], ["ienks", "--lag", "2", "--shift", "2"]]
+    "method",
+    [
+        ["3dvar"],
+        ["4dvar", "--lag", "2"],
+        ["ienks", "--lag", "2", "--shift", "2"],
+        ["4denvar", "--lag", "2", "-N", "8"],
+    ],
 )
 def test_cli_variational_and_window_methods(method, capsys):
     argv = ["run", "--method", *method, "--dim", "10", "--cycles", "20", "--obs-every", "2"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core import Method
 from ..diffusion import ensf
-from ..ensemble import enkf, enks, etkf, ienks, letkf, particle_filter
+from ..ensemble import enkf, enks, etkf, fourdenvar, ienks, letkf, particle_filter
 from ..variational import var3d, var4d
 
 CONTEXT = ("model",)
@@ -101,3 +101,4 @@ register("3dvar", var3d)
 register("enks", enks)
 register("ienks", ienks)
 register("4dvar", var4d)
+register("4denvar", fourdenvar)

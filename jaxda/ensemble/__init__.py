@@ -24,6 +24,7 @@ from ._core import (
     scaled_anomalies,
 )
 from ._enkf import enkf, enkf_analysis, perturbed_observations
+from ._envar import fourdenvar
 from ._esmda import (
     ESMDAResult,
     SmootherHistory,
@@ -98,6 +99,7 @@ __all__ = [
     "etkf",
     "etkf_analysis",
     "etkf_transform",
+    "fourdenvar",
     "gain_taper",
     "gaspari_cohn",
     "geometric_alpha",

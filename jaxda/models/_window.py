@@ -135,9 +135,9 @@ class WindowState(NamedTuple):
 
 
 class WindowInfo(NamedTuple):
-    """Per-time diagnostics of a window method: ``n_obs`` (observations assimilated, 0 when
-    there is no update at this time), ``status``, ``n_steps`` (outer iterations, 0 without
-    update) and ``updated``."""
+    """Per-time diagnostics of a window method: ``n_obs`` (observations present at this time;
+    with ``shift > 1`` they are assimilated at the next update), ``status``, ``n_steps`` (outer
+    iterations, 0 without update) and ``updated``."""
 
     n_obs: Int[Array, ""]
     status: Int[Array, ""]
@@ -227,17 +227,18 @@ def window_method(
                 state.index - state.window.count,
                 state.index,
             )
-            return new, jnp.asarray(n_steps, jnp.int32), jnp.sum(mask).astype(jnp.int32)
+            return new, jnp.asarray(n_steps, jnp.int32)
 
         def wait(state):
-            return state._replace(ys=ys, n_new=n_new), zero, zero
+            return state._replace(ys=ys, n_new=n_new), zero
 
         if shift == 1:
-            new, n_steps, n_obs = update(state)
+            new, n_steps = update(state)
             updated = jnp.ones((), bool)
         else:
             updated = n_new == shift
-            new, n_steps, n_obs = jax.lax.cond(updated, update, wait, state)
+            new, n_steps = jax.lax.cond(updated, update, wait, state)
+        n_obs = jnp.sum(jnp.isfinite(y)).astype(jnp.int32)
         ok = jnp.all(jnp.isfinite(new.ensemble)) & jnp.all(jnp.isfinite(new.start))
         status = jnp.where(ok, Status.SUCCESS, Status.NONFINITE).astype(jnp.int32)
         return new, WindowInfo(n_obs, status, n_steps, updated)
