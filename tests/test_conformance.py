@@ -30,7 +30,7 @@ SETTINGS = {
     "3dvar": ({"B": background_covariance(std=0.5, dim=n)}, 1),
     "enks": ({"lag": 2}, 10),
     "ienks": ({"lag": 2, "max_steps": 3}, 10),
-    "4denvar": ({"lag": 2, "localization_radius": 2.0, "n_outer": 2}, 10),
+    "4denvar": ({"lag": 2, "localization_radius": 2.0}, 10),
     "4dvar": ({"lag": 2, "B": background_covariance(std=0.5, dim=n), "max_steps": 3}, 1),
 }
 
