@@ -195,3 +195,45 @@ def test_fourdenvar_beats_the_letkf_at_small_ensembles():
     envar = score(fourdenvar(setup.model, localization_radius=4.0, inflation=1.05))
     local = score(infl(letkf(localization_radius=4.0), 1.05))
     assert envar < 0.9 * local < 0.9, (envar, local)
+
+
+def test_weak_constraint_var4d_windows_are_exact_smoothers(problem):
+    """Weak-constraint 4D-Var (``Q=``) on a linear model: each window's analysis of the
+    start state and of the model-error forcings is dense Gaussian conditioning of
+    ``(x_start, η_1..η_c)`` on the window's newest observation, and the window slides along
+    the analysed trajectory, forcing included."""
+    model, series, y, E0 = problem
+    lag = 2
+    Bstd, Qstd = np.array([1.0, 0.7, 1.3]), np.array([0.3, 0.5, 0.2])
+    method = var4d(
+        model,
+        lag=lag,
+        B=background_covariance(std=jnp.asarray(Bstd)),
+        Q=background_covariance(std=jnp.asarray(Qstd)),
+        max_steps=2,
+    )
+    x0 = np.asarray(E0).mean(0)
+    _, hist = assimilate(
+        jax.random.key(0), method, model, series, jnp.asarray(x0)[None], record=smoothed_record
+    )
+    idx, means = (np.asarray(a) for a in hist.record)
+    Ms = np.linalg.matrix_power(MT, STEPS)
+    xb, start = x0, -1
+    for j in range(K):
+        c = j - start  # intervals in the window; control (x_start, eta_1..eta_c)
+        blocks = [H @ np.linalg.matrix_power(Ms, c)]
+        blocks += [H @ np.linalg.matrix_power(Ms, c - k) for k in range(1, c + 1)]
+        G = np.concatenate(blocks, axis=1)
+        prior_cov = np.diag(np.concatenate([Bstd**2] + [Qstd**2] * c))
+        prior_mean = np.concatenate([xb, np.zeros(n * c)])
+        ok = np.isfinite(y[j])
+        G, R = G[ok], np.diag(R_STD[ok] ** 2)
+        gain = np.linalg.solve(G @ prior_cov @ G.T + R, G @ prior_cov).T
+        post = prior_mean + gain @ (y[j][ok] - G @ prior_mean)
+        xs, eta1 = post[:n], post[n : 2 * n]
+        assert idx[j] == start
+        np.testing.assert_allclose(means[j], xs, rtol=1e-9, atol=1e-9)
+        if c == lag:  # full window: slide along the analysed trajectory
+            xb, start = Ms @ xs + eta1, start + 1
+        else:
+            xb = xs

@@ -164,8 +164,9 @@ def window_method(
     model: Model,
     lag: int,
     shift: int,
-    analysis: Callable[..., tuple[Array, Array, Array]],
+    analysis: Callable[..., tuple[Array, ...]],
     start_of: Callable[[Array], Array] = lambda E: E,
+    slides: bool = False,
 ):
     r"""Build the ``init``/``step``/``forecast`` of a window method around its ``analysis``.
 
@@ -175,8 +176,11 @@ def window_method(
     entries) and returns the estimate at the latest time and its iteration count; the window
     start then slides forward so the next window again spans ``lag`` intervals. Between
     updates ``step`` only stores the observations. ``start_of(ensemble)`` maps the initial
-    ensemble to what is cycled (e.g. its mean for 4D-Var). Returns ``(init, step, forecast)``
-    for :class:`jaxda.core.Method`.
+    ensemble to what is cycled (e.g. its mean for 4D-Var). With ``slides=True`` the analysis
+    moves the start itself (e.g. with its estimated model error):
+    ``analysis(key, start, window, ys, mask, obs, d) -> (start_new, start_slid, now, n_steps)``
+    with ``d`` the number of intervals to slide. Returns ``(init, step, forecast)`` for
+    :class:`jaxda.core.Method`.
     """
     check_window_options(model, lag, shift)
 
@@ -212,11 +216,17 @@ def window_method(
         zero = jnp.zeros((), jnp.int32)
 
         def update(state):
-            start, now, n_steps = analysis(key, state.start, state.window, ys, mask, obs)
             d = jnp.maximum(state.window.count - (lag - shift), 0)
-            slid, window = jax.vmap(lambda x: slide(model, x, state.window, d), out_axes=(0, None))(
-                start
-            )
+            if slides:
+                start, slid, now, n_steps = analysis(
+                    key, state.start, state.window, ys, mask, obs, d
+                )
+                window = window_drop(state.window, d)
+            else:
+                start, now, n_steps = analysis(key, state.start, state.window, ys, mask, obs)
+                slid, window = jax.vmap(
+                    lambda x: slide(model, x, state.window, d), out_axes=(0, None)
+                )(start)
             new = WindowState(
                 jnp.broadcast_to(now, state.ensemble.shape).astype(state.ensemble.dtype),
                 slid,

@@ -18,6 +18,14 @@ Gauss–Newton iterations; its documented scores on Lorenz-96 Sakov 2008 observe
 forms the ``n×n`` tangent-linear image of ``L``: meant for moderate ``n`` (for large ``n``
 use :func:`fourdvar_analysis`, BFGS with the adjoint).
 
+**Weak constraint** (``Q=``, Trémolet 2006): the model is imperfect, ``x_k = M(x_{k-1}) +
+η_k`` per observation interval with ``η_k ~ N(0, Q)``; the control adds the forcings,
+:math:`η_k = L_Q e_k`, with the term :math:`\tfrac12\sum_k\|e_k\|^2`, and the same
+Gauss–Newton iterations run on ``(w, e_1..e_L)`` (``n·(L+1)`` tangent-linear runs per
+iteration). The window slides along the analysed trajectory, forcings included, and the
+analysis at the latest time is that trajectory's end. On a linear model each window is the
+exact Kalman smoother of its observations with process noise ``Q`` (tested).
+
 The state's ``ensemble`` is the analysis at the latest observation time (every member equal),
 ``start``/``smoothed`` are ``(1, n)``; see :class:`jaxda.models.WindowState`.
 
@@ -48,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Method
-from ..models import Model, check_window_options, run_window, window_method
+from ..models import Model, check_window_options, propagate, run_window, window_method
 from ..observations import ObservationModel, fill_missing, whitened_residual
 from ._analysis import static_background
 from ._costs import as_background, sqrt_apply
@@ -62,6 +70,7 @@ def var4d(
     B: Any = None,
     xb: float = 1.0,
     n_climatology: int = 20_000,
+    Q: Any = None,
     max_steps: int = 10,
     tol: float = 0.0,
 ) -> Method:
@@ -76,6 +85,8 @@ def var4d(
             ``xb`` times the climatological covariance of a free run of ``model``.
         xb: scale of the climatological ``B`` (DAPPER's ``xB``).
         n_climatology: length of the free run for the climatological ``B``.
+        Q: model-error covariance per observation interval (what :func:`as_background`
+            accepts): weak-constraint 4D-Var (module docstring); ``None``: strong constraint.
         max_steps: Gauss–Newton iteration cap (DAPPER's ``nIter``).
         tol: stop when ``‖Δw‖² < tol · n`` (DAPPER's ``wtol``).
 
@@ -86,6 +97,14 @@ def var4d(
         raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     B = as_background(static_background(B, model, xb, n_climatology, "4D-Var"), model.dim)
     n = model.dim
+    if Q is not None:
+        Q = as_background(Q, n)
+        return Method(
+            *window_method(
+                model, lag, shift, _weak_analysis(model, lag, shift, B, Q, max_steps, tol),
+                lambda E: jnp.mean(E, 0)[None], slides=True,
+            )
+        )  # fmt: skip
 
     def analysis(key, start, window, ys, mask, obs: ObservationModel):
         del key
@@ -125,3 +144,66 @@ def var4d(
         return (x0 + L @ w)[None], x_now, n_steps
 
     return Method(*window_method(model, lag, shift, analysis, lambda E: jnp.mean(E, 0)[None]))
+
+
+def _weak_analysis(model, lag, shift, B, Q, max_steps, tol):
+    """The Gauss–Newton window analysis of weak-constraint 4D-Var (see :func:`var4d`)."""
+    n = model.dim
+    P = n * (lag + 1)
+
+    def analysis(key, start, window, ys, mask, obs: ObservationModel, d):
+        del key
+        dtype = start.dtype
+        eye = jnp.eye(n, dtype=dtype)
+        Lb = jax.vmap(lambda v: sqrt_apply(jax.tree.map(lambda a: a.astype(dtype), B), v), 1, 1)(
+            eye
+        )
+        Lq = jax.vmap(lambda v: sqrt_apply(jax.tree.map(lambda a: a.astype(dtype), Q), v), 1, 1)(
+            eye
+        )
+        x0 = start[0]
+        y = fill_missing(ys, mask)
+
+        def trajectory(u):  # u (L+1, n) -> end state, predictions (S, m), states (L, n)
+            def body(x, inp):
+                i, k, e = inp
+                active = i < window.count
+                x = propagate(model, x, jnp.where(active, k, 0))
+                x = x + jnp.where(active, Lq @ e, 0.0)
+                return x, (x, obs.operator(x))
+
+            slots = (jnp.arange(lag), window.n_steps, u[1:])
+            x_end, (xs, preds) = jax.lax.scan(body, x0 + Lb @ u[0], slots)
+            return x_end, preds[window.count - shift + jnp.arange(shift)], xs
+
+        def whiten(r):  # (..., S, m)
+            return jax.vmap(lambda rk, mk: whitened_residual(obs.noise, rk, mk), (-2, 0), -2)(
+                r, mask
+            )
+
+        def iteration(carry):
+            i, u, _ = carry
+            _, pred, _ = trajectory(u)
+            lin = jax.linearize(lambda v: trajectory(v)[1], u)[1]
+            basis = jnp.eye(P, dtype=dtype).reshape(P, lag + 1, n)
+            G = whiten(jax.vmap(lin)(basis)).reshape(P, -1).T  # (S*m, P)
+            dvec = whiten(y - pred).reshape(-1)
+            uf = u.reshape(-1)
+            du = jnp.linalg.solve(jnp.eye(P, dtype=dtype) + G.T @ G, G.T @ dvec - uf)
+            return i + 1, (uf + du).reshape(lag + 1, n), du
+
+        def cond(carry):
+            i, _, du = carry
+            return (i < max_steps) & ~((du @ du < tol * P) & (i > 0))
+
+        n_steps, u, _ = jax.lax.while_loop(
+            cond,
+            iteration,
+            (jnp.zeros((), jnp.int32), jnp.zeros((lag + 1, n), dtype), jnp.zeros(P, dtype)),
+        )
+        x_end, _, xs = trajectory(u)
+        x0a = x0 + Lb @ u[0]
+        slid = jnp.where(d > 0, xs[jnp.maximum(d - 1, 0)], x0a)
+        return x0a[None], slid[None], x_end, n_steps
+
+    return analysis
