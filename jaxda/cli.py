@@ -345,13 +345,14 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
     own = "inflation" in valid
     if own:
         options["inflation"] = inflation
-        options["rotate"] = bool(args.rotate or options.get("rotate", False))
+        if "rotate" in valid:
+            options["rotate"] = bool(args.rotate or options.get("rotate", False))
     method = make_method(args.method, context={"model": setup.model}, **options)
     if inflation != 1.0 and not own:
         method = with_inflation(method, inflation)
     if args.rtps is not None:
         method = with_rtps(method, args.rtps)
-    if args.rotate and not own:
+    if args.rotate and "rotate" not in valid:
         method = with_rotation(method)
     if N < 2 and args.method not in _ENSEMBLE_FREE:
         raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")

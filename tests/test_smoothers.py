@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxda.assimilate import assimilate, with_inflation, with_rotation
+from jaxda.assimilate import assimilate, with_inflation, with_rotation, with_rtps
 from jaxda.ensemble import (
     EnKSState,
     enkf,
@@ -37,7 +37,7 @@ from jaxda.ensemble import (
     smoothed_ensembles,
 )
 from jaxda.experiments import initial_ensemble, sakov2012, simulate
-from jaxda.models import LinearModel, Lorenz63, with_noise
+from jaxda.models import LinearModel, Lorenz63, from_callable, with_noise
 from jaxda.observations import (
     identity,
     linear,
@@ -178,7 +178,7 @@ def test_smoothers_beat_the_filter_on_lorenz63():
     data = simulate(jax.random.key(0), setup)
     E0 = initial_ensemble(jax.random.key(1), setup, 10)
     final, hist = assimilate(
-        jax.random.key(2), with_inflation(enks(2), 1.02), setup.model, data.observations, E0,
+        jax.random.key(2), enks(2, inflation=1.02), setup.model, data.observations, E0,
         truth=data.truth, record=enks_record, store_ensembles=True,
     )  # fmt: skip
     b = setup.burn_in
@@ -309,10 +309,29 @@ def test_smoothed_ensembles_rejects_bad_inputs():
         smoothed_ensembles(jnp.zeros((4, 5, 2)), etkf().init(jnp.zeros((5, 2))))
 
 
-def test_rotation_refuses_an_enks():
-    """A random rotation of the current members would silently break the lag buffer."""
-    method = with_rotation(enks(1))
+def test_wrappers_refuse_an_enks():
+    """Rotating, inflating or relaxing only the current members would silently desynchronize
+    the lag buffer: the wrappers refuse an EnKS (enks(inflation=) inflates both)."""
     E = jnp.arange(12.0).reshape(4, 3) ** 1.5
     obs = observation_model(identity(3), obs_std=1.0)
-    with pytest.raises(ValueError, match="ensemble smoother"):
-        method.step(jax.random.key(0), method.init(E, obs), jnp.ones(3), obs)
+    for method in (with_rotation(enks(1)), with_inflation(enks(1), 1.1), with_rtps(enks(1), 0.5)):
+        with pytest.raises(ValueError, match="ensemble smoother"):
+            method.step(jax.random.key(0), method.init(E, obs), jnp.ones(3), obs)
+
+
+def test_enks_inflation_acts_on_the_buffered_analysis_too():
+    """Persistence model: the state does not change, so the smoothed mean at time 0 after the
+    observation of time 1 is the filter mean at time 1, whatever the inflation."""
+    model = from_callable(lambda x: x, jnp.zeros(2))
+    obs = observation_series(
+        jnp.array([[1.0, -0.5], [2.0, 0.5]]),
+        observation_model(identity(2), obs_std=0.7),
+        n_steps=1,
+    )
+    E0 = jax.random.normal(jax.random.key(0), (6, 2))
+    for infl in (1.0, 2.0):
+        final, hist = assimilate(
+            jax.random.key(1), enks(1, inflation=infl), model, obs, E0, record=enks_record
+        )
+        smoothed = smoothed_ensembles(hist.record, final)
+        np.testing.assert_allclose(smoothed[0].mean(0), final.ensemble.mean(0), rtol=1e-12)

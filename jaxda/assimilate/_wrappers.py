@@ -29,6 +29,16 @@ def _check_method(method, wrapper: str) -> None:
         )
 
 
+def _refuse_smoother(state, wrapper: str) -> None:
+    """An EnKS keeps the current analysis in its lag buffer too: a wrapper changing only
+    ``state.ensemble`` would desynchronize them (checked when the step is traced)."""
+    if hasattr(state, "lagged"):
+        raise ValueError(
+            f"{wrapper} cannot wrap an ensemble smoother: it would change the forecast members "
+            "but not the buffered analyses; use enks(inflation=...)"
+        )
+
+
 def with_inflation(method: Method, factor) -> Method:
     r"""Multiplicative inflation of the analysis anomalies by ``factor`` after each step
     (:func:`jaxda.ensemble.inflate`, DAPPER's ``infl``). ``factor`` may be traced (vmap or grad
@@ -38,6 +48,7 @@ def with_inflation(method: Method, factor) -> Method:
         positive_or_error("inflation factor", factor)
 
     def step(key, state, y, obs):
+        _refuse_smoother(state, "with_inflation")
         state, info = method.step(key, state, y, obs)
         return state._replace(ensemble=inflate(state.ensemble, factor)), info
 
@@ -52,6 +63,7 @@ def with_rtps(method: Method, alpha) -> Method:
         check_in_range("rtps alpha", float(alpha), 0.0, 1.0)
 
     def step(key, state, y, obs):
+        _refuse_smoother(state, "with_rtps")
         Ef = state.ensemble
         state, info = method.step(key, state, y, obs)
         return state._replace(ensemble=rtps(state.ensemble, Ef, alpha)), info
@@ -65,11 +77,7 @@ def with_rotation(method: Method) -> Method:
     _check_method(method, "with_rotation")
 
     def step(key, state, y, obs):
-        if hasattr(state, "lagged"):  # an EnKS: its lag buffer would lose the members' order
-            raise ValueError(
-                "with_rotation cannot wrap an ensemble smoother: rotating the current members "
-                "breaks their correspondence with the buffered analyses"
-            )
+        _refuse_smoother(state, "with_rotation")
         k_method, k_rot = jax.random.split(key)
         state, info = method.step(k_method, state, y, obs)
         E = state.ensemble

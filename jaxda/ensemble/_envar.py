@@ -52,6 +52,10 @@ from ._inflation import inflate
 from ._letkf import LocalObs, local_update
 from ._localization import gain_taper
 
+# Local analyses in sequential batches (lax.map): batched LAPACK eigh calls of this analysis,
+# vmapped over seeds, were seen to deadlock XLA:CPU's thread pool (as in the sharded LETKF).
+_BATCH = 16
+
 
 def fourdenvar(
     model: Model,
@@ -164,24 +168,27 @@ def fourdenvar(
         Y = Y - jnp.mean(Y, axis=1, keepdims=True)
         Z = jax.vmap(lambda Yk, mk: whitened_residual(obs.noise, Yk, mk))(Y, mask)
         Z = jnp.swapaxes(Z, 0, 1).reshape(N, -1) / jnp.sqrt(N - 1.0)
+        _, A_now = mean_and_anomalies(ens_traj[-1])
         if localization_radius is None:
             _, T = etkf_transform(Z, jnp.zeros(Z.shape[1], dtype))
-            start_a = res.x0 + T @ A0
+            start_a, now = res.x0 + T @ A0, res.x[-1] + T @ A_now
         else:  # 4D-LETKF: local transforms of the window's observations (Hunt et al. 2004)
+            # the start and latest-time anomalies go through one local analysis
             local = _local_table(obs, float(localization_radius))
-            zero = jnp.zeros(Z.shape[1], dtype)
-            start_a = local_update(Z, zero, local.indices, local.coeffs, A0.T, res.x0).T
-            T = None
+            both = local_update(
+                Z,
+                jnp.zeros(Z.shape[1], dtype),
+                jnp.concatenate([local.indices, local.indices]),
+                jnp.concatenate([local.coeffs, local.coeffs]),
+                jnp.concatenate([A0.T, A_now.T]),
+                jnp.concatenate([res.x0, res.x[-1]]),
+                batch_size=_BATCH,
+            ).T
+            start_a, now = both[:, :n], both[:, n:]
         new_start = inflate(start_a, inflation)
         if rotate:
             mean, A = mean_and_anomalies(new_start)
             new_start = mean + mean_preserving_rotation(key, N).astype(dtype) @ A
-        _, A_now = mean_and_anomalies(ens_traj[-1])
-        if T is not None:
-            now = res.x[-1] + T @ A_now
-        else:
-            zero = jnp.zeros(Z.shape[1], dtype)
-            now = local_update(Z, zero, local.indices, local.coeffs, A_now.T, res.x[-1]).T
         return new_start, now, jnp.asarray(n_outer, jnp.int32)
 
     return Method(*window_method(model, lag, shift, analysis))

@@ -61,10 +61,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..core import Method, analysis_info, check_ensemble, check_in_range, check_vector
+from ..core import (
+    Method,
+    analysis_info,
+    check_ensemble,
+    check_in_range,
+    check_vector,
+    is_concrete,
+    positive_or_error,
+)
 from ..observations import fill_missing
 from ._core import kalman_increments, mean_and_anomalies, obs_space, scaled_anomalies
 from ._enkf import perturbed_observations
+from ._inflation import inflate
 from ._letkf import letkf_transform
 
 UPDATES = ("sqrt", "pertobs")
@@ -108,7 +117,9 @@ def _check_lag(lag) -> int:
     return int(lag)
 
 
-def enks(lag: int, *, update: str = "sqrt", center_perturbations: bool = True) -> Method:
+def enks(
+    lag: int, *, update: str = "sqrt", center_perturbations: bool = True, inflation: float = 1.0
+) -> Method:
     r"""The ensemble Kalman smoother with a fixed ``lag`` as a :class:`jaxda.core.Method`.
 
     At each observation time the analysis of the current forecast (ETKF square root for
@@ -120,10 +131,10 @@ def enks(lag: int, *, update: str = "sqrt", center_perturbations: bool = True) -
     transform, hence of every lagged update. Collect the smoothed ensembles with
     ``record=enks_record`` and :func:`smoothed_ensembles`.
 
-    Wrappers (:func:`jaxda.assimilate.with_inflation`...) act on ``state.ensemble`` only, the
-    ensemble the driver forecasts; the buffer keeps the analyses as computed. Inflation keeps
-    the members' correspondence between the buffer and the next forecasts, but a random
-    rotation would break it: ``with_rotation`` refuses an EnKS.
+    ``inflation`` inflates the current analysis where it is forecast *and* where it is
+    buffered (DAPPER's ``EnKS(infl=)``), so later smoother increments act on the ensemble that
+    was forecast. The inflation, RTPS and rotation wrappers act on ``state.ensemble`` only and
+    would desynchronize the buffer: they refuse an EnKS.
 
     Args:
         lag: number of past observation times updated by each analysis (a non-negative int).
@@ -131,6 +142,7 @@ def enks(lag: int, *, update: str = "sqrt", center_perturbations: bool = True) -
             ``"pertobs"`` (stochastic EnKF with perturbed observations).
         center_perturbations: with ``"pertobs"``, remove the sample mean of the observation
             perturbations (as :func:`jaxda.ensemble.enkf`).
+        inflation: multiplicative inflation of the current analysis anomalies (positive).
 
     Raises:
         ValueError: ``lag`` not a non-negative int, or ``update`` not one of the two.
@@ -152,6 +164,8 @@ def enks(lag: int, *, update: str = "sqrt", center_perturbations: bool = True) -
     L = _check_lag(lag)
     if update not in UPDATES:
         raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+    if is_concrete(inflation):
+        positive_or_error("inflation factor", inflation)
 
     def init(ensemble, obs=None) -> EnKSState:
         del obs
@@ -178,7 +192,9 @@ def enks(lag: int, *, update: str = "sqrt", center_perturbations: bool = True) -
             D = perturbed_observations(key, fill_missing(y, os.mask), obs, N, center_perturbations)
             flat_a = flat + kalman_increments(X, os.S, os.whiten(D - os.Y))
         stack_a = _unstack(flat_a.astype(Ef.dtype), L + 1)
-        new = EnKSState(ensemble=stack_a[-1], lagged=stack_a[1:], smoothed=stack_a[0])
+        current = inflate(stack_a[-1], inflation)  # forecast and buffered alike
+        stack_a = stack_a.at[-1].set(current)
+        new = EnKSState(ensemble=current, lagged=stack_a[1:], smoothed=stack_a[0])
         return new, analysis_info(flat_a, os.mask)
 
     return Method(init, step)
