@@ -62,6 +62,12 @@ from ._analysis import static_background
 from ._costs import as_background, sqrt_apply
 
 
+def _whiten_slots(noise, r, mask):
+    """``R^{-1/2} r`` at each of the ``S`` observation times of ``r`` ``(..., S, m)`` (``mask``
+    ``(S, m)``: present entries; missing ones give 0)."""
+    return jax.vmap(lambda rk, mk: whitened_residual(noise, rk, mk), (-2, 0), -2)(r, mask)
+
+
 def var4d(
     model: Model,
     lag: int = 1,
@@ -114,10 +120,8 @@ def var4d(
         x0 = start[0]
         y = fill_missing(ys, mask)
 
-        def whiten(r):  # (..., S, m)
-            return jax.vmap(lambda rk, mk: whitened_residual(obs.noise, rk, mk), (-2, 0), -2)(
-                r, mask
-            )
+        def whiten(r):
+            return _whiten_slots(obs.noise, r, mask)
 
         def window_map(x):
             return run_window(model, obs.operator, x, window, shift)
@@ -176,10 +180,8 @@ def _weak_analysis(model, lag, shift, B, Q, max_steps, tol):
             x_end, (xs, preds) = jax.lax.scan(body, x0 + Lb @ u[0], slots)
             return x_end, preds[window.count - shift + jnp.arange(shift)], xs
 
-        def whiten(r):  # (..., S, m)
-            return jax.vmap(lambda rk, mk: whitened_residual(obs.noise, rk, mk), (-2, 0), -2)(
-                r, mask
-            )
+        def whiten(r):
+            return _whiten_slots(obs.noise, r, mask)
 
         def iteration(carry):
             i, u, _ = carry
