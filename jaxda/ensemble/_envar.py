@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from ..core import Method, check_in_range
 from ..models import Model, check_window_options, run_window, window_method
-from ..observations import ObservationModel, whitened_residual
+from ..observations import ObservationModel, whitened_residual_per_time
 from ..variational import as_background, fourdenvar_analysis, localization_sqrt
 from ._core import mean_and_anomalies
 from ._etkf import etkf_transform, mean_preserving_rotation
@@ -164,10 +164,9 @@ def fourdenvar(
 
             res = jax.lax.fori_loop(1, n_outer, outer, res)
         # 4D-ETKF transform of the perturbations from the stacked observed perturbations
-        Y = jax.vmap(jax.vmap(obs.operator))(ens_traj)  # (S, N, m)
-        Y = Y - jnp.mean(Y, axis=1, keepdims=True)
-        Z = jax.vmap(lambda Yk, mk: whitened_residual(obs.noise, Yk, mk))(Y, mask)
-        Z = jnp.swapaxes(Z, 0, 1).reshape(N, -1) / jnp.sqrt(N - 1.0)
+        Y = jax.vmap(jax.vmap(obs.operator))(jnp.swapaxes(ens_traj, 0, 1))  # (N, S, m)
+        Y = Y - jnp.mean(Y, axis=0)
+        Z = whitened_residual_per_time(obs.noise, Y, mask).reshape(N, -1) / jnp.sqrt(N - 1.0)
         _, A_now = mean_and_anomalies(ens_traj[-1])
         if localization_radius is None:
             _, T = etkf_transform(Z, jnp.zeros(Z.shape[1], dtype))

@@ -63,7 +63,7 @@ import jax.numpy as jnp
 
 from ..core import Method, check_in_range
 from ..models import Model, check_window_options, run_window, window_method
-from ..observations import ObservationModel, fill_missing, whitened_residual
+from ..observations import ObservationModel, fill_missing, whitened_residual_per_time
 from ._core import mean_and_anomalies
 from ._etkf import mean_preserving_rotation
 from ._inflation import inflate
@@ -93,10 +93,7 @@ def _gauss_newton(
 
     def whiten(r):  # r (..., S*m) -> whitened per time slot, missing entries 0
         r = r.reshape(*r.shape[:-1], n_obs_times, -1)
-        z = jax.vmap(lambda rk, mk: whitened_residual(noise, rk, mk), in_axes=(-2, 0), out_axes=-2)(
-            r, mask
-        )
-        return z.reshape(*r.shape[:-2], -1)
+        return whitened_residual_per_time(noise, r, mask).reshape(*r.shape[:-2], -1)
 
     def simulate(w, T):
         Ew = x0 + (w + eps * T) @ X0

@@ -1,7 +1,13 @@
 """Observation operators (pytrees), Gaussian observation noise, missing values, and time series
 of observations for the driver."""
 
-from ._missing import fill_missing, log_likelihood, observed, whitened_residual
+from ._missing import (
+    fill_missing,
+    log_likelihood,
+    observed,
+    whitened_residual,
+    whitened_residual_per_time,
+)
 from ._noise import DiagonalNoise, FullNoise, Noise, full_noise_from_cholesky, gaussian_noise
 from ._operators import (
     FromCallable,
@@ -42,4 +48,5 @@ __all__ = [
     "stack_observation_models",
     "subset",
     "whitened_residual",
+    "whitened_residual_per_time",
 ]

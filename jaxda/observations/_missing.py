@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
@@ -38,6 +39,22 @@ def whitened_residual(
     where ``mask`` is False)."""
     r = jnp.where(mask, r, 0.0)
     return noise.restrict(mask).whiten(r) * mask
+
+
+def whitened_residual_per_time(
+    noise: Noise, r: Float[Array, "... S m"], mask: Bool[Array, "S m"]
+) -> Float[Array, "... S m"]:
+    """:func:`whitened_residual` at each of ``S`` observation times of the same network
+    (``r`` with the time axis second to last, ``mask`` the present entries of each time).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxda.observations import gaussian_noise
+        >>> r = jnp.array([[2.0, 4.0], [6.0, jnp.nan]])
+        >>> whitened_residual_per_time(gaussian_noise(std=2.0, dim=2), r, observed(r)).tolist()
+        [[1.0, 2.0], [3.0, 0.0]]
+    """
+    return jax.vmap(lambda rk, mk: whitened_residual(noise, rk, mk), (-2, 0), -2)(r, mask)
 
 
 def log_likelihood(

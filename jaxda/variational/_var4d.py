@@ -57,15 +57,9 @@ import jax.numpy as jnp
 
 from ..core import Method
 from ..models import Model, check_window_options, propagate, run_window, window_method
-from ..observations import ObservationModel, fill_missing, whitened_residual
+from ..observations import ObservationModel, fill_missing, whitened_residual_per_time
 from ._analysis import static_background
 from ._costs import as_background, sqrt_apply
-
-
-def _whiten_slots(noise, r, mask):
-    """``R^{-1/2} r`` at each of the ``S`` observation times of ``r`` ``(..., S, m)`` (``mask``
-    ``(S, m)``: present entries; missing ones give 0)."""
-    return jax.vmap(lambda rk, mk: whitened_residual(noise, rk, mk), (-2, 0), -2)(r, mask)
 
 
 def var4d(
@@ -121,7 +115,7 @@ def var4d(
         y = fill_missing(ys, mask)
 
         def whiten(r):
-            return _whiten_slots(obs.noise, r, mask)
+            return whitened_residual_per_time(obs.noise, r, mask)
 
         def window_map(x):
             return run_window(model, obs.operator, x, window, shift)
@@ -181,7 +175,7 @@ def _weak_analysis(model, lag, shift, B, Q, max_steps, tol):
             return x_end, preds[window.count - shift + jnp.arange(shift)], xs
 
         def whiten(r):
-            return _whiten_slots(obs.noise, r, mask)
+            return whitened_residual_per_time(obs.noise, r, mask)
 
         def iteration(carry):
             i, u, _ = carry
