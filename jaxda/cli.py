@@ -58,7 +58,7 @@ _METHOD_FLAGS = {
 # (ensf and pf: choices measured with jaxda, see the README).
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz96", "enkf"): {"N": 40, "inflation": 1.06},
-    ("lorenz96", "etkf"): {"N": 24, "inflation": 1.013},
+    ("lorenz96", "etkf"): {"N": 24, "inflation": 1.013, "rotate": True},
     ("lorenz96", "letkf"): {"N": 7, "inflation": 1.04, "localization_radius": 4.0},
     ("lorenz96", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
     ("lorenz96", "pf"): {"N": 100, "jitter": 0.8},
@@ -67,7 +67,7 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz96", "4dvar"): {"N": 1, "xb": 0.2},
     ("lorenz96", "4denvar"): {"N": 10, "inflation": 1.05, "localization_radius": 4.0},
     ("lorenz63", "enkf"): {"N": 10, "inflation": 1.02},
-    ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02},
+    ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02, "rotate": True},
     ("lorenz63", "letkf"): {"N": 10, "inflation": 1.02, "localization_radius": 1e9},
     ("lorenz63", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
     ("lorenz63", "pf"): {"N": 100, "jitter": 0.8},
@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--rotate",
-        action="store_true",
-        help="random mean-preserving rotation of the analysis anomalies",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random mean-preserving rotation of the analysis anomalies (DAPPER's rot=True; "
+        "default: the published tuning)",
     )
     run.add_argument(
         "--cycles", type=_positive_int("cycles"), default=2000, help="observation times"
@@ -335,6 +337,8 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
     defaults.pop("N", None)
     inflation = args.inflation if args.inflation is not None else defaults.pop("inflation", 1.0)
     defaults.pop("inflation", None)
+    rotate = args.rotate if args.rotate is not None else defaults.pop("rotate", False)
+    defaults.pop("rotate", None)
     valid = method_options(args.method)
     options = {k: v for k, v in defaults.items() if k in valid}
     for opt, flag in _METHOD_FLAGS.items():
@@ -346,13 +350,13 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
     if own:
         options["inflation"] = inflation
         if "rotate" in valid:
-            options["rotate"] = bool(args.rotate or options.get("rotate", False))
+            options["rotate"] = rotate
     method = make_method(args.method, context={"model": setup.model}, **options)
     if inflation != 1.0 and not own:
         method = with_inflation(method, inflation)
     if args.rtps is not None:
         method = with_rtps(method, args.rtps)
-    if args.rotate and "rotate" not in valid:
+    if rotate and "rotate" not in valid:
         method = with_rotation(method)
     if N < 2 and args.method not in _ENSEMBLE_FREE:
         raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")
@@ -360,7 +364,7 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
         "ensemble_size": N,
         "inflation": inflation,
         "rtps": args.rtps or 0.0,
-        "rotate": bool(args.rotate or options.get("rotate", False)),
+        "rotate": rotate,
         **options,
     }
     return method, settings

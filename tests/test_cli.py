@@ -178,6 +178,9 @@ def test_cli_regularized_particle_filter_and_rotation(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["ensemble_size"] == 100 and out["jitter"] == 0.8
     assert 0 < out["rmse_analysis"] < 1.0  # R = 2 I, observations every 0.25 time units
-    assert main([*argv, "--method", "etkf", "--rotate"]) == 0
+    # the ETKF rotates by default (DAPPER's published tuning is rot=True); --no-rotate turns it off
+    assert main([*argv, "--method", "etkf"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rotate"] is True and 0 < out["rmse_analysis"] < 1.2
+    assert main([*argv, "--method", "etkf", "--no-rotate"]) == 0
+    assert json.loads(capsys.readouterr().out)["rotate"] is False
