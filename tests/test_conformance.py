@@ -24,6 +24,7 @@ MODEL = Lorenz96(n=n, dt=0.05)
 SETTINGS = {
     "enkf": ({}, 10),
     "etkf": ({}, 10),
+    "enkf_n": ({}, 10),
     "letkf": ({"localization_radius": 2.0}, 6),
     "pf": ({"jitter": 0.5}, 30),
     "ensf": ({"n_steps": 20, "standardize": True, "eps_beta": 0.5}, 10),

@@ -5,6 +5,7 @@ Every sequential method (EnKF, ETKF, LETKF, particle filter, EnSF, 3D-Var) is a
 series with one ``lax.scan``.
 """
 
+from ._adaptive import AdaptiveInflationInfo, AdaptiveInflationState, with_adaptive_inflation
 from ._driver import (
     History,
     RunStatus,
@@ -27,6 +28,8 @@ from ._wrappers import with_inflation, with_rotation, with_rtps
 
 __all__ = [
     "REQUIRED",
+    "AdaptiveInflationInfo",
+    "AdaptiveInflationState",
     "History",
     "RunStatus",
     "assimilate",
@@ -40,6 +43,7 @@ __all__ = [
     "run_status",
     "spread",
     "throw_on_failure",
+    "with_adaptive_inflation",
     "with_inflation",
     "with_rotation",
     "with_rtps",

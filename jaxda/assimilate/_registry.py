@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from .. import ensemble as _ensemble
 from ..core import Method
 from ..diffusion import ensf
 from ..ensemble import enkf, enks, etkf, fourdenvar, ienks, letkf, particle_filter
@@ -102,3 +103,4 @@ register("enks", enks)
 register("ienks", ienks)
 register("4dvar", var4d)
 register("4denvar", fourdenvar)
+register("enkf_n", _ensemble.enkf_n)

@@ -1,5 +1,11 @@
 """Ensemble data assimilation: EnKF, ETKF, LETKF, inflation, localization, smoothers, particle filter."""
 
+from ._adaptive_inflation import (
+    InflationEstimate,
+    check_adaptive_options,
+    inflation_score,
+    update_inflation_estimate,
+)
 from ._ask_tell import (
     ESMDAState,
     IESState,
@@ -24,6 +30,7 @@ from ._core import (
     scaled_anomalies,
 )
 from ._enkf import enkf, enkf_analysis, perturbed_observations
+from ._enkf_n import EnKFNInfo, enkf_n, enkf_n_analysis, hyperprior_constants
 from ._envar import fourdenvar
 from ._esmda import (
     ESMDAResult,
@@ -70,9 +77,11 @@ from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ens
 __all__ = [
     "ESMDAResult",
     "ESMDAState",
+    "EnKFNInfo",
     "EnKSState",
     "IESResult",
     "IESState",
+    "InflationEstimate",
     "InverseProblem",
     "LETKFState",
     "LocalObs",
@@ -82,9 +91,12 @@ __all__ = [
     "PFState",
     "SmootherHistory",
     "bootstrap_particle_filter",
+    "check_adaptive_options",
     "distance_localization",
     "enkf",
     "enkf_analysis",
+    "enkf_n",
+    "enkf_n_analysis",
     "enks",
     "enks_record",
     "ensemble_rts",
@@ -104,6 +116,7 @@ __all__ = [
     "gaspari_cohn",
     "geometric_alpha",
     "grid_posterior",
+    "hyperprior_constants",
     "ienks",
     "ies",
     "ies_ask",
@@ -112,6 +125,7 @@ __all__ = [
     "ies_result",
     "ies_tell",
     "inflate",
+    "inflation_score",
     "kalman_gain",
     "kalman_increments",
     "letkf",
@@ -138,4 +152,5 @@ __all__ = [
     "smoothed_ensembles",
     "step_length_schedule",
     "systematic_resample",
+    "update_inflation_estimate",
 ]
