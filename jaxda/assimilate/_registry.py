@@ -18,10 +18,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from .. import ensemble as _ensemble
 from ..core import Method
 from ..diffusion import ensf
-from ..ensemble import enkf, enks, etkf, fourdenvar, ienks, letkf, particle_filter
+from ..ensemble import enkf, enkf_n, enks, etkf, fourdenvar, ienks, letkf, particle_filter
 from ..variational import var3d, var4d
 
 CONTEXT = ("model",)
@@ -103,4 +102,4 @@ register("enks", enks)
 register("ienks", ienks)
 register("4dvar", var4d)
 register("4denvar", fourdenvar)
-register("enkf_n", _ensemble.enkf_n)
+register("enkf_n", enkf_n)

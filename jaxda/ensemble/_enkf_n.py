@@ -39,12 +39,6 @@ full Hessian of the primal cost including the radial-angular coupling,
 ``H_w`` is positive definite at a minimum of the primal cost, its eigenvalues are floored at
 machine epsilon against round-off).
 
-Measured (Sakov & Oke 2008 Lorenz-96, ``N = 24``, random rotation, 3,000 cycles, burn-in
-400, 3 seeds): analysis RMSE 0.218 with a mean inflation of 1.061, DAPPER's
-``EnKF_N(N=24, rot=True)`` on the same configuration 0.220 and 1.063 (documented 0.21, no
-inflation tuned). Lorenz-63 ``sakov2012`` (``R = 2I``), ``N = 10``: 0.544 (DAPPER 0.554,
-documented 0.54).
-
 References:
     Bocquet (2011), *Nonlin. Processes Geophys.* 18, 735-750;
     Bocquet, Raanes & Hannart (2015), *Nonlin. Processes Geophys.* 22, 645-662;
