@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core import Method
 from ..diffusion import ensf
-from ..ensemble import enkf, enks, etkf, fourdenvar, ienks, letkf, particle_filter
+from ..ensemble import denkf, enkf, enks, ensrf, etkf, fourdenvar, ienks, letkf, particle_filter
 from ..variational import var3d, var4d
 
 CONTEXT = ("model",)
@@ -102,3 +102,5 @@ register("enks", enks)
 register("ienks", ienks)
 register("4dvar", var4d)
 register("4denvar", fourdenvar)
+register("denkf", denkf)
+register("ensrf", ensrf)

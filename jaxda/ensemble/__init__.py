@@ -23,6 +23,7 @@ from ._core import (
     obs_space_solve,
     scaled_anomalies,
 )
+from ._denkf import denkf, denkf_analysis
 from ._enkf import enkf, enkf_analysis, perturbed_observations
 from ._envar import fourdenvar
 from ._esmda import (
@@ -65,6 +66,7 @@ from ._problems import (
     lorenz96_parameter_problem,
     nonlinear_scalar_problem,
 )
+from ._serial import ensrf, ensrf_analysis
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
 
 __all__ = [
@@ -82,6 +84,8 @@ __all__ = [
     "PFState",
     "SmootherHistory",
     "bootstrap_particle_filter",
+    "denkf",
+    "denkf_analysis",
     "distance_localization",
     "enkf",
     "enkf_analysis",
@@ -89,6 +93,8 @@ __all__ = [
     "enks_record",
     "ensemble_rts",
     "ensemble_solve",
+    "ensrf",
+    "ensrf_analysis",
     "esmda",
     "esmda_ask",
     "esmda_init",
