@@ -259,6 +259,8 @@ def test_bad_inputs_raise():
     ok = observation_model(subset([0, 1], n=6), obs_std=1.0)
     with pytest.raises(ValueError, match="order"):
         ensrf_analysis(E, y, ok, order=jnp.arange(3))
+    with pytest.raises(ValueError, match="order"):
+        ensrf_analysis(E, y, ok, order=jnp.array([1, 1]))
     with pytest.raises(ValueError, match="localization must have shape"):
         denkf_analysis(E, y, ok, localization=jnp.ones((6, 3)))
     with pytest.raises(ValueError, match="y must have length"):

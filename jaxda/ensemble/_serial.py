@@ -49,6 +49,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ..core import (
@@ -59,6 +60,7 @@ from ..core import (
     check_in_range,
     check_vector,
     ensemble_init,
+    is_concrete,
 )
 from ..observations import DiagonalNoise, ObservationModel, fill_missing, observed
 from ._core import mean_and_anomalies
@@ -131,8 +133,10 @@ def ensrf_analysis(
     x_mean, A = mean_and_anomalies(ensemble)
     y_mean, Yd = mean_and_anomalies(jax.vmap(obs.operator)(ensemble).astype(dtype))
     idx = jnp.arange(m) if order is None else jnp.asarray(order)
-    if idx.shape != (m,):
-        raise ValueError(f"order must be a permutation of the {m} observations, got {idx.shape}")
+    if idx.shape != (m,) or (
+        is_concrete(idx) and not np.array_equal(np.sort(np.asarray(idx)), np.arange(m))
+    ):
+        raise ValueError(f"order must be a permutation of 0..{m - 1}, got {idx}")
     n1 = jnp.asarray(N - 1.0, dtype)
 
     def assimilate_one(carry, j):
