@@ -33,6 +33,8 @@ SETTINGS = {
     "ienks": ({"lag": 2, "max_steps": 3}, 10),
     "4denvar": ({"lag": 2, "localization_radius": 2.0}, 10),
     "4dvar": ({"lag": 2, "B": background_covariance(std=0.5, dim=n), "max_steps": 3}, 1),
+    "denkf": ({"localization_radius": 2.0}, 10),
+    "ensrf": ({"localization_radius": 2.0}, 10),
 }
 
 

@@ -20,7 +20,18 @@ from typing import Any
 
 from ..core import Method
 from ..diffusion import ensf
-from ..ensemble import enkf, enkf_n, enks, etkf, fourdenvar, ienks, letkf, particle_filter
+from ..ensemble import (
+    denkf,
+    enkf,
+    enkf_n,
+    enks,
+    ensrf,
+    etkf,
+    fourdenvar,
+    ienks,
+    letkf,
+    particle_filter,
+)
 from ..variational import var3d, var4d
 
 CONTEXT = ("model",)
@@ -103,3 +114,5 @@ register("ienks", ienks)
 register("4dvar", var4d)
 register("4denvar", fourdenvar)
 register("enkf_n", enkf_n)
+register("denkf", denkf)
+register("ensrf", ensrf)

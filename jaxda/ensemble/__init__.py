@@ -29,6 +29,7 @@ from ._core import (
     obs_space_solve,
     scaled_anomalies,
 )
+from ._denkf import denkf, denkf_analysis
 from ._enkf import enkf, enkf_analysis, perturbed_observations
 from ._enkf_n import EnKFNInfo, enkf_n, enkf_n_analysis, hyperprior_constants
 from ._envar import fourdenvar
@@ -72,6 +73,7 @@ from ._problems import (
     lorenz96_parameter_problem,
     nonlinear_scalar_problem,
 )
+from ._serial import ensrf, ensrf_analysis
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
 
 __all__ = [
@@ -92,6 +94,8 @@ __all__ = [
     "SmootherHistory",
     "bootstrap_particle_filter",
     "check_adaptive_options",
+    "denkf",
+    "denkf_analysis",
     "distance_localization",
     "enkf",
     "enkf_analysis",
@@ -101,6 +105,8 @@ __all__ = [
     "enks_record",
     "ensemble_rts",
     "ensemble_solve",
+    "ensrf",
+    "ensrf_analysis",
     "esmda",
     "esmda_ask",
     "esmda_init",
