@@ -30,6 +30,7 @@ from .assimilate import (
     make_method,
     method_options,
     run_status,
+    with_adaptive_inflation,
     with_inflation,
     with_rotation,
     with_rtps,
@@ -52,6 +53,7 @@ _METHOD_FLAGS = {
     "n_steps": "--sampler-steps",
     "lag": "--lag",
     "shift": "--shift",
+    "ordering": "--ordering",
 }
 
 # Defaults per (model, method): the published tunings of DAPPER's benchmark setups
@@ -60,6 +62,9 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz96", "enkf"): {"N": 40, "inflation": 1.06},
     ("lorenz96", "etkf"): {"N": 24, "inflation": 1.013, "rotate": True},
     ("lorenz96", "letkf"): {"N": 7, "inflation": 1.04, "localization_radius": 4.0},
+    ("lorenz96", "denkf"): {"N": 40, "inflation": 1.01},
+    ("lorenz96", "ensrf"): {"N": 28, "inflation": 1.02, "rotate": True},
+    ("lorenz96", "enkf_n"): {"N": 24, "rotate": True},
     ("lorenz96", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
     ("lorenz96", "pf"): {"N": 100, "jitter": 0.8},
     ("lorenz96", "3dvar"): {"N": 1, "xb": 0.02},
@@ -69,6 +74,7 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("lorenz63", "enkf"): {"N": 10, "inflation": 1.02},
     ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02, "rotate": True},
     ("lorenz63", "letkf"): {"N": 10, "inflation": 1.02, "localization_radius": 1e9},
+    ("lorenz63", "enkf_n"): {"N": 10, "rotate": True},
     ("lorenz63", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
     ("lorenz63", "pf"): {"N": 100, "jitter": 0.8},
     ("lorenz63", "3dvar"): {"N": 1, "xb": 0.02},
@@ -145,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float("inflation"),
         default=None,
         help="multiplicative inflation of the analysis anomalies (default: published tuning)",
+    )
+    run.add_argument(
+        "--adaptive-inflation",
+        action="store_true",
+        help="estimate the inflation each cycle from the innovations (with_adaptive_inflation) "
+        "instead of a fixed --inflation",
+    )
+    run.add_argument(
+        "--inflation-memory",
+        type=_positive_float("inflation-memory"),
+        default=None,
+        help="--adaptive-inflation: cycles over which the estimate averages (default 1000)",
     )
     run.add_argument(
         "--rtps",
@@ -245,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PF: resample when ESS < threshold·N (default 1)",
     )
     run.add_argument(
+        "--ordering",
+        choices=["random", "sequential"],
+        default=None,
+        help="ensrf: order in which the observations are assimilated (default random)",
+    )
+    run.add_argument(
         "--observations",
         default=None,
         help="assimilate observations from this .nc/.npz file (no truth) instead of a twin experiment",
@@ -290,6 +314,14 @@ def _validate(args: argparse.Namespace) -> None:
                 )
         if args.rotate:
             raise ValueError(f"--rotate does not apply to {method}")
+        if args.adaptive_inflation:
+            raise ValueError(f"--adaptive-inflation does not apply to {method}")
+    if args.adaptive_inflation and args.inflation is not None:
+        raise ValueError(
+            "--adaptive-inflation estimates the inflation: do not also give --inflation"
+        )
+    if args.inflation_memory is not None and not args.adaptive_inflation:
+        raise ValueError("--inflation-memory applies with --adaptive-inflation only")
     valid = method_options(method)
     for opt, flag in _METHOD_FLAGS.items():
         if _flag_value(args, flag) is not None and opt not in valid:
@@ -337,6 +369,8 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
     defaults.pop("N", None)
     inflation = args.inflation if args.inflation is not None else defaults.pop("inflation", 1.0)
     defaults.pop("inflation", None)
+    if args.adaptive_inflation:
+        inflation = 1.0
     rotate = args.rotate if args.rotate is not None else defaults.pop("rotate", False)
     defaults.pop("rotate", None)
     valid = method_options(args.method)
@@ -354,6 +388,9 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
     method = make_method(args.method, context={"model": setup.model}, **options)
     if inflation != 1.0 and not own:
         method = with_inflation(method, inflation)
+    if args.adaptive_inflation:
+        memory = args.inflation_memory or 1000.0
+        method = with_adaptive_inflation(method, memory=memory)
     if args.rtps is not None:
         method = with_rtps(method, args.rtps)
     if rotate and "rotate" not in valid:
@@ -362,7 +399,7 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
         raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")
     settings = {
         "ensemble_size": N,
-        "inflation": inflation,
+        "inflation": "adaptive" if args.adaptive_inflation else inflation,
         "rtps": args.rtps or 0.0,
         "rotate": rotate,
         **options,

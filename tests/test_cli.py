@@ -184,3 +184,17 @@ def test_cli_regularized_particle_filter_and_rotation(capsys):
     assert out["rotate"] is True and 0 < out["rmse_analysis"] < 1.2
     assert main([*argv, "--method", "etkf", "--no-rotate"]) == 0
     assert json.loads(capsys.readouterr().out)["rotate"] is False
+
+
+def test_cli_enkf_n_and_adaptive_inflation(capsys):
+    """No inflation value to tune: EnKF-N, and any filter with --adaptive-inflation."""
+    argv = ["run", "--model", "lorenz63", "--cycles", "300", "--burn-in", "60", "--json", *QUIET]
+    assert main([*argv, "--method", "enkf_n"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ensemble_size"] == 10 and out["rotate"] is True and out["inflation"] == 1.0
+    assert 0 < out["rmse_analysis"] < 1.0  # R = 2 I; DAPPER's documented EnKF-N score is 0.54
+    assert main([*argv, "--method", "etkf", "--adaptive-inflation"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["inflation"] == "adaptive" and 0 < out["rmse_analysis"] < 1.0
+    with pytest.raises(SystemExit):
+        main([*argv, "--method", "etkf", "--adaptive-inflation", "--inflation", "1.02"])
