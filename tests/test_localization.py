@@ -211,6 +211,18 @@ def test_local_table_equals_dense_taper_2d(taper, radius, periodic, domain_lengt
     )
 
 
+@pytest.mark.parametrize("taper", TAPERS)
+@pytest.mark.parametrize("periodic", [True, False])
+def test_local_table_equals_dense_taper_1d(taper, periodic):
+    # the 1-D window search (sorted positions), obs at grid points: boxcar edges exactly at d = r
+    obs = np.array([0.0, 3.0, 3.0, 17.5, 29.0, 12.0, 44.0, 47.0])
+    opts = dict(periodic=periodic, domain_length=48.0, taper=taper)
+    cutoff = 1e-3 if taper in ("gaussian", "exponential") else 0.0
+    local = local_observations(48, obs, 3.0, cutoff=cutoff, **opts)
+    dense = np.asarray(gain_taper(48, obs, 3.0, **opts))
+    assert_table_is_dense(local, np.where(dense > cutoff, dense, 0.0))
+
+
 @pytest.mark.parametrize("taper, radius", [("gaspari_cohn", 800.0), ("boxcar", 3000.0)])
 def test_local_table_equals_dense_taper_sphere(taper, radius):
     rng = np.random.default_rng(3)
