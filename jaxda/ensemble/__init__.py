@@ -55,7 +55,19 @@ from ._letkf import (
     local_observations,
     local_update,
 )
-from ._localization import distance_localization, gain_taper, gaspari_cohn, periodic_distance
+from ._localization import (
+    EARTH_RADIUS_KM,
+    GEOMETRIES,
+    TAPERS,
+    distance_localization,
+    gain_taper,
+    gaspari_cohn,
+    great_circle_distance,
+    pairwise_distances,
+    periodic_distance,
+    taper_coefficients,
+    taper_support,
+)
 from ._particle_filter import (
     PFInfo,
     PFResult,
@@ -77,6 +89,9 @@ from ._serial import ensrf, ensrf_analysis
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
 
 __all__ = [
+    "EARTH_RADIUS_KM",
+    "GEOMETRIES",
+    "TAPERS",
     "ESMDAResult",
     "ESMDAState",
     "EnKFNInfo",
@@ -121,6 +136,7 @@ __all__ = [
     "gain_taper",
     "gaspari_cohn",
     "geometric_alpha",
+    "great_circle_distance",
     "grid_posterior",
     "hyperprior_constants",
     "ienks",
@@ -149,6 +165,7 @@ __all__ = [
     "obs_space",
     "obs_space_from_predictions",
     "obs_space_solve",
+    "pairwise_distances",
     "particle_filter",
     "periodic_distance",
     "perturbed_observations",
@@ -158,5 +175,7 @@ __all__ = [
     "smoothed_ensembles",
     "step_length_schedule",
     "systematic_resample",
+    "taper_coefficients",
+    "taper_support",
     "update_inflation_estimate",
 ]

@@ -19,6 +19,8 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -33,7 +35,13 @@ from ..core import (
 )
 from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
-from ._localization import gain_taper
+from ._localization import (
+    EARTH_RADIUS_KM,
+    check_geometry,
+    check_taper,
+    gain_taper,
+    resolve_geometry,
+)
 
 
 def perturbed_observations(
@@ -100,15 +108,23 @@ def enkf(
     *,
     center_perturbations: bool = True,
     localization_radius: float | None = None,
+    state_locations=None,
     periodic: bool = True,
-    domain_length: float | None = None,
+    domain_length=None,
+    taper: str = "gaspari_cohn",
+    geometry: str = "euclidean",
+    sphere_radius: float = EARTH_RADIUS_KM,
 ) -> Method:
     """The stochastic EnKF as a :class:`jaxda.core.Method`.
 
-    ``localization_radius`` tapers the gain with Gaspari–Cohn (covariance localization,
-    forming ``K`` as ``n×m``: small problems); the state sits at grid points ``0..n-1`` (a ring
-    of length ``domain_length``, default ``n``, when ``periodic``) and the observations at
-    ``obs.operator.locations``.
+    ``localization_radius`` tapers the gain, ``K ← ρ ∘ K`` with ``ρ = gain_taper(...)``
+    (covariance localization, forming ``K`` as ``n×m``: small problems). The geometry options
+    are those of :func:`jaxda.ensemble.gain_taper` and :func:`jaxda.ensemble.letkf`: the state
+    at ``state_locations`` (default the grid points ``0..n-1``, a ring of length
+    ``domain_length``, default ``n``, when ``periodic``; ``(n, d)`` coordinates with one period
+    per coordinate; or ``geometry="sphere"`` with ``(longitude, latitude)`` in degrees and
+    ``sphere_radius``), the observations at ``obs.operator.locations`` (which may change in
+    time), and ``taper`` one of :data:`jaxda.ensemble.TAPERS`.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -119,15 +135,44 @@ def enkf(
         >>> state, info = method.step(jax.random.key(1), state, jnp.array([0.0, jnp.nan, 1.0]), obs)
         >>> int(info.n_obs)
         2
+
+        Localized on 2-D coordinates (a 4×4 grid, not periodic), cubic taper of radius 1:
+
+        >>> xy = jnp.stack(jnp.meshgrid(jnp.arange(4.0), jnp.arange(4.0)), -1).reshape(-1, 2)
+        >>> method = enkf(localization_radius=1.0, state_locations=xy, periodic=False,
+        ...               taper="cubic")
+        >>> obs = observation_model(identity(16), obs_std=1.0)
+        >>> E = jax.random.normal(jax.random.key(0), (10, 16))
+        >>> method.step(jax.random.key(1), method.init(E), jnp.zeros(16), obs)[0].ensemble.shape
+        (10, 16)
     """
+    check_taper(taper)
+    check_geometry(geometry, sphere_radius)
+    geometry_options: dict[str, Any] = dict(
+        state_locations=state_locations,
+        periodic=periodic,
+        domain_length=domain_length,
+        taper=taper,
+        geometry=geometry,
+        sphere_radius=sphere_radius,
+    )
     if localization_radius is not None:
         check_in_range(
             "localization_radius", localization_radius, 0.0, float("inf"), closed_low=False
         )
+        if state_locations is not None:  # validate what is known before n (shape, values)
+            resolve_geometry(
+                int(jnp.shape(state_locations)[0]),
+                state_locations,
+                periodic=periodic,
+                domain_length=domain_length,
+                geometry=geometry,
+                sphere_radius=sphere_radius,
+            )
 
     def step(key, state, y, obs):
         E = state.ensemble
-        taper = None
+        rho = None
         if localization_radius is not None:
             n = E.shape[1]
             loc = obs.operator.locations
@@ -135,11 +180,9 @@ def enkf(
                 raise ValueError(
                     "EnKF localization needs observation locations (operator.locations)"
                 )
-            taper = gain_taper(
-                n, loc, localization_radius, periodic, domain_length=domain_length
-            ).astype(E.dtype)
+            rho = gain_taper(n, loc, localization_radius, **geometry_options).astype(E.dtype)
         Ea = enkf_analysis(
-            key, E, y, obs, center_perturbations=center_perturbations, localization=taper
+            key, E, y, obs, center_perturbations=center_perturbations, localization=rho
         )
         return EnsembleState(Ea), analysis_info(Ea, observed(y))
 

@@ -1,9 +1,10 @@
-r"""Local ensemble transform Kalman filter (LETKF) with Gaspari–Cohn observation tapering.
+r"""Local ensemble transform Kalman filter (LETKF) with distance-based observation tapering.
 
 For every grid point ``i`` an ETKF analysis is computed from the observations
 within the taper support only, the whitened observation anomalies of
 observation ``j`` being multiplied by ``√ρ_ij`` (``R^{-1}`` scaled by the taper
-coefficient ``ρ_ij = GC(dist(i, j), radius)``, DAPPER's convention). With the
+coefficient ``ρ_ij = f(dist(i, j))``, Gaspari–Cohn by default with DAPPER's radius
+convention, on any coordinates: see :func:`jaxda.ensemble.gain_taper`). With the
 local whitened scaled anomalies ``S_i = S[:, J_i] diag(√ρ_i)`` (``N×k``) and the
 local whitened innovation ``d_i = diag(√ρ_i) R^{-1/2}(y - ȳ)[J_i]``:
 
@@ -36,8 +37,9 @@ References:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +48,17 @@ from jaxtyping import Array, Float, Int
 from ..core import Method, analysis_info, check_ensemble, check_in_range, check_vector, is_concrete
 from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
-from ._localization import GC_SCALE, gain_taper, gaspari_cohn
+from ._localization import (
+    EARTH_RADIUS_KM,
+    _distance,
+    _search_distance,
+    _taper,
+    check_geometry,
+    check_taper,
+    gain_taper,
+    obs_coordinates,
+    resolve_geometry,
+)
 
 
 class LocalObs(NamedTuple):
@@ -55,7 +67,7 @@ class LocalObs(NamedTuple):
     Attributes:
         indices: ``(n, k)`` observation indices within the taper support of each
             grid point, padded with ``0``.
-        coeffs: ``(n, k)`` Gaspari–Cohn taper coefficients; ``0`` marks padding.
+        coeffs: ``(n, k)`` taper coefficients; ``0`` marks padding.
     """
 
     indices: Int[Array, "n k"]
@@ -69,84 +81,95 @@ def local_observations(
     *,
     state_locations=None,
     periodic: bool = True,
-    domain_length: float | None = None,
+    domain_length=None,
     cutoff: float = 0.0,
+    taper: str = "gaspari_cohn",
+    geometry: str = "euclidean",
+    sphere_radius: float = EARTH_RADIUS_KM,
 ) -> LocalObs:
-    r"""Table of the observations within the Gaspari–Cohn support of each grid point (1-D).
+    r"""Table of the observations within the taper support of each state variable.
 
-    Observation ``j`` is local to grid point ``i`` when its taper coefficient
-    ``gaspari_cohn(dist(s_i, o_j), radius)`` exceeds ``cutoff`` (the support is
-    ``dist < 2·radius·√(10/3)``). Computed eagerly with NumPy by sorting the
-    observation locations and searching the window ``[s_i - 2c, s_i + 2c]`` of
-    each grid point: ``O((n + m) log m)`` time and ``O(n k)`` memory, with ``k``
-    the largest local count (e.g. ``k = 29`` for ``radius = 4`` and observations
-    at every grid point); no ``n×m`` array is formed.
+    Observation ``j`` is local to state variable ``i`` when its taper coefficient
+    ``ρ_ij = f(dist(s_i, o_j))`` (:func:`jaxda.ensemble.taper_coefficients`) exceeds ``cutoff``.
+    The geometry is that of :func:`jaxda.ensemble.gain_taper` (same options): 1-D or ``d``-D
+    coordinates, each optionally periodic, or ``(longitude, latitude)`` on the sphere. The
+    table holds exactly the non-zero entries (``> cutoff``) of the dense ``n×m`` matrix
+    ``gain_taper(...)``, which is never formed:
+
+    * one coordinate: the observation positions are sorted and each state variable searches
+      the window ``[s_i - r, s_i + r]`` (``r`` the taper support), ``O((n + m) log m)``;
+    * ``d`` coordinates: a k-d tree (:class:`scipy.spatial.KDTree`, with a periodic box for
+      periodic coordinates) of the observations is queried for the neighbours within ``r``;
+    * the sphere: the same in 3-D unit vectors with the chord length ``2 sin(r/(2R))`` of the
+      great-circle support ``r``; coefficients are then computed from great-circle distances.
+
+    Memory ``O(n k)``, with ``k`` the largest local count (e.g. ``k = 29`` for
+    Gaspari–Cohn with ``radius = 4`` and observations at every point of a 1-D grid). The
+    Gaussian and exponential tapers have no compact support: their search stops where the
+    coefficient reaches ``cutoff`` (or underflows to ``0`` in double precision when
+    ``cutoff = 0``). Computed eagerly with NumPy/SciPy (also when called under ``jit``, from
+    concrete locations).
 
     Args:
-        n: number of grid points (state variables).
-        obs_locations: ``(m,)`` observation positions, e.g. ``obs.operator.indices``.
-        radius: localization radius (DAPPER convention, see :func:`gaspari_cohn`).
-        state_locations: ``(n,)`` grid positions; defaults to ``0, 1, …, n-1``.
-        periodic: distances on a ring of length ``domain_length`` (default ``n``).
-        domain_length: ring length when ``periodic``.
+        n: number of state variables (grid points).
+        obs_locations: ``(m,)`` or ``(m, d)`` observation coordinates, e.g.
+            ``obs.operator.locations``; with ``d >= 2`` (or the sphere) an ``(m,)`` integer
+            array holds the indices of the observed state variables.
+        radius: localization radius ``> 0`` (``inf``: every observation, coefficient 1).
+        state_locations: ``(n,)`` or ``(n, d)`` coordinates; defaults to ``0, 1, …, n-1``.
+        periodic: wrap each coordinate with period ``domain_length`` (Euclidean geometry).
+        domain_length: period, a scalar or one per coordinate (``inf``: that coordinate does not
+            wrap); default ``n`` for one coordinate, required for ``d >= 2``.
         cutoff: drop observations whose coefficient is ``<= cutoff`` (DAPPER uses ``1e-3``).
+        taper: one of :data:`jaxda.ensemble.TAPERS` (default Gaspari–Cohn).
+        geometry: ``"euclidean"`` or ``"sphere"``.
+        sphere_radius: sphere radius for ``geometry="sphere"`` (default 6371 km).
 
     Examples:
         >>> loc = local_observations(40, range(40), radius=4.0)
         >>> loc.indices.shape
         (40, 29)
+        >>> import numpy as np
+        >>> xy = np.stack(np.meshgrid(np.arange(20.0), np.arange(20.0)), -1).reshape(-1, 2)
+        >>> local_observations(400, xy[::7], 2.0, state_locations=xy, periodic=False).indices.shape
+        (400, 27)
     """
-    if not (isinstance(radius, int | float) and math.isfinite(radius) and radius > 0):
-        raise ValueError(f"localization radius must be positive and finite, got {radius}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not 0.0 <= cutoff < 1.0:
+    check_taper(taper)
+    if not (isinstance(radius, int | float | np.floating) and radius > 0):
+        raise ValueError(
+            f"localization radius must be positive (inf: no localization), got {radius!r}"
+        )
+    if not isinstance(cutoff, int | float | np.floating) or not 0.0 <= cutoff < 1.0:
         raise ValueError(f"cutoff must be in [0, 1), got {cutoff}")
-    obs_loc = np.asarray(obs_locations, dtype=np.float64).reshape(-1)
-    m = obs_loc.size
-    if m == 0:
+    if np.size(obs_locations) == 0:
         raise ValueError("obs_locations must not be empty")
-    s = (
-        np.arange(n, dtype=np.float64)
-        if state_locations is None
-        else np.asarray(state_locations, dtype=np.float64).reshape(-1)
-    )
-    if s.size != n:
-        raise ValueError(f"state_locations must have length n={n}, got {s.size}")
-    L = float(n if domain_length is None else domain_length)
-    if periodic and L <= 0:
-        raise ValueError(f"domain_length must be positive, got {L}")
-    half = 2.0 * radius * GC_SCALE  # support half-width 2c
-
-    if periodic and 2.0 * half >= L:
-        # The support covers the whole ring: every observation is local.
-        idx = np.broadcast_to(np.arange(m), (n, m))
-        d = np.abs(s[:, None] - obs_loc[None, :]) % L
-        d = np.minimum(d, L - d)
-        valid = np.ones((n, m), dtype=bool)
-    else:
-        order = np.argsort(obs_loc, kind="stable")
-        pos = obs_loc[order]
-        if periodic:
-            pos = np.mod(pos, L)
-            order = order[np.argsort(pos, kind="stable")]
-            pos = np.sort(pos)
-            ext = np.concatenate([pos - L, pos, pos + L])
-            ext_idx = np.concatenate([order, order, order])
-            s = np.mod(s, L)
-        else:
-            ext, ext_idx = pos, order
-        lo = np.searchsorted(ext, s - half, side="right")
-        hi = np.searchsorted(ext, s + half, side="left")
-        counts = hi - lo
-        k = max(int(counts.max()), 1)
-        slot = lo[:, None] + np.arange(k)[None, :]
-        valid = np.arange(k)[None, :] < counts[:, None]
-        slot = np.where(valid, slot, 0)
-        idx = ext_idx[slot]
-        d = np.abs(ext[slot] - s[:, None])
     with jax.ensure_compile_time_eval():  # eager even when called under jit
-        coeff = np.asarray(gaspari_cohn(jnp.asarray(d), radius))
+        s_j, geo = resolve_geometry(
+            n,
+            state_locations,
+            periodic=periodic,
+            domain_length=domain_length,
+            geometry=geometry,
+            sphere_radius=sphere_radius,
+        )
+        if not is_concrete(obs_locations) or not is_concrete(s_j):
+            raise ValueError("local_observations needs concrete (not traced) locations")
+        o_j = obs_coordinates(obs_locations, s_j, geo)
+    s = np.asarray(s_j, dtype=np.float64)
+    o = np.asarray(o_j, dtype=np.float64)
+    m = o.shape[0]
+    search = _search_distance(float(radius), taper, float(cutoff))
+    if math.isinf(search):
+        idx = np.broadcast_to(np.arange(m), (n, m))
+        valid = np.ones((n, m), dtype=bool)
+    elif geo.kind == "euclidean" and s.shape[1] == 1:
+        idx, valid = _window_search(s[:, 0], o[:, 0], search, geo.periods)
+    else:
+        idx, valid = _tree_search(s, o, search, geo)
+    d = _distance(s[:, None, :], o[idx], geo, np)
+    coeff = _taper(d, float(radius), taper, np)
+    if not jax.config.read("jax_enable_x64"):
+        coeff = coeff.astype(np.float32)
     keep = valid & (coeff > cutoff)
     if not keep.all():
         # Compact so that the static width k is as small as possible.
@@ -158,6 +181,67 @@ def local_observations(
         idx = np.where(kept, idx, 0)
         coeff = np.where(kept, coeff, 0.0)
     return LocalObs(jnp.asarray(np.ascontiguousarray(idx), dtype=jnp.int32), jnp.asarray(coeff))
+
+
+def _window_search(s, o, r, periods):
+    """Candidates within ``r`` on a line or ring (one coordinate): sort and binary search."""
+    m = o.size
+    r = r * (1.0 + 1e-9) + 1e-12  # a margin: exact distances and the taper decide afterwards
+    L = None if periods is None or math.isinf(periods[0]) else periods[0]
+    if L is not None and 2.0 * r >= L:  # the support covers the whole ring
+        return np.broadcast_to(np.arange(m), (s.size, m)), np.ones((s.size, m), dtype=bool)
+    if L is not None:
+        pos = np.mod(o, L)
+        order = np.argsort(pos, kind="stable")
+        pos = pos[order]
+        ext = np.concatenate([pos - L, pos, pos + L])
+        ext_idx = np.concatenate([order, order, order])
+        s = np.mod(s, L)
+    else:
+        order = np.argsort(o, kind="stable")
+        ext, ext_idx = o[order], order
+    lo = np.searchsorted(ext, s - r, side="left")
+    hi = np.searchsorted(ext, s + r, side="right")
+    counts = hi - lo
+    k = max(int(counts.max()), 1)
+    slot = lo[:, None] + np.arange(k)[None, :]
+    valid = np.arange(k)[None, :] < counts[:, None]
+    return ext_idx[np.where(valid, slot, 0)], valid
+
+
+def _tree_search(s, o, r, geo):
+    """Candidates within ``r`` with a k-d tree of the observations (``d`` coordinates, sphere)."""
+    from scipy.spatial import KDTree
+
+    m = o.shape[0]
+    boxsize = None
+    if geo.kind == "sphere":
+        angle = r / geo.sphere_radius
+        if angle >= math.pi:
+            return np.broadcast_to(np.arange(m), (s.shape[0], m)), np.ones((s.shape[0], m), bool)
+        s, o = _unit_vectors(s), _unit_vectors(o)
+        r = 2.0 * math.sin(0.5 * angle)
+    elif geo.periods is not None and any(math.isfinite(L) for L in geo.periods):
+        box = np.array([L if math.isfinite(L) else 0.0 for L in geo.periods])
+        wrap = box > 0
+        s, o = s.copy(), o.copy()
+        for a in (s, o):
+            a[:, wrap] = np.mod(a[:, wrap], box[wrap])
+            a[:, wrap] = np.where(a[:, wrap] >= box[wrap], 0.0, a[:, wrap])  # mod rounding
+        boxsize = box
+    r = r * (1.0 + 1e-9) + 1e-12  # a margin: exact distances and the taper decide afterwards
+    tree = KDTree(o, boxsize=boxsize)
+    counts = tree.query_ball_point(s, r, return_length=True)
+    k = max(int(np.max(counts)), 1)
+    _, idx = tree.query(s, k=k, distance_upper_bound=r)
+    idx = np.asarray(idx).reshape(s.shape[0], k)
+    valid = idx < m
+    return np.where(valid, idx, 0), valid
+
+
+def _unit_vectors(lonlat):
+    lon, lat = np.radians(lonlat[:, 0]), np.radians(lonlat[:, 1])
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
 
 
 def letkf_transform(
@@ -348,44 +432,87 @@ def letkf(
     *,
     state_locations=None,
     periodic: bool = True,
-    domain_length: float | None = None,
+    domain_length=None,
+    taper: str = "gaspari_cohn",
+    geometry: str = "euclidean",
+    sphere_radius: float = EARTH_RADIUS_KM,
     cutoff: float = 0.0,
+    max_local_obs: int | None = None,
     batch_size: int | None = None,
     mesh=None,
 ) -> Method:
-    """The LETKF as a :class:`jaxda.core.Method` (Gaspari–Cohn R-localization, DAPPER's radius).
+    """The LETKF as a :class:`jaxda.core.Method` (R-localization, DAPPER's radius convention).
 
     State positions default to the grid indices ``0..n-1`` on a periodic domain of length
-    ``n`` (the Lorenz-96 ring); observation positions are ``obs.operator.locations``. When the
-    observation network is fixed, ``init(ensemble, obs)`` builds the table of local
-    observations once (``O(n k)`` memory); when it changes in time, each step computes the
-    taper against every observation (``O(n m)`` memory). ``mesh`` shards the grid points
-    across devices. Deterministic: the key is unused (see :func:`jaxda.assimilate.with_rotation`).
+    ``n`` (the Lorenz-96 ring); observation positions are ``obs.operator.locations``. Any
+    coordinates work: ``state_locations`` ``(n, d)`` with ``periodic``/``domain_length`` (one
+    period per coordinate, ``inf`` for one that does not wrap), or ``geometry="sphere"`` with
+    ``(longitude, latitude)`` in degrees and ``sphere_radius`` (km by default); with ``d >= 2``
+    an operator's integer ``(m,)`` locations (e.g. :func:`jaxda.observations.subset`) are the
+    indices of the observed state variables. ``taper`` is one of
+    :data:`jaxda.ensemble.TAPERS` (see :func:`jaxda.ensemble.taper_coefficients`).
+
+    When the observation network is fixed, ``init(ensemble, obs)`` builds the table of local
+    observations once (:func:`local_observations`, ``O(n k)`` memory); when it changes in time,
+    each step computes the taper against every observation (:func:`jaxda.ensemble.gain_taper`,
+    ``O(n m)`` memory) and every local analysis uses all ``m`` observations, unless
+    ``max_local_obs = k`` is given: then each grid point keeps its ``k`` largest coefficients
+    (``jax.lax.top_k``, missing observations excluded), so the local analyses cost ``O(n k)``
+    as with a table, and the step raises an error at run time (``equinox.error_if``) if a
+    dropped observation had a coefficient ``> cutoff`` (choose ``k`` at least the largest local
+    count of any network). ``cutoff`` drops coefficients ``<= cutoff`` (DAPPER uses ``1e-3``).
+    ``mesh`` shards the grid points across devices. Deterministic: the key is unused (see
+    :func:`jaxda.assimilate.with_rotation`).
 
     Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> from jaxda.observations import identity, observation_model
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jaxda.observations import identity, observation_model, subset
         >>> obs = observation_model(identity(10), obs_std=1.0)
         >>> method = letkf(2.0)
         >>> state = method.init(jax.random.normal(jax.random.key(0), (5, 10)), obs)
         >>> state.local.indices.shape
         (10, 10)
+
+        A 2-D 30×30 grid (not periodic), observed at every 9th point, radius 3 grid units:
+
+        >>> xy = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0)), -1).reshape(-1, 2)
+        >>> obs2 = observation_model(subset(np.arange(0, 900, 9), 900), obs_std=1.0)
+        >>> method = letkf(3.0, state_locations=xy, periodic=False)
+        >>> E = jax.random.normal(jax.random.key(1), (8, 900))
+        >>> state, info = method.step(None, method.init(E, obs2), jnp.zeros(100), obs2)
+        >>> state.ensemble.shape, int(info.n_obs)
+        ((8, 900), 100)
     """
     check_in_range("localization_radius", localization_radius, 0.0, float("inf"), closed_low=False)
     check_in_range("cutoff", cutoff, 0.0, 1.0, closed_high=False)
+    check_taper(taper)
+    check_geometry(geometry, sphere_radius)
     _check_batch_size(batch_size)
-
-    def positions(n):
-        s = (
-            np.arange(n, dtype=float)
-            if state_locations is None
-            else np.asarray(state_locations, float)
+    if max_local_obs is not None and (
+        not isinstance(max_local_obs, int | np.integer)
+        or isinstance(max_local_obs, bool)
+        or max_local_obs < 1
+    ):
+        raise ValueError(f"max_local_obs must be a positive int or None, got {max_local_obs!r}")
+    geometry_options: dict[str, Any] = dict(
+        state_locations=state_locations,
+        periodic=periodic,
+        domain_length=domain_length,
+        taper=taper,
+        geometry=geometry,
+        sphere_radius=sphere_radius,
+    )
+    if state_locations is not None:  # validate what is known before n (shape, values)
+        resolve_geometry(
+            int(np.shape(state_locations)[0]) if np.ndim(state_locations) else 1,
+            state_locations,
+            periodic=periodic,
+            domain_length=domain_length,
+            geometry=geometry,
+            sphere_radius=sphere_radius,
         )
-        if s.shape != (n,):
-            raise ValueError(f"state_locations must have length n={n}, got shape {s.shape}")
-        return s, float(n if domain_length is None else domain_length)
 
-    def table(n, obs):
+    def table(n, obs, y=None):
         loc = obs.operator.locations
         if loc is None:
             raise ValueError(
@@ -394,24 +521,27 @@ def letkf(
             )
         with jax.ensure_compile_time_eval():
             loc = obs.operator.locations
-        s, L = positions(n)
         if is_concrete(loc):
             return local_observations(
-                n,
-                np.asarray(loc),
-                localization_radius,
-                state_locations=s,
-                periodic=periodic,
-                domain_length=L,
-                cutoff=cutoff,
+                n, np.asarray(loc), localization_radius, cutoff=cutoff, **geometry_options
             )
         # traced locations (a network that changes in time): every observation, tapered
-        coeff = gain_taper(
-            n, loc, localization_radius, periodic, state_locations=s, domain_length=L
-        )
+        coeff = gain_taper(n, loc, localization_radius, **geometry_options)
         coeff = jnp.where(coeff > cutoff, coeff, 0.0)
-        idx = jnp.broadcast_to(jnp.arange(loc.shape[0], dtype=jnp.int32), coeff.shape)
-        return LocalObs(idx, coeff)
+        m = coeff.shape[1]
+        if max_local_obs is None or max_local_obs >= m:
+            idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), coeff.shape)
+            return LocalObs(idx, coeff)
+        if y is not None:  # missing observations have no influence: do not keep them
+            coeff = jnp.where(observed(y)[None, :], coeff, 0.0)
+        top, idx = jax.lax.top_k(coeff, max_local_obs + 1)
+        top = eqx.error_if(
+            top,
+            jnp.any(top[:, -1] > 0.0),
+            "LETKF: a grid point has more than max_local_obs local observations; raise "
+            "max_local_obs (or the cutoff)",
+        )
+        return LocalObs(idx[:, :-1].astype(jnp.int32), top[:, :-1])
 
     def init(ensemble, obs=None):
         check_ensemble(ensemble)
@@ -420,7 +550,7 @@ def letkf(
     def step(key, state, y, obs):
         del key
         E = state.ensemble
-        local = state.local if state.local is not None else table(E.shape[1], obs)
+        local = state.local if state.local is not None else table(E.shape[1], obs, y)
         Ea = letkf_analysis(E, y, obs, local, batch_size=batch_size, mesh=mesh)
         return LETKFState(Ea, state.local), analysis_info(Ea, observed(y))
 
