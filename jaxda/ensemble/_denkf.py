@@ -27,7 +27,6 @@ References:
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..core import (
@@ -35,13 +34,12 @@ from ..core import (
     Method,
     analysis_info,
     check_ensemble,
-    check_in_range,
     check_vector,
     ensemble_init,
 )
 from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
-from ._localization import gain_taper
+from ._localization import EARTH_RADIUS_KM, covariance_localization
 
 
 def denkf_analysis(
@@ -97,18 +95,20 @@ def denkf_analysis(
 def denkf(
     *,
     localization_radius: float | None = None,
-    periodic: bool = True,
-    domain_length: float | None = None,
     state_locations=None,
+    periodic: bool = True,
+    domain_length=None,
+    taper: str = "gaspari_cohn",
+    geometry: str = "euclidean",
+    sphere_radius: float = EARTH_RADIUS_KM,
 ) -> Method:
     """The DEnKF (Sakov & Oke 2008) as a :class:`jaxda.core.Method` (deterministic: the key
     is unused; wrap with :func:`jaxda.assimilate.with_inflation` for DAPPER's ``infl``).
 
     This is DAPPER's ``EnKF('DEnKF', N, infl)``. ``localization_radius`` tapers the gain with
     Gaspari–Cohn (covariance localization, as in Sakov & Oke 2008; ``K`` is formed as
-    ``n×m``: small problems). The state sits at ``state_locations`` (default the grid points
-    ``0..n-1``), on a ring of length ``domain_length`` (default ``n``) when ``periodic``, and
-    the observations at ``obs.operator.locations``.
+    ``n×m``: small problems). The localization options (coordinates in 1-D, d-D, periodic
+    or on the sphere; the taper) are those of :func:`jaxda.ensemble.enkf`.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -121,40 +121,24 @@ def denkf(
         >>> int(info.n_obs)
         7
     """
-    if localization_radius is not None:
-        check_in_range(
-            "localization_radius", localization_radius, 0.0, float("inf"), closed_low=False
-        )
-    if state_locations is not None and jnp.ndim(state_locations) not in (1, 2):
-        raise ValueError(
-            "state_locations must have shape (n,) or (n, d) (one position per state "
-            f"variable), got shape {jnp.shape(state_locations)}"
-        )
+    localizer = covariance_localization(
+        localization_radius,
+        state_locations=state_locations,
+        periodic=periodic,
+        domain_length=domain_length,
+        taper=taper,
+        geometry=geometry,
+        sphere_radius=sphere_radius,
+    )
 
     def step(key, state, y, obs):
         del key
         E = state.ensemble
-        taper = None
-        if localization_radius is not None:
-            loc = obs.operator.locations
-            if loc is None:
-                raise ValueError(
-                    "DEnKF localization needs observation locations (operator.locations)"
-                )
-            if state_locations is not None and jnp.shape(state_locations)[0] != E.shape[1]:
-                raise ValueError(
-                    f"state_locations has {jnp.shape(state_locations)[0]} entries but the "
-                    f"state has {E.shape[1]} variables"
-                )
-            taper = gain_taper(
-                E.shape[1],
-                loc,
-                localization_radius,
-                periodic,
-                state_locations=state_locations,
-                domain_length=domain_length,
-            ).astype(E.dtype)
-        Ea = denkf_analysis(E, y, obs, localization=taper)
+        rho = None
+        if localizer is not None:
+            rho = localizer.gain(E.shape[1], obs.operator.locations, "DEnKF localization")
+            rho = rho.astype(E.dtype)
+        Ea = denkf_analysis(E, y, obs, localization=rho)
         return EnsembleState(Ea), analysis_info(Ea, observed(y))
 
     return Method(ensemble_init, step)

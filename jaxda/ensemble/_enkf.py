@@ -19,8 +19,6 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -29,7 +27,6 @@ from ..core import (
     Method,
     analysis_info,
     check_ensemble,
-    check_in_range,
     check_vector,
     ensemble_init,
 )
@@ -37,10 +34,7 @@ from ..observations import ObservationModel, fill_missing, observed
 from ._core import kalman_gain, kalman_increments, obs_space, scaled_anomalies
 from ._localization import (
     EARTH_RADIUS_KM,
-    check_geometry,
-    check_taper,
-    gain_taper,
-    resolve_geometry,
+    covariance_localization,
 )
 
 
@@ -146,9 +140,8 @@ def enkf(
         >>> method.step(jax.random.key(1), method.init(E), jnp.zeros(16), obs)[0].ensemble.shape
         (10, 16)
     """
-    check_taper(taper)
-    check_geometry(geometry, sphere_radius)
-    geometry_options: dict[str, Any] = dict(
+    localizer = covariance_localization(
+        localization_radius,
         state_locations=state_locations,
         periodic=periodic,
         domain_length=domain_length,
@@ -156,31 +149,13 @@ def enkf(
         geometry=geometry,
         sphere_radius=sphere_radius,
     )
-    if localization_radius is not None:
-        check_in_range(
-            "localization_radius", localization_radius, 0.0, float("inf"), closed_low=False
-        )
-        if state_locations is not None:  # validate what is known before n (shape, values)
-            resolve_geometry(
-                int(jnp.shape(state_locations)[0]),
-                state_locations,
-                periodic=periodic,
-                domain_length=domain_length,
-                geometry=geometry,
-                sphere_radius=sphere_radius,
-            )
 
     def step(key, state, y, obs):
         E = state.ensemble
         rho = None
-        if localization_radius is not None:
-            n = E.shape[1]
-            loc = obs.operator.locations
-            if loc is None:
-                raise ValueError(
-                    "EnKF localization needs observation locations (operator.locations)"
-                )
-            rho = gain_taper(n, loc, localization_radius, **geometry_options).astype(E.dtype)
+        if localizer is not None:
+            rho = localizer.gain(E.shape[1], obs.operator.locations, "EnKF localization")
+            rho = rho.astype(E.dtype)
         Ea = enkf_analysis(
             key, E, y, obs, center_perturbations=center_perturbations, localization=rho
         )

@@ -534,6 +534,93 @@ def gain_taper(
     return taper_coefficients(_distance(s[:, None, :], o[None, :, :], geo), radius, taper)
 
 
+class CovarianceLocalization(NamedTuple):
+    """Covariance (Schur-product) localization from a method's options: the one place where the
+    EnKF, the DEnKF and the serial filters turn ``localization_radius``, ``state_locations``,
+    ``periodic``, ``domain_length``, ``taper``, ``geometry`` and ``sphere_radius`` into tapers
+    (built by :func:`covariance_localization`)."""
+
+    radius: float
+    state_locations: Any
+    periodic: bool
+    domain_length: Any
+    taper: str
+    geometry: str
+    sphere_radius: float
+
+    def coordinates(
+        self, n: int, obs_locations: Any, method: str = "localization"
+    ) -> tuple[Float[Array, "n d"], Float[Array, "m d"], Geometry]:
+        """State and observation coordinates (``obs_locations`` may be traced) and the geometry."""
+        if obs_locations is None:
+            raise ValueError(
+                f"{method} needs observation locations: use an operator with locations "
+                "(identity, subset, or linear/from_callable with locations=)"
+            )
+        s, geo = resolve_geometry(
+            n,
+            self.state_locations,
+            periodic=self.periodic,
+            domain_length=self.domain_length,
+            geometry=self.geometry,
+            sphere_radius=self.sphere_radius,
+        )
+        return s, obs_coordinates(obs_locations, s, geo), geo
+
+    def gain(self, n: int, obs_locations: Any, method: str = "localization") -> Float[Array, "n m"]:
+        """The ``n×m`` taper ``ρ`` of a Schur product ``ρ ∘ K`` (as :func:`gain_taper`)."""
+        s, o, geo = self.coordinates(n, obs_locations, method)
+        return self.coefficients(s[:, None, :], o[None, :, :], geo)
+
+    def coefficients(self, a, b, geo: Geometry) -> Float[Array, "..."]:
+        """Taper of the distances between coordinates ``a`` and ``b`` (broadcast, ``(..., d)``)."""
+        return taper_coefficients(_distance(a, b, geo), self.radius, self.taper)
+
+
+def covariance_localization(
+    localization_radius: float | None,
+    *,
+    state_locations: Any = None,
+    periodic: bool = True,
+    domain_length: Any = None,
+    taper: str = "gaspari_cohn",
+    geometry: str = "euclidean",
+    sphere_radius: float = EARTH_RADIUS_KM,
+) -> CovarianceLocalization | None:
+    """Validate a method's localization options eagerly; ``None`` when ``localization_radius``
+    is ``None`` (no localization). What can only be checked against the state size (the length
+    of ``state_locations``) is checked at the first analysis.
+
+    Examples:
+        >>> loc = covariance_localization(1.0, taper="boxcar")
+        >>> loc.gain(5, jnp.array([0, 4])).tolist()          # the ring of 5 points
+        [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    """
+    check_taper(taper)
+    check_geometry(geometry, sphere_radius)
+    if localization_radius is None:
+        return None
+    check_in_range("localization_radius", localization_radius, 0.0, math.inf, closed_low=False)
+    if state_locations is not None:  # validate what is known before n (shape, values)
+        resolve_geometry(
+            int(jnp.shape(state_locations)[0]),
+            state_locations,
+            periodic=periodic,
+            domain_length=domain_length,
+            geometry=geometry,
+            sphere_radius=sphere_radius,
+        )
+    return CovarianceLocalization(
+        float(localization_radius),
+        state_locations,
+        bool(periodic),
+        domain_length,
+        taper,
+        geometry,
+        float(sphere_radius),
+    )
+
+
 def distance_localization(
     param_locations: Float[Array, "n ..."] | np.ndarray,
     obs_locations: Float[Array, "m ..."] | np.ndarray,

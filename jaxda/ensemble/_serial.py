@@ -57,14 +57,13 @@ from ..core import (
     Method,
     analysis_info,
     check_ensemble,
-    check_in_range,
     check_vector,
     ensemble_init,
     is_concrete,
 )
 from ..observations import DiagonalNoise, ObservationModel, fill_missing, observed
 from ._core import mean_and_anomalies
-from ._localization import gain_taper
+from ._localization import EARTH_RADIUS_KM, CovarianceLocalization, covariance_localization
 
 ORDERINGS = ("random", "sequential")
 
@@ -163,35 +162,18 @@ def ensrf_analysis(
 
 
 def _taper_rows(
-    n: int, loc: Array, radius: float, periodic: bool, domain_length, state_locations
+    localizer: CovarianceLocalization, n: int, obs_locations
 ) -> tuple[Callable, Callable]:
     """Localization rows of observation ``j`` against the state (``(n,)``) and against every
-    observation (``(m,)``), computed one observation at a time inside the scan."""
-    # One ring for the state and the observations (gain_taper's default length would be the
-    # number of points passed: wrong for the observation-observation taper).
-    length = float(n) if domain_length is None else domain_length
+    observation (``(m,)``), computed one observation at a time inside the scan (the
+    observation-observation distances use the state's geometry)."""
+    s, o, geo = localizer.coordinates(n, obs_locations, "EnSRF localization")
 
     def state_taper(j):
-        row = gain_taper(
-            n,
-            loc[j][None],
-            radius,
-            periodic,
-            state_locations=state_locations,
-            domain_length=length,
-        )
-        return row[:, 0]
+        return localizer.coefficients(s, o[j][None, :], geo)
 
     def obs_taper(j):
-        row = gain_taper(
-            loc.shape[0],
-            loc[j][None],
-            radius,
-            periodic,
-            state_locations=loc,
-            domain_length=length,
-        )
-        return row[:, 0]
+        return localizer.coefficients(o, o[j][None, :], geo)
 
     return state_taper, obs_taper
 
@@ -200,9 +182,12 @@ def ensrf(
     *,
     ordering: str = "random",
     localization_radius: float | None = None,
-    periodic: bool = True,
-    domain_length: float | None = None,
     state_locations=None,
+    periodic: bool = True,
+    domain_length=None,
+    taper: str = "gaspari_cohn",
+    geometry: str = "euclidean",
+    sphere_radius: float = EARTH_RADIUS_KM,
 ) -> Method:
     r"""Serial ensemble square-root filter (Whitaker & Hamill 2002) as a
     :class:`jaxda.core.Method`: the observations are assimilated one at a time.
@@ -240,15 +225,15 @@ def ensrf(
     """
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
-    if localization_radius is not None:
-        check_in_range(
-            "localization_radius", localization_radius, 0.0, float("inf"), closed_low=False
-        )
-    if state_locations is not None and jnp.ndim(state_locations) not in (1, 2):
-        raise ValueError(
-            "state_locations must have shape (n,) or (n, d) (one position per state "
-            f"variable), got shape {jnp.shape(state_locations)}"
-        )
+    localizer = covariance_localization(
+        localization_radius,
+        state_locations=state_locations,
+        periodic=periodic,
+        domain_length=domain_length,
+        taper=taper,
+        geometry=geometry,
+        sphere_radius=sphere_radius,
+    )
 
     def step(key, state, y, obs):
         E = state.ensemble
@@ -256,20 +241,8 @@ def ensrf(
         order = jax.random.permutation(key, m) if ordering == "random" else None
         state_taper: Callable | None = None
         obs_taper: Callable | None = None
-        if localization_radius is not None:
-            loc = obs.operator.locations
-            if loc is None:
-                raise ValueError(
-                    "EnSRF localization needs observation locations (operator.locations)"
-                )
-            if state_locations is not None and jnp.shape(state_locations)[0] != E.shape[1]:
-                raise ValueError(
-                    f"state_locations has {jnp.shape(state_locations)[0]} entries but the "
-                    f"state has {E.shape[1]} variables"
-                )
-            state_taper, obs_taper = _taper_rows(
-                n, jnp.asarray(loc), localization_radius, periodic, domain_length, state_locations
-            )
+        if localizer is not None:
+            state_taper, obs_taper = _taper_rows(localizer, n, obs.operator.locations)
         Ea = ensrf_analysis(E, y, obs, order=order, state_taper=state_taper, obs_taper=obs_taper)
         return EnsembleState(Ea), analysis_info(Ea, observed(y))
 
