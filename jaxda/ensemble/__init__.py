@@ -49,13 +49,20 @@ from ._letkf import (
 )
 from ._localization import distance_localization, gain_taper, gaspari_cohn, periodic_distance
 from ._particle_filter import (
+    RESAMPLING,
     PFInfo,
     PFResult,
     PFState,
     bootstrap_particle_filter,
+    kernel_bandwidth,
+    multinomial_resample,
     particle_filter,
     pf_trajectories,
+    regularization_jitter,
+    residual_resample,
+    stratified_resample,
     systematic_resample,
+    weighted_anomalies,
 )
 from ._problems import (
     InverseProblem,
@@ -68,6 +75,7 @@ from ._problems import (
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
 
 __all__ = [
+    "RESAMPLING",
     "ESMDAResult",
     "ESMDAState",
     "EnKSState",
@@ -114,6 +122,7 @@ __all__ = [
     "inflate",
     "kalman_gain",
     "kalman_increments",
+    "kernel_bandwidth",
     "letkf",
     "letkf_analysis",
     "letkf_transform",
@@ -124,6 +133,7 @@ __all__ = [
     "lorenz96_parameter_problem",
     "mean_and_anomalies",
     "mean_preserving_rotation",
+    "multinomial_resample",
     "nonlinear_scalar_problem",
     "normalize_alpha",
     "obs_space",
@@ -133,9 +143,13 @@ __all__ = [
     "periodic_distance",
     "perturbed_observations",
     "pf_trajectories",
+    "regularization_jitter",
+    "residual_resample",
     "rtps",
     "scaled_anomalies",
     "smoothed_ensembles",
     "step_length_schedule",
+    "stratified_resample",
     "systematic_resample",
+    "weighted_anomalies",
 ]
