@@ -409,7 +409,8 @@ class PFInfo(NamedTuple):
         status: :class:`jaxda.core.Status`; ``NONFINITE`` when the weights are degenerate
             (every particle has likelihood zero, or a non-finite one): the state is then
             left as the forecast with its previous weights.
-        ess: effective sample size ``1/∑w_i²`` after weighting, before any resampling.
+        ess: effective sample size ``1/∑w_i²`` after weighting, before any resampling (of
+            the previous weights when the weights are degenerate).
         resampled: whether the particles were resampled (and regularized) this cycle.
         log_evidence: ``log p̂(y_k | y_{<k}) = log ∑_i w_i^{prev} p(y_k | x_i)``.
     """
@@ -456,6 +457,11 @@ def particle_filter(
         reg: regularization factor (DAPPER's ``reg``); ``0``: none.
         reg_duplicates_only: jitter only the particles drawn more than once (else all).
         weight_root: ``r ≥ 1``; ``1`` is plain resampling.
+
+    Tuning: on Lorenz-63 (:func:`jaxda.experiments.sakov2012`, ``R = 2 I``), ``N = 100``,
+    ``reg = 2.4``, ``resample_threshold = 0.3`` (DAPPER's suggested ``PartFilt`` setting)
+    gives an analysis RMSE of about 0.38 (median over seeds; DAPPER's own run the same), with
+    occasional seeds that lose track for a while (in both).
 
     ``resample_threshold`` and ``reg`` may be traced (e.g. ``jax.vmap`` over a grid of them
     in a tuning sweep); ``resampling``, ``reg_duplicates_only`` and ``weight_root`` are static.
