@@ -174,7 +174,7 @@ def series(y, obs=OBS5, **kw):
         (lambda: letkf(-1.0), ValueError, "localization_radius must be in"),
         (lambda: letkf(2.0, batch_size=0), ValueError, "batch_size must be a positive int"),
         (lambda: enkf(localization_radius=0.0), ValueError, "localization_radius must be in"),
-        (lambda: particle_filter(jitter=-1.0), ValueError, "jitter must be in"),
+        (lambda: particle_filter(reg=-1.0), ValueError, "reg must be in"),
         (
             lambda: particle_filter(resample_threshold=2.0),
             ValueError,
@@ -196,7 +196,7 @@ def series(y, obs=OBS5, **kw):
         (lambda: with_rotation(lambda: None), TypeError, "expected a jaxda.core.Method"),
         (lambda: make_method("magic"), ValueError, "unknown method 'magic'"),
         (lambda: make_method("letkf"), ValueError, "needs option(s) ['localization_radius']"),
-        (lambda: make_method("enkf", jitter=0.3), ValueError, "do not apply to method 'enkf'"),
+        (lambda: make_method("enkf", reg=0.3), ValueError, "do not apply to method 'enkf'"),
         (lambda: register("etkf", etkf), ValueError, "already registered"),
         (lambda: register("Bad Name", etkf), ValueError, "lower-case words"),
         # driver

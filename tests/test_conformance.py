@@ -26,7 +26,7 @@ SETTINGS = {
     "etkf": ({}, 10),
     "enkf_n": ({}, 10),
     "letkf": ({"localization_radius": 2.0}, 6),
-    "pf": ({"jitter": 0.5}, 30),
+    "pf": ({"reg": 1.0}, 30),
     "ensf": ({"n_steps": 20, "standardize": True, "eps_beta": 0.5}, 10),
     "3dvar": ({"B": background_covariance(std=0.5, dim=n)}, 1),
     "enks": ({"lag": 2}, 10),

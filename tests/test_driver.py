@@ -338,12 +338,12 @@ def test_wrappers_apply_their_post_processing():
 def test_registry():
     assert {"enkf", "etkf", "letkf", "pf", "ensf", "3dvar"} <= set(available_methods())
     assert method_options("letkf")["localization_radius"] is REQUIRED
-    assert method_options("pf")["jitter"] == 0.0
+    assert method_options("pf")["reg"] == 0.0
     assert "model" not in method_options("3dvar")  # a context argument, not an option
     with pytest.raises(ValueError, match="needs option"):
         make_method("letkf")
     with pytest.raises(ValueError, match="do not apply"):
-        make_method("etkf", jitter=0.1)
+        make_method("etkf", reg=0.1)
     with pytest.raises(ValueError, match="unknown method"):
         make_method("kalman-magic")
     # the context fills in the model only for factories that take it

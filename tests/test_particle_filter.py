@@ -1,9 +1,13 @@
-"""Bootstrap particle filter against the exact Kalman filter on a linear-Gaussian model.
+"""Bootstrap particle filter against the exact Kalman filter on a linear-Gaussian model, its
+resampling schemes against their defining properties, and its regularization against DAPPER's
+formula.
 
 Model: ``x_k = A x_{k-1} + w``, ``w ~ N(0, Q)``; ``y_k = H x_k + v``, ``v ~ N(0, R)``, ``x_0 ~ N(m0, P0)``.
 Monte-Carlo tolerance: the PF mean has std ≈ sqrt(P/ESS) (ESS after weighting); the log-evidence
 estimate has std O(sqrt(K/N)).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +15,14 @@ import numpy as np
 import pytest
 
 from jaxda.assimilate import assimilate, ensemble_mean
+from jaxda.core import Status
 from jaxda.ensemble import (
+    RESAMPLING,
     bootstrap_particle_filter,
+    kernel_bandwidth,
     particle_filter,
     pf_trajectories,
+    regularization_jitter,
     systematic_resample,
 )
 from jaxda.models import LinearModel, with_noise
@@ -104,9 +112,10 @@ def test_genealogy_trajectories_end_in_filtering_distribution(run):
     assert all(np.any(first == v) for v in np.asarray(trajs[:5, 0, 0]))
 
 
-def test_single_step_analysis_matches_exact_posterior():
+@pytest.mark.parametrize("resampling", ["systematic", "residual"])
+def test_single_step_analysis_matches_exact_posterior(resampling):
     obs = observation_model(linear(H), obs_cov=R)
-    pf = particle_filter()
+    pf = particle_filter(resampling=resampling)
     analysis = jax.jit(lambda k, E, y: pf.step(k, pf.init(E), y, obs))
     E = jax.random.multivariate_normal(jax.random.key(4), M0, P0, (N,))
     y = jnp.array([1.2])
@@ -157,12 +166,226 @@ def test_particle_filter_method_through_the_driver_matches_kalman_filter(run):
     assert abs(float(jnp.sum(info.log_evidence)) - logev) < 0.1
 
 
-def test_systematic_resampling_counts():
-    logw = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
-    idx = systematic_resample(jax.random.key(0), logw, 1000)
-    counts = np.bincount(np.asarray(idx), minlength=4)
-    # systematic resampling: each count is floor or ceil of n w_i
-    assert np.all(np.abs(counts - np.array([100, 200, 300, 400])) <= 1)
+# ---------------------------------------------------------------------------------------------
+# Resampling schemes
+# ---------------------------------------------------------------------------------------------
+
+W8 = np.array([0.02, 0.31, 0.0, 0.07, 0.155, 0.2, 0.045, 0.2])  # sums to 1, one zero weight
+N_KEYS = 4000
+
+
+@functools.cache
+def _counts(name, n=8):
+    keys = jax.random.split(jax.random.key(11), N_KEYS)
+    idx = jax.jit(jax.vmap(lambda k: RESAMPLING[name](k, jnp.log(jnp.asarray(W8)), n)))(keys)
+    idx = np.asarray(idx)
+    assert idx.shape == (N_KEYS, n) and idx.min() >= 0 and idx.max() < len(W8)
+    return np.stack([np.bincount(row, minlength=len(W8)) for row in idx])
+
+
+@pytest.mark.parametrize("name", sorted(RESAMPLING))
+def test_resampling_is_unbiased(name):
+    """Mean copies over many keys = n w_i (tolerance from the multinomial variance, the
+    largest of the four schemes); a zero weight is never drawn."""
+    n = 8
+    c = _counts(name)
+    assert np.all(c.sum(1) == n)
+    se = np.sqrt(n * W8 * (1 - W8) / N_KEYS)
+    np.testing.assert_array_less(np.abs(c.mean(0) - n * W8), 5 * se + 1e-12)
+    assert np.all(c[:, 2] == 0)
+    # another number of draws than of weights
+    idx = RESAMPLING[name](jax.random.key(12), jnp.log(jnp.asarray(W8)), 13)
+    assert idx.shape == (13,) and not np.any(np.asarray(idx) == 2)
+
+
+def test_resampling_schemes_spread_of_copies():
+    """Systematic: ⌊n w⌋ or ⌈n w⌉ copies (the least variance an unbiased integer count can
+    have); residual: never fewer than ⌊n w⌋; stratified: within one of those; residual and
+    stratified have less variance than multinomial (Douc, Cappé & Moulines 2005)."""
+    n = 8
+    lo, hi = np.floor(n * W8), np.ceil(n * W8)
+    sys_c, res_c = _counts("systematic"), _counts("residual")
+    str_c, mul_c = _counts("stratified"), _counts("multinomial")
+    assert np.all((sys_c == lo) | (sys_c == hi))
+    assert np.all(res_c >= lo)
+    assert np.all((str_c >= lo - 1) & (str_c <= hi + 1))
+    frac = n * W8 - lo
+    np.testing.assert_allclose(sys_c.var(0), frac * (1 - frac), atol=0.03)
+    multinomial_var = n * W8 * (1 - W8)
+    np.testing.assert_allclose(mul_c.var(0), multinomial_var, rtol=0.1, atol=0.01)
+    # residual: multinomial over the R = n - Σ⌊n w⌋ remaining draws
+    R = n - lo.sum()
+    np.testing.assert_allclose(res_c.var(0), frac * (1 - frac / R), rtol=0.1, atol=0.01)
+    assert str_c.var(0).sum() < 0.8 * multinomial_var.sum()
+    assert res_c.var(0).sum() < 0.8 * multinomial_var.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# When the filter resamples, and how it keeps its weights
+# ---------------------------------------------------------------------------------------------
+
+OBS_1D = observation_model(linear(H), obs_cov=R)
+
+
+def _numpy_loglik(E, y):
+    r = y - E @ np.asarray(H).T
+    return -0.5 * np.sum(r**2, axis=1) / float(R[0, 0])
+
+
+def test_resamples_only_when_ess_is_at_most_the_threshold():
+    E = np.asarray(jax.random.multivariate_normal(jax.random.key(12), M0, P0, (200,)))
+    y = np.array([1.5])
+    w = np.exp(_numpy_loglik(E, y) - _numpy_loglik(E, y).max())
+    w /= w.sum()
+    ess_frac = 1.0 / np.sum(w**2) / len(w)
+    assert 0.1 < ess_frac < 0.9
+    # the threshold may be traced: one compilation for both
+    step = jax.jit(
+        lambda thr: particle_filter(resample_threshold=thr).step(
+            jax.random.key(13), particle_filter().init(jnp.asarray(E)), jnp.asarray(y), OBS_1D
+        )
+    )
+    for threshold, expected in [(ess_frac * 0.99, False), (ess_frac * 1.01, True)]:
+        state, info = step(threshold)
+        assert bool(info.resampled) is expected
+        np.testing.assert_allclose(float(info.ess), ess_frac * len(w), rtol=1e-10)
+        if expected:
+            np.testing.assert_allclose(state.log_weights, -np.log(len(w)), rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(state.ensemble, E)
+            np.testing.assert_allclose(np.exp(state.log_weights), w, rtol=1e-10, atol=1e-300)
+
+
+def test_threshold_zero_is_sequential_importance_sampling():
+    """Never resamples: the weights are the normalised product of the likelihoods of every
+    cycle, and the log-evidence increments sum to log of the mean prior-weighted product."""
+    E = jnp.asarray(jax.random.multivariate_normal(jax.random.key(14), M0, P0, (50,)))
+    ys = [np.array([0.3]), np.array([np.nan]), np.array([-0.4]), np.array([0.8])]
+    pf = particle_filter(resample_threshold=0.0, reg=2.0)
+    step = jax.jit(pf.step)
+    state, logev = pf.init(E), 0.0
+    for k, y in enumerate(ys):
+        state, info = step(jax.random.key(k), state, jnp.asarray(y), OBS_1D)
+        assert not bool(info.resampled)
+        logev += float(info.log_evidence)
+    np.testing.assert_array_equal(state.ensemble, E)
+    ll = np.sum([_numpy_loglik(np.asarray(E), y) for y in ys if np.all(np.isfinite(y))], axis=0)
+    w = np.exp(ll - ll.max())
+    np.testing.assert_allclose(np.exp(state.log_weights), w / w.sum(), rtol=1e-9)
+    # the Gaussian normalising constants: 3 observed times of one value
+    const = 3 * (-0.5 * np.log(2 * np.pi * float(R[0, 0])))
+    np.testing.assert_allclose(logev, np.log(np.mean(np.exp(ll))) + const, rtol=1e-10)
+
+
+def test_all_zero_likelihood_is_a_failure_status_not_nan():
+    E = jax.random.multivariate_normal(jax.random.key(15), M0, P0, (30,))
+    pf = particle_filter(reg=1.0)
+    state0 = pf.init(E)
+    # every residual squares to inf: p(y | x_i) = 0 for every particle
+    state, info = jax.jit(pf.step)(jax.random.key(16), state0, jnp.array([1e200]), OBS_1D)
+    assert int(info.status) == Status.NONFINITE and not bool(info.resampled)
+    np.testing.assert_array_equal(state.ensemble, E)
+    np.testing.assert_array_equal(state.log_weights, state0.log_weights)
+    assert float(info.log_evidence) == -np.inf
+
+
+def test_weight_root_keeps_the_weighted_mean():
+    """Resampling from ``w^{1/r}`` with compensating weights ``w^{1-1/r}``: the weighted mean
+    after resampling estimates the one before; more distinct particles survive than with
+    plain resampling."""
+    E = jax.random.multivariate_normal(jax.random.key(17), M0, P0, (2000,))
+    y = jnp.array([2.0])
+
+    def analysis(pf):
+        return jax.jit(pf.step)(jax.random.key(18), pf.init(E), y, OBS_1D)
+
+    rooted, info = analysis(particle_filter(weight_root=3.0))
+    w = jax.nn.softmax(jax.vmap(lambda x: OBS_1D.noise.log_prob(y - H @ x))(E))
+    mean_before = np.asarray(w @ E)
+    mean_after = np.asarray(jax.nn.softmax(rooted.log_weights) @ rooted.ensemble)
+    sd = np.sqrt(np.diag(np.cov(np.asarray(E).T, aweights=np.asarray(w))) / float(info.ess))
+    np.testing.assert_array_less(np.abs(mean_after - mean_before), 5 * sd)
+    plain = systematic_resample(jax.random.key(19), jnp.log(w))
+    assert len(np.unique(rooted.ensemble[:, 0])) > 1.2 * len(np.unique(np.asarray(plain)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Regularization
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kernel_bandwidth_is_dappers_optimal_bandwidth():
+    auto_bandw = pytest.importorskip("dapper.da_methods.particle").auto_bandw
+    for N_, n_ in [(100, 3), (40, 10), (2, 1)]:
+        assert kernel_bandwidth(N_, n_) == pytest.approx(auto_bandw(N_, n_), rel=1e-14)
+
+
+def test_regularization_jitter_has_dappers_covariance():
+    """Draws of ``regularization_jitter`` have covariance ``scale² C_w`` with ``C_w`` DAPPER's
+    ``raw_C12ᵀ raw_C12`` (the unbiased weighted covariance, numpy's ``aweights``)."""
+    rng = np.random.default_rng(19)
+    E = rng.normal(size=(30, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.5]])
+    logw = rng.normal(size=30)
+    w = np.exp(logw - logw.max())
+    w /= w.sum()
+    C_w = np.cov(E.T, aweights=w)
+    raw_C12 = pytest.importorskip("dapper.da_methods.particle").raw_C12
+    C12 = raw_C12(E, w)
+    np.testing.assert_allclose(C12.T @ C12, C_w, rtol=1e-10)
+    scale = 2.4 * kernel_bandwidth(30, 3)
+    draws = jax.jit(
+        jax.vmap(lambda k: regularization_jitter(k, jnp.asarray(E), jnp.asarray(logw), scale))
+    )(jax.random.split(jax.random.key(20), 400))
+    d = np.asarray(draws).reshape(-1, 3)  # 12000 independent draws
+    np.testing.assert_allclose(np.cov(d.T), scale**2 * C_w, rtol=0.05, atol=0.02 * scale**2)
+    assert np.all(np.abs(d.mean(0)) < 5 * scale * np.sqrt(np.diag(C_w) / len(d)))
+
+
+def test_filter_jitters_the_resampled_duplicates_with_the_weighted_covariance():
+    """``Ea(reg) - Ea(0)`` with the same key: zero for particles drawn once, and for the
+    duplicates ``N(0, (reg·h)² C_w)`` with ``C_w`` the weighted covariance before resampling;
+    with ``reg_duplicates_only=False`` every particle moves."""
+    obs = observation_model(linear(H), obs_cov=R)
+    N_, reg = 1500, 2.0
+    E = jax.random.multivariate_normal(jax.random.key(21), M0, P0, (N_,))
+    y = jnp.array([1.2])
+    state0 = particle_filter().init(E)
+    # reg traced: one compilation for reg = 0 and reg = 2
+    analysis = jax.jit(
+        lambda r: particle_filter(reg=r).step(jax.random.key(22), state0, y, obs)[0].ensemble
+    )
+    plain = np.asarray(analysis(0.0))
+    d = np.asarray(analysis(reg)) - plain
+    _, inverse, copies = np.unique(plain[:, 0], return_inverse=True, return_counts=True)
+    dup = copies[inverse] > 1
+    assert 100 < dup.sum() < N_
+    assert np.all(d[~dup] == 0) and np.all(d[dup] != 0)
+    w = np.asarray(jax.nn.softmax(jax.vmap(lambda x: obs.noise.log_prob(y - H @ x))(E)))
+    C = (reg * N_ ** (-1 / (2 + 4))) ** 2 * np.cov(np.asarray(E).T, aweights=w)
+    np.testing.assert_allclose(np.cov(d[dup].T), C, rtol=0.15, atol=0.01)
+    pf_all = particle_filter(reg=reg, reg_duplicates_only=False)
+    small = pf_all.init(E[:40])
+    moved = jax.jit(pf_all.step)(jax.random.key(23), small, y, obs)[0].ensemble
+    assert not np.any(np.isin(np.asarray(moved[:, 0]), np.asarray(E[:40, 0])))
+
+
+def test_regularized_pf_tracks_lorenz63_where_the_plain_one_collapses():
+    """DAPPER's tuning for sakov2012 (R = 2 I): PartFilt N=100, reg 2.4, NER 0.3 (rmse.a
+    0.38 over 2000 cycles); without regularization the particles collapse."""
+    from jaxda.experiments import sakov2012, twin_experiment
+
+    setup = sakov2012(n_cycles=250, burn_in=50)
+
+    def rmse(key, reg):
+        pf = particle_filter(resample_threshold=0.3, reg=reg)
+        return twin_experiment(key, setup, pf, 100).rmse_analysis
+
+    keys = jax.random.split(jax.random.key(8), 2)
+    regs = jnp.array([0.0, 2.4])
+    out = jax.jit(jax.vmap(jax.vmap(rmse, (None, 0)), (0, None)))(keys, regs)
+    plain, regularized = np.asarray(out[:, 0]), np.asarray(out[:, 1])
+    assert np.all(regularized < 0.6), regularized  # climatological RMSE ≈ 7.6
+    assert np.all(plain > 3.0 * regularized), (plain, regularized)
 
 
 def test_pf_validation():
@@ -172,8 +395,23 @@ def test_pf_validation():
         )
     with pytest.raises(ValueError, match="resample_threshold"):
         particle_filter(resample_threshold=1.5)
-    with pytest.raises(ValueError, match="jitter"):
-        particle_filter(jitter=-0.1)
+    with pytest.raises(ValueError, match="reg"):
+        particle_filter(reg=-0.1)
+    with pytest.raises(ValueError, match="weight_root"):
+        particle_filter(weight_root=0.5)
+    with pytest.raises(ValueError, match="resampling must be one of"):
+        particle_filter(resampling="Sys")
+    with pytest.raises(ValueError, match="resampling must be one of"):
+        bootstrap_particle_filter(
+            jax.random.key(0),
+            transition,
+            loglik,
+            jnp.zeros((10, 2)),
+            jnp.zeros((3, 1)),
+            resampling="x",
+        )
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        systematic_resample(jax.random.key(0), jnp.zeros(4), 0)
     with pytest.raises(ValueError, match="resample_threshold"):
         bootstrap_particle_filter(
             jax.random.key(0),
@@ -183,40 +421,3 @@ def test_pf_validation():
             jnp.zeros((3, 1)),
             resample_threshold=2.0,
         )
-
-
-def test_regularization_jitter_has_the_weighted_covariance():
-    """``Ea(jitter) - Ea(0)`` with the same key is ``N(0, jitter² C_w)``, ``C_w`` the weighted
-    forecast covariance (computed here with numpy's ``aweights``)."""
-    obs = observation_model(linear(H), obs_cov=R)
-    n_members, jitter = 4000, 0.5
-    E = jax.random.multivariate_normal(jax.random.key(6), M0, P0, (n_members,))
-    y = jnp.array([1.2])
-
-    def analysis(pf):
-        return pf.step(jax.random.key(7), pf.init(E), y, obs)[0].ensemble
-
-    d = analysis(particle_filter(jitter=jitter)) - analysis(particle_filter())
-    w = jax.nn.softmax(jax.vmap(lambda x: obs.noise.log_prob(y - H @ x))(E))
-    C_w = np.cov(np.asarray(E).T, aweights=np.asarray(w), bias=True)
-    # 4000 draws: sample-covariance entries have relative sd ≈ 2-3%
-    np.testing.assert_allclose(np.cov(np.asarray(d).T), jitter**2 * C_w, rtol=0.12, atol=0.01)
-    assert abs(float(d.mean())) < 0.05
-
-
-def test_regularized_pf_tracks_lorenz63_where_the_plain_one_collapses():
-    import dataclasses
-
-    from jaxda.experiments import sakov2012, twin_experiment
-
-    # the former lorenz63_setup: sakov2012 with R = 4 I and an initial spread of 1
-    setup = dataclasses.replace(sakov2012(n_cycles=300, burn_in=100, obs_std=2.0), init_std=1.0)
-
-    def rmse(jitter):
-        pf = particle_filter(jitter=jitter)
-        run = jax.jit(jax.vmap(lambda k: twin_experiment(k, setup, pf, 100).rmse_analysis))
-        return np.asarray(run(jax.random.split(jax.random.key(8), 2)))
-
-    plain, regularized = rmse(0.0), rmse(0.8)
-    assert np.all(regularized < 1.0), regularized  # R = 4 I; climatological RMSE ≈ 8
-    assert np.all(plain > 3.0 * regularized), (plain, regularized)

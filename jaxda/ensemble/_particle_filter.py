@@ -1,10 +1,29 @@
-r"""Bootstrap particle filter (sequential importance resampling).
+r"""Bootstrap particle filter (sequential importance resampling) and its resampling schemes.
 
 Gordon, Salmond & Smith (1993); Doucet & Johansen (2011), *A tutorial on particle filtering
 and smoothing*. For a state-space model ``x_k ~ p(x_k | x_{k-1})``, ``y_k ~ p(y_k | x_k)``,
-particles are propagated with the model (the proposal is the prior), weighted by the
-likelihood and resampled (systematic resampling) when the effective sample size
-``ESS = 1/∑w_i²`` falls below ``resample_threshold · N``.
+particles are propagated with the model (the proposal is the prior) and their weights are
+multiplied by the likelihood, ``w_i ∝ w_i · p(y_k | x_i)``. When the effective sample size
+``ESS = 1/∑w_i²`` falls to ``resample_threshold · N`` or below, the particles are resampled
+(``N`` indices drawn with ``E[copies of i] = N w_i``) and the weights reset to ``1/N``;
+otherwise the weights are carried to the next cycle (sequential importance sampling).
+
+Resampling schemes (Douc, Cappé & Moulines 2005, *Comparison of resampling schemes for
+particle filtering*), all unbiased, from most to least random: ``multinomial`` (``N``
+independent draws), ``residual`` (``⌊N w_i⌋`` copies of each, the remaining
+``N - ∑⌊N w_i⌋`` drawn multinomially from the fractional parts), ``stratified`` (one uniform
+draw in each of the ``N`` strata ``[j/N, (j+1)/N)`` of the weight CDF) and ``systematic``
+(one uniform shift shared by the ``N`` strata; the copies of ``i`` are ``⌊N w_i⌋`` or
+``⌈N w_i⌉``).
+
+Regularization (Musso, Oudjane & Le Gland 2001, *Improving regularised particle filters*;
+Doucet, de Freitas & Gordon 2001, section 12.2.2): resampled particles are drawn from a
+Gaussian kernel around each selected particle instead of the point mass, with kernel
+covariance ``(reg · h)² C_w``, ``C_w`` the weighted covariance of the particles and
+``h = N^{-1/(n+4)}`` the optimal bandwidth of a Gaussian kernel density estimate (Silverman's
+rule of thumb up to its constant; ``reg`` absorbs the constant). This is DAPPER's
+``PartFilt(reg=...)`` scaling. Without it a perfect-model twin experiment collapses onto a
+few members, since nothing else renews the particles.
 
 The log-evidence estimate is ``log p̂(y_{0:K}) = ∑_k log ∑_i w^{(i)}_{k-1} p(y_k | x_k^{(i)})``
 (unbiased for ``p``). Trajectory samples from the joint smoothing distribution are drawn by
@@ -21,11 +40,20 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ..core import Method, Status, analysis_info, check_ensemble, check_in_range, check_vector
+from ..core import (
+    Method,
+    Status,
+    analysis_info,
+    check_ensemble,
+    check_in_range,
+    check_vector,
+    is_concrete,
+)
 from ..observations import log_likelihood, observed
 
 Transition = Callable[[Array, Array], Array]
 LogLik = Callable[[Array, Array], Array]
+Resampler = Callable[..., Array]
 
 
 class PFResult(NamedTuple):
@@ -51,16 +79,203 @@ class PFResult(NamedTuple):
         return jnp.einsum("kn,knd->kd", jnp.exp(self.log_weights), self.particles)
 
 
+# --------------------------------------------------------------------------------------------
+# Resampling schemes: pure functions (key, log_weights, n) -> n indices, vmappable over keys.
+# --------------------------------------------------------------------------------------------
+
+
+def _normalized_cdf(log_weights: Array) -> Array:
+    cdf = jnp.cumsum(jax.nn.softmax(log_weights))
+    return cdf / cdf[-1]  # the last entry is exactly 1, so every u < 1 finds an index
+
+
+def _check_n(log_weights: Array, n: int | None) -> int:
+    check_vector(log_weights, "log_weights")
+    n = log_weights.shape[0] if n is None else n
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return n
+
+
+def _invert_cdf(log_weights: Array, u: Array) -> Array:
+    # index of the first particle whose CDF exceeds u (side="right": a zero weight is never
+    # drawn, even for u = 0)
+    idx = jnp.searchsorted(_normalized_cdf(log_weights), u, side="right")
+    return jnp.clip(idx, 0, log_weights.shape[0] - 1)
+
+
 def systematic_resample(
     key: Array, log_weights: Float[Array, " N"], n: int | None = None
 ) -> Int[Array, " n"]:
-    """Systematic resampling indices from normalised or unnormalised log-weights."""
-    N = log_weights.shape[0]
-    n = N if n is None else n
+    r"""Systematic resampling: ``n`` indices (sorted) from normalised or unnormalised log-weights.
+
+    One uniform ``U`` shifts ``n`` evenly spaced points ``u_j = (j + U)/n`` through the
+    cumulative weights; particle ``i`` gets ``⌊n w_i⌋`` or ``⌈n w_i⌉`` copies, ``n w_i`` on
+    average (Carpenter, Clifford & Fearnhead 1999; Kitagawa 1996).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> logw = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+        >>> systematic_resample(jax.random.key(0), logw, 10).tolist().count(3)
+        4
+    """
+    n = _check_n(log_weights, n)
+    u = (jax.random.uniform(key, (), log_weights.dtype) + jnp.arange(n)) / n
+    return _invert_cdf(log_weights, u)
+
+
+def stratified_resample(
+    key: Array, log_weights: Float[Array, " N"], n: int | None = None
+) -> Int[Array, " n"]:
+    r"""Stratified resampling: one independent uniform point ``u_j = (j + U_j)/n`` in each of
+    the ``n`` strata of the weight CDF (Kitagawa 1996). ``n`` indices, sorted; particle ``i``
+    gets ``n w_i`` copies on average, with a variance never above multinomial resampling.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> idx = stratified_resample(jax.random.key(0), jnp.log(jnp.array([0.5, 0.5])), 6)
+        >>> idx.shape
+        (6,)
+    """
+    n = _check_n(log_weights, n)
+    u = (jax.random.uniform(key, (n,), log_weights.dtype) + jnp.arange(n)) / n
+    return _invert_cdf(log_weights, u)
+
+
+def multinomial_resample(
+    key: Array, log_weights: Float[Array, " N"], n: int | None = None
+) -> Int[Array, " n"]:
+    r"""Multinomial resampling: ``n`` independent draws of index ``i`` with probability
+    ``w_i`` (the copies are ``Multinomial(n, w)``; DAPPER's ``"Stochastic"``).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> idx = multinomial_resample(jax.random.key(0), jnp.array([0.0, -jnp.inf]), 5)
+        >>> idx.tolist()
+        [0, 0, 0, 0, 0]
+    """
+    n = _check_n(log_weights, n)
+    # inverse CDF of n independent uniforms: O(n log N) (categorical sampling would draw an
+    # n × N Gumbel matrix)
+    return _invert_cdf(log_weights, jax.random.uniform(key, (n,), log_weights.dtype))
+
+
+def residual_resample(
+    key: Array, log_weights: Float[Array, " N"], n: int | None = None
+) -> Int[Array, " n"]:
+    r"""Residual resampling (Liu & Chen 1998): particle ``i`` first gets ``⌊n w_i⌋`` copies
+    deterministically; the ``R = n - ∑⌊n w_i⌋`` remaining indices are drawn multinomially
+    with probabilities ``∝ n w_i - ⌊n w_i⌋``. The copies are ``n w_i`` on average and never
+    fewer than ``⌊n w_i⌋``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> logw = jnp.log(jnp.array([0.25, 0.75]))
+        >>> residual_resample(jax.random.key(0), logw, 4).tolist()
+        [0, 1, 1, 1]
+    """
+    n = _check_n(log_weights, n)
+    nw = n * jax.nn.softmax(log_weights)
+    base = jnp.floor(nw)
+    frac = nw - base
+    counts = base.astype(jnp.int32)
+    n_det = jnp.minimum(jnp.sum(counts), n)
+    pos = jnp.arange(n)
+    det = jnp.searchsorted(jnp.cumsum(counts), pos, side="right")
+    # the remainder: independent draws from the fractional parts (when they sum to 0, R = 0
+    # and the draws are not used)
+    logf = jnp.where(frac > 0, jnp.log(jnp.where(frac > 0, frac, 1.0)), -jnp.inf)
+    logf = jnp.where(jnp.any(frac > 0), logf, 0.0)
+    rest = multinomial_resample(key, logf, n)
+    idx = jnp.where(pos < n_det, det, rest[jnp.clip(pos - n_det, 0, n - 1)])
+    return jnp.clip(idx, 0, log_weights.shape[0] - 1)
+
+
+RESAMPLING: dict[str, Resampler] = {
+    "systematic": systematic_resample,
+    "stratified": stratified_resample,
+    "residual": residual_resample,
+    "multinomial": multinomial_resample,
+}
+
+
+def _resampler(name: str) -> Resampler:
+    if name not in RESAMPLING:
+        raise ValueError(f"resampling must be one of {sorted(RESAMPLING)}, got {name!r}")
+    return RESAMPLING[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Regularization (kernel jitter)
+# --------------------------------------------------------------------------------------------
+
+
+def kernel_bandwidth(n_particles: int, dim: int) -> float:
+    r"""Optimal bandwidth ``h = N^{-1/(n+4)}`` of a Gaussian kernel density estimate from
+    ``N`` particles in dimension ``n`` (Silverman 1986, without its constant; Doucet et al.
+    2001, section 12.2.2). The regularization kernel has covariance ``(reg · h)² C_w``.
+
+    Examples:
+        >>> round(kernel_bandwidth(100, 3), 4)  # 100^(-1/7)
+        0.5179
+    """
+    if n_particles < 1 or dim < 1:
+        raise ValueError(f"n_particles and dim must be >= 1, got {n_particles}, {dim}")
+    return float(n_particles) ** (-1.0 / (dim + 4))
+
+
+def weighted_anomalies(
+    ensemble: Float[Array, "N n"], log_weights: Float[Array, " N"]
+) -> Float[Array, "N n"]:
+    r"""Square-root factor ``A`` of the unbiased weighted covariance, ``C_w = AᵀA``.
+
+    ``A_i = \sqrt{w_i / (1 - ∑_j w_j²)}\,(x_i - \bar x_w)`` with ``\bar x_w = ∑ w_i x_i``:
+    the reliability-weights covariance (``numpy.cov(E.T, aweights=w)``), ``N/(N-1)`` times
+    the biased one for uniform weights. When one weight holds all the mass
+    (``1 - max w < 10⁻¹⁰``) the weighted covariance vanishes; the unweighted one is used
+    instead so that the regularization still spreads the collapsed particles (as DAPPER).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> E = jnp.array([[0.0], [2.0]])
+        >>> A = weighted_anomalies(E, jnp.log(jnp.array([0.5, 0.5])))
+        >>> float((A.T @ A)[0, 0])  # the unbiased variance of {0, 2}
+        2.0
+    """
+    check_ensemble(ensemble)
+    check_vector(log_weights, "log_weights", ensemble.shape[0])
     w = jax.nn.softmax(log_weights)
-    cdf = jnp.cumsum(w)
-    u = (jax.random.uniform(key, (), w.dtype) + jnp.arange(n)) / n
-    return jnp.clip(jnp.searchsorted(cdf, u), 0, N - 1)
+    N = ensemble.shape[0]
+    w = jnp.where(1.0 - jnp.max(w) < 1e-10, jnp.full_like(w, 1.0 / N), w)
+    A = ensemble - w @ ensemble
+    return jnp.sqrt(w / (1.0 - jnp.sum(w**2)))[:, None] * A
+
+
+def regularization_jitter(
+    key: Array, ensemble: Float[Array, "N n"], log_weights: Float[Array, " N"], scale: float
+) -> Float[Array, "N n"]:
+    r"""``N`` independent draws of ``N(0, scale² C_w)``, ``C_w`` the unbiased weighted
+    covariance of ``ensemble`` (:func:`weighted_anomalies`).
+
+    Drawn in ensemble space as ``ε = scale · Z A`` with ``Z`` an ``N × N`` standard Gaussian
+    matrix: no ``n × n`` matrix is formed. The particle filter uses
+    ``scale = reg · kernel_bandwidth(N, n)``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> E = jax.random.normal(jax.random.key(0), (50, 4))
+        >>> regularization_jitter(jax.random.key(1), E, jnp.zeros(50), 0.5).shape
+        (50, 4)
+    """
+    A = weighted_anomalies(ensemble, log_weights)
+    N = ensemble.shape[0]
+    Z = jax.random.normal(key, (N, N), ensemble.dtype)
+    return scale * (Z @ A)
+
+
+# --------------------------------------------------------------------------------------------
+# Functional filter over a whole record
+# --------------------------------------------------------------------------------------------
 
 
 def bootstrap_particle_filter(
@@ -72,6 +287,7 @@ def bootstrap_particle_filter(
     *,
     mask: Bool[Array, " K"] | None = None,
     resample_threshold: float = 0.5,
+    resampling: str = "systematic",
 ) -> PFResult:
     r"""Run a bootstrap particle filter.
 
@@ -85,7 +301,8 @@ def bootstrap_particle_filter(
         particles0: ``(N, n)`` initial particles.
         ys: ``(K, m)`` observations (rows where ``mask`` is False are ignored).
         mask: ``(K,)`` booleans, True where ``ys[k]`` is an actual observation.
-        resample_threshold: resample when ``ESS < threshold · N`` (1 = always).
+        resample_threshold: resample when ``ESS ≤ threshold · N`` (1 = always, 0 = never).
+        resampling: ``"systematic"``, ``"stratified"``, ``"residual"`` or ``"multinomial"``.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -103,6 +320,7 @@ def bootstrap_particle_filter(
     mask = jnp.ones(K, bool) if mask is None else jnp.asarray(mask, bool)
     check_vector(mask, "mask", K)
     check_in_range("resample_threshold", resample_threshold, 0.0, 1.0)
+    draw = _resampler(resampling)
     N = particles0.shape[0]
     ll_fn = jax.vmap(log_likelihood, in_axes=(0, None))
 
@@ -114,8 +332,8 @@ def bootstrap_particle_filter(
         return logw, log_inc, 1.0 / jnp.sum(jnp.exp(2.0 * logw))
 
     def resample(k, x, logw, ess):
-        do = ess < resample_threshold * N
-        idx = jnp.where(do, systematic_resample(k, logw), jnp.arange(N))
+        do = _should_resample(ess, resample_threshold, N)
+        idx = jnp.where(do, draw(k, logw), jnp.arange(N))
         logw = jnp.where(do, jnp.full((N,), -jnp.log(N), logw.dtype), logw)
         return idx, logw
 
@@ -164,49 +382,107 @@ def pf_trajectories(key: Array, result: PFResult, n: int) -> Float[Array, "n K d
     return jnp.swapaxes(traj, 0, 1)
 
 
+def _should_resample(ess: Array, threshold: float, N: int) -> Array:
+    # ESS ≤ threshold·N, with a relative round-off margin so that threshold 1 always
+    # resamples (ESS of uniform weights can round to slightly above N) and 0 never does
+    return ess <= threshold * N * (1.0 + 1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# The Method
+# --------------------------------------------------------------------------------------------
+
+
 class PFState(NamedTuple):
-    """Particle-filter state: the particles and their normalised log-weights."""
+    """Particle-filter state: the particles and their normalised log-weights (uniform after
+    a resampling, carried between cycles otherwise)."""
 
     ensemble: Float[Array, "N n"]
     log_weights: Float[Array, " N"]
 
 
 class PFInfo(NamedTuple):
-    """Per-cycle diagnostics of the particle filter (``n_obs``/``status`` as every method)."""
+    """Per-cycle diagnostics of the particle filter (``n_obs``/``status`` as every method).
+
+    Attributes:
+        n_obs: number of observations used at this time.
+        status: :class:`jaxda.core.Status`; ``NONFINITE`` when the weights are degenerate
+            (every particle has likelihood zero, or a non-finite one): the state is then
+            left as the forecast with its previous weights.
+        ess: effective sample size ``1/∑w_i²`` after weighting, before any resampling (of
+            the previous weights when the weights are degenerate).
+        resampled: whether the particles were resampled (and regularized) this cycle.
+        log_evidence: ``log p̂(y_k | y_{<k}) = log ∑_i w_i^{prev} p(y_k | x_i)``.
+    """
 
     n_obs: Int[Array, ""]
     status: Int[Array, ""]
-    ess: Float[Array, ""]  # effective sample size 1/Σw² after weighting
+    ess: Float[Array, ""]
     resampled: Bool[Array, ""]
-    log_evidence: Float[Array, ""]  # log p(y_k | y_{<k}) estimate
+    log_evidence: Float[Array, ""]
 
 
-def particle_filter(*, jitter: float = 0.0, resample_threshold: float = 1.0) -> Method:
-    r"""Sequential importance resampling as a :class:`jaxda.core.Method`.
+def particle_filter(
+    *,
+    resample_threshold: float = 1.0,
+    resampling: str = "systematic",
+    reg: float = 0.0,
+    reg_duplicates_only: bool = True,
+    weight_root: float = 1.0,
+) -> Method:
+    r"""Bootstrap particle filter as a :class:`jaxda.core.Method` (DAPPER's ``PartFilt``).
 
-    Each step multiplies the weights by ``p(y | x)`` (missing observations left out), and
-    resamples (systematic) when the effective sample size ``1/Σw²`` falls below
-    ``resample_threshold · N`` (``1`` resamples whenever the weights are not uniform).
+    Each step multiplies the weights by the likelihood, ``w_i ∝ w_i p(y | x_i)`` (missing
+    observations left out), and computes ``ESS = 1/∑w_i²``. When ``ESS ≤ resample_threshold·N``
+    (DAPPER's ``NER``) it resamples ``N`` particles with the ``resampling`` scheme and resets
+    the weights to ``1/N``; otherwise the weighted particles are kept as they are and the
+    weights carry over to the next cycle (the driver's mean and RMSE use them).
 
-    ``jitter > 0`` regularizes it (post-regularized PF, Musso, Oudjane & Le Gland 2001): every
-    resampled member gets ``ε ~ N(0, jitter² C_w)``, ``C_w`` the weighted covariance of the
-    forecast particles, drawn in ensemble space as ``ε = jitter · zᵀ A`` with
-    ``A_i = \sqrt{w_i}(x_i - \bar x_w)`` and ``z ~ N(0, I_N)`` (no ``n×n`` matrix). Without
-    it the filter collapses onto a few members in perfect-model twin experiments, where
-    nothing else renews the particles.
+    Regularization (``reg > 0``, applied only in cycles that resample): the resampled
+    particles get Gaussian kernel jitter ``ε ~ N(0, (reg·h)² C_w)`` with ``h = N^{-1/(n+4)}``
+    (:func:`kernel_bandwidth`) and ``C_w`` the unbiased weighted covariance of the particles
+    before resampling (:func:`weighted_anomalies`), drawn as ``reg·h·ZA`` from the ``N×n``
+    weighted anomalies ``A`` (no ``n×n`` matrix). As in DAPPER (its ``nuj``), by default only
+    the particles drawn more than once are jittered (``reg_duplicates_only``); particles
+    drawn once keep their value.
+
+    ``weight_root = r > 1`` (DAPPER's ``wroot``) resamples from the flattened weights
+    ``∝ w^{1/r}`` and gives the new particles weights ``∝ w^{1 - 1/r}`` to stay consistent:
+    more distinct particles survive, at the price of non-uniform weights after resampling.
+
+    Args:
+        resample_threshold: resample when ``ESS ≤ resample_threshold · N`` (``1``: every cycle,
+            ``0``: never, i.e. sequential importance sampling).
+        resampling: ``"systematic"``, ``"stratified"``, ``"residual"`` or ``"multinomial"``.
+        reg: regularization factor (DAPPER's ``reg``); ``0``: none.
+        reg_duplicates_only: jitter only the particles drawn more than once (else all).
+        weight_root: ``r ≥ 1``; ``1`` is plain resampling.
+
+    Tuning: on Lorenz-63 (:func:`jaxda.experiments.sakov2012`, ``R = 2 I``), ``N = 100``,
+    ``reg = 2.4``, ``resample_threshold = 0.3`` (DAPPER's suggested ``PartFilt`` setting)
+    gives an analysis RMSE of about 0.38 (median over seeds; DAPPER's own run the same), with
+    occasional seeds that lose track for a while (in both).
+
+    ``resample_threshold`` and ``reg`` may be traced (e.g. ``jax.vmap`` over a grid of them
+    in a tuning sweep); ``resampling``, ``reg_duplicates_only`` and ``weight_root`` are static.
+
+    Reference: DAPPER (Raanes et al.), ``dapper.da_methods.particle.PartFilt``; Doucet,
+    de Freitas & Gordon (2001), *Sequential Monte Carlo methods in practice*, ch. 12.
 
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxda.observations import identity, observation_model
-        >>> pf = particle_filter(jitter=0.3)
+        >>> pf = particle_filter(resample_threshold=0.5, reg=1.0)
         >>> obs = observation_model(identity(3), obs_std=1.0)
         >>> state = pf.init(jax.random.normal(jax.random.key(0), (100, 3)))
-        >>> state, info = pf.step(jax.random.key(1), state, jnp.ones(3), obs)
-        >>> state.ensemble.shape, bool(info.resampled)
-        ((100, 3), True)
+        >>> state, info = pf.step(jax.random.key(1), state, jnp.full(3, 2.0), obs)
+        >>> state.ensemble.shape, bool(info.resampled), bool(info.ess <= 50)
+        ((100, 3), True, True)
     """
-    check_in_range("jitter", jitter, 0.0, float("inf"))
     check_in_range("resample_threshold", resample_threshold, 0.0, 1.0)
+    draw = _resampler(resampling)
+    check_in_range("reg", reg, 0.0, float("inf"))
+    check_in_range("weight_root", weight_root, 1.0, float("inf"))
 
     def init(ensemble, obs=None):
         del obs
@@ -216,25 +492,36 @@ def particle_filter(*, jitter: float = 0.0, resample_threshold: float = 1.0) -> 
 
     def step(key, state, y, obs):
         E = state.ensemble
-        N = E.shape[0]
+        N, n = E.shape
         mask = observed(y)
-        k_res, k_jit = jax.random.split(key)
+        k_res, k_reg = jax.random.split(key)
         ll = jax.vmap(lambda x: log_likelihood(obs.noise, y - obs.operator(x), mask))(E)
         unnorm = state.log_weights + ll
         log_inc = jax.nn.logsumexp(unnorm)
-        logw = unnorm - log_inc
-        w = jnp.exp(logw)
-        ess = 1.0 / jnp.sum(w**2)
-        do = ess < resample_threshold * N * (1.0 - 1e-6)
-        Ea = E[systematic_resample(k_res, logw)]
-        if jitter != 0.0:
-            A = jnp.sqrt(w)[:, None] * (E - w @ E)
-            z = jax.random.normal(k_jit, (N, N), E.dtype)
-            Ea = Ea + jitter * (z @ A)
-        E_new = jnp.where(do, Ea, E)
-        logw_new = jnp.where(do, jnp.full((N,), -jnp.log(N), logw.dtype), logw)
+        ok = jnp.isfinite(log_inc) & jnp.all(~jnp.isnan(unnorm))
+        logw = jnp.where(ok, unnorm - log_inc, state.log_weights)
+        ess = 1.0 / jnp.sum(jnp.exp(2.0 * logw))
+        do = ok & _should_resample(ess, resample_threshold, N)
+
+        def resample(_):
+            if weight_root == 1.0:
+                idx = draw(k_res, logw)
+                logw_r = jnp.full((N,), -jnp.log(N), logw.dtype)
+            else:
+                idx = draw(k_res, logw / weight_root)
+                logw_r = jax.nn.log_softmax((1.0 - 1.0 / weight_root) * logw[idx])
+            Ea = E[idx]
+            if not (is_concrete(reg) and float(reg) == 0.0):
+                eps = regularization_jitter(k_reg, E, logw, reg * kernel_bandwidth(N, n))
+                if reg_duplicates_only:
+                    copies = jnp.zeros(N, jnp.int32).at[idx].add(1)
+                    eps = jnp.where((copies[idx] > 1)[:, None], eps, 0.0)
+                Ea = Ea + eps
+            return Ea, logw_r
+
+        E_new, logw_new = jax.lax.cond(do, resample, lambda _: (E, logw), None)
         base = analysis_info(E_new, mask)
-        status = jnp.where(jnp.isfinite(log_inc), base.status, Status.NONFINITE).astype(jnp.int32)
+        status = jnp.where(ok, base.status, Status.NONFINITE).astype(jnp.int32)
         return PFState(E_new, logw_new), PFInfo(base.n_obs, status, ess, do, log_inc)
 
     return Method(init, step)
