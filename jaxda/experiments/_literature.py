@@ -43,21 +43,21 @@ def bocquet2019(
     Localization is in grid indices on a ring of ``n`` points (DAPPER's
     ``nd_Id_localization((n,))``, the model's ``locations``), which is the default of
     :func:`jaxda.ensemble.letkf`; DAPPER's ``loc_rad`` is jaxda's ``localization_radius``
-    (both make the Gaspari–Cohn taper ``≈ e^{-1/2}`` at that distance).
+    (both make the Gaspari–Cohn taper ``≈ e^{-1/2}`` at that distance). DAPPER scales the
+    radius to the GC half-width by 1.82, jaxda by ``√(10/3) ≈ 1.826``: ``51/√(10/3)``
+    reproduces DAPPER's half-width 51 exactly (one local analysis then agrees to 1e-14).
+    DAPPER's setup also shares one local analysis among batches of 4 neighbouring grid
+    points; jaxda analyses each point.
 
     Documented time-mean analysis RMSE (DAPPER ``rmse.a``; Bocquet & Farchi 2019, Fig. 4):
 
-    ====================================================  ========
-    method (DAPPER)                                       rmse.a
-    ====================================================  ========
-    LETKF N=16, loc_rad 51/1.82, infl 1.02, rot, GC        0.11
-    LETKF N=6, loc_rad 25/1.82, infl 1.06, rot, GC         0.14
-    LETKF N=4, loc_rad 15/1.82, infl 1.11, rot, GC         0.18
-    EnKF('Sqrt') (ETKF) N=20, infl 1.03, rot               0.115
-    EnKF('Sqrt') (ETKF) N=13, infl 1.60, rot               0.5
-    OptInterp                                              0.5
-    Climatology                                            1.3
-    ====================================================  ========
+    * LETKF N=16, ``loc_rad=51/1.82``, infl 1.02, rot, GC taper: 0.11
+    * LETKF N=6, ``loc_rad=25/1.82``, infl 1.06, rot, GC taper: 0.14
+    * LETKF N=4, ``loc_rad=15/1.82``, infl 1.11, rot, GC taper: 0.18
+    * ``EnKF('Sqrt')`` (ETKF) N=20, infl 1.03, rot: 0.115
+    * ``EnKF('Sqrt')`` (ETKF) N=13, infl 1.60, rot: 0.5
+    * ``OptInterp``: 0.5
+    * ``Climatology``: 1.3
 
     In jaxda: ``with_inflation(with_rotation(letkf(51 / 1.82)), 1.02)`` with 16 members,
     and ``with_inflation(with_rotation(etkf()), 1.03)`` with 20.
