@@ -15,7 +15,9 @@ from ._integrate import (
     trajectory,
     with_noise,
 )
+from ._ks import KuramotoSivashinsky, kuramoto_sivashinsky
 from ._lorenz import Lorenz63, Lorenz96, lorenz63, lorenz63_rhs, lorenz96, lorenz96_rhs
+from ._lorenz_uv import LorenzUV, lorenz_uv, lorenz_uv_rhs
 from ._window import (
     Window,
     WindowInfo,
@@ -34,9 +36,11 @@ from ._window import (
 __all__ = [
     "AdditiveNoise",
     "FunctionModel",
+    "KuramotoSivashinsky",
     "LinearModel",
     "Lorenz63",
     "Lorenz96",
+    "LorenzUV",
     "Model",
     "Window",
     "WindowInfo",
@@ -45,10 +49,13 @@ __all__ = [
     "empty_window",
     "forecast",
     "from_callable",
+    "kuramoto_sivashinsky",
     "lorenz63",
     "lorenz63_rhs",
     "lorenz96",
     "lorenz96_rhs",
+    "lorenz_uv",
+    "lorenz_uv_rhs",
     "propagate",
     "rk4_step",
     "run_window",
