@@ -16,6 +16,7 @@ from ._integrate import (
     with_noise,
 )
 from ._lorenz import Lorenz63, Lorenz96, lorenz63, lorenz63_rhs, lorenz96, lorenz96_rhs
+from ._qg import QG, arakawa_jacobian, helmholtz_solve, laplacian, qg
 from ._window import (
     Window,
     WindowInfo,
@@ -32,6 +33,7 @@ from ._window import (
 )
 
 __all__ = [
+    "QG",
     "AdditiveNoise",
     "FunctionModel",
     "LinearModel",
@@ -41,15 +43,19 @@ __all__ = [
     "Window",
     "WindowInfo",
     "WindowState",
+    "arakawa_jacobian",
     "check_window_options",
     "empty_window",
     "forecast",
     "from_callable",
+    "helmholtz_solve",
+    "laplacian",
     "lorenz63",
     "lorenz63_rhs",
     "lorenz96",
     "lorenz96_rhs",
     "propagate",
+    "qg",
     "rk4_step",
     "run_window",
     "slide",
