@@ -1,5 +1,15 @@
 """Twin experiments from the literature (truth simulation, scoring) on top of the driver."""
 
+from ._qg import (
+    linspace_int,
+    qg_climatology,
+    qg_initial_ensemble,
+    qg_observation_network,
+    qg_observation_series,
+    qg_sakov2008,
+    qg_simulate,
+    qg_twin_experiment,
+)
 from ._twin import (
     TwinData,
     TwinResult,
@@ -17,6 +27,14 @@ __all__ = [
     "TwinResult",
     "TwinSetup",
     "initial_ensemble",
+    "linspace_int",
+    "qg_climatology",
+    "qg_initial_ensemble",
+    "qg_observation_network",
+    "qg_observation_series",
+    "qg_sakov2008",
+    "qg_simulate",
+    "qg_twin_experiment",
     "sakov2008",
     "sakov2012",
     "simulate",

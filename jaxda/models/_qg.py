@@ -104,9 +104,10 @@ def arakawa_jacobian(
 
     The mean of the three second-order Jacobians built from centred differences in the
     "++", "+×" and "×+" forms (:math:`J = (J^{++} + J^{+×} + J^{×+})/3`), on the interior of
-    the grid (zero on the boundary); ``x`` runs along columns, ``y`` along rows. When ``a`` is
-    zero on the boundary, :math:`\sum J(a,b) = \sum a\,J(a,b) = \sum b\,J(a,b) = 0` up to
-    round-off, so the discrete advection conserves energy and enstrophy.
+    the grid (zero on the boundary); ``x`` runs along columns, ``y`` along rows. When ``a``
+    and ``b`` are zero on the boundary (as ``ψ`` and ``q`` in the model),
+    :math:`\sum a\,J(a,b) = \sum b\,J(a,b) = 0` up to round-off, so the discrete advection
+    conserves energy and enstrophy.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -208,6 +209,8 @@ class QG(Model):
         bottom_friction: ``r_b`` (DAPPER ``RKB = 0``).
         horizontal_friction: ``r_h`` (DAPPER ``RKH = 0``).
         biharmonic_friction: ``r_{h2}`` (DAPPER ``RKH2 = 2e-12``).
+        wind: amplitude of the wind forcing ``curl τ`` (1 in DAPPER; 0 gives the free,
+            unforced flow).
         dt: time per model step (DAPPER ``dtout = 5``).
         substeps: RK4 steps per model step (static; DAPPER ``dtout/dt = 5/1.25 = 4``).
         x0: the state at rest, ``ψ = 0`` (where DAPPER starts its climatology spin-up).
@@ -227,6 +230,7 @@ class QG(Model):
     bottom_friction: float | Array
     horizontal_friction: float | Array
     biharmonic_friction: float | Array
+    wind: float | Array
     dt: float | Array
     x0: Array
     n: int = eqx.field(static=True)
@@ -242,6 +246,7 @@ class QG(Model):
         bottom_friction: float | Array = 0.0,
         horizontal_friction: float | Array = 0.0,
         biharmonic_friction: float | Array = 2.0e-12,
+        wind: float | Array = 1.0,
         dt: float | Array = 5.0,
         substeps: int = 4,
     ):
@@ -256,6 +261,7 @@ class QG(Model):
             ("bottom_friction", bottom_friction),
             ("horizontal_friction", horizontal_friction),
             ("biharmonic_friction", biharmonic_friction),
+            ("wind", wind),
         ):
             if is_concrete(value):
                 v = np.asarray(value)
@@ -270,6 +276,7 @@ class QG(Model):
         self.bottom_friction = bottom_friction
         self.horizontal_friction = horizontal_friction
         self.biharmonic_friction = biharmonic_friction
+        self.wind = wind
         self.dt = dt
         self.x0 = jnp.zeros(self.n * self.n)
 
@@ -327,7 +334,7 @@ class QG(Model):
             - self.bottom_friction * zeta
             + self.horizontal_friction * zeta2
             - self.biharmonic_friction * zeta4
-            + self.wind_curl(q.dtype)
+            + self.wind * self.wind_curl(q.dtype)
         )
         return _pad(_interior(dq))
 
