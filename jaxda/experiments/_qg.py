@@ -94,7 +94,9 @@ def qg_sakov2008(
     ``infl=1.04``, ``loc_rad=10`` about **0.64**; SL_EAKF ``N=25`` ``infl=1.04``
     ``loc_rad=10`` about 0.62 (``infl=1.03``: 0.58); LETKF ``N=45`` ``infl=1.02`` about 0.52;
     iLEnKS ``N=25`` ``infl=1.03`` ``loc_rad=12`` ``Lag=2`` about 0.59. Localization distances
-    are in grid units on the 2-D grid, not periodic (``QG.locations()``). DAPPER's notes:
+    are in grid units on the 2-D grid, not periodic: the state coordinates are
+    ``setup.model.locations()`` and the observation coordinates those of the observed entries
+    (a :func:`jaxda.observations.subset` network). DAPPER's notes:
     with ``N <= 25`` the ensemble may need more dissipation (``biharmonic_friction=2e-11``)
     to avoid divergence; its RMSE includes the boundary entries (always 0).
 
@@ -130,7 +132,8 @@ def qg_climatology(
     The run starts from ``ψ = 0`` plus white noise of std ``perturbation`` on the interior,
     which breaks the reflection symmetry of the double gyre (DAPPER relies on the round-off
     of its multigrid solver for that). Costs ``spin_up + n_samples·spacing`` model steps
-    (4700 by default, about a minute on one CPU core at ``n = 129``).
+    (4700 by default: 80 s on a shared 2-core CPU at ``n = 129``). Generate it once and
+    pass it to every run (it may be a traced argument of a jitted experiment).
 
     Examples:
         >>> import jax
