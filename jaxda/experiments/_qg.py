@@ -132,7 +132,7 @@ def qg_climatology(
     The run starts from ``ψ = 0`` plus white noise of std ``perturbation`` on the interior,
     which breaks the reflection symmetry of the double gyre (DAPPER relies on the round-off
     of its multigrid solver for that). Costs ``spin_up + n_samples·spacing`` model steps
-    (4700 by default: 80 s on a shared 2-core CPU at ``n = 129``). Generate it once and
+    (4700 by default). Generate it once and
     pass it to every run (it may be a traced argument of a jitted experiment).
 
     Examples:
