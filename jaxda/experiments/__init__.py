@@ -1,6 +1,16 @@
 """Twin experiments from the literature (truth simulation, scoring) on top of the driver."""
 
 from ._literature import bocquet2019, lorenz1996_uv, wilks2005
+from ._qg import (
+    linspace_int,
+    qg_climatology,
+    qg_initial_ensemble,
+    qg_observation_network,
+    qg_observation_series,
+    qg_sakov2008,
+    qg_simulate,
+    qg_twin_experiment,
+)
 from ._twin import (
     TwinData,
     TwinResult,
@@ -19,7 +29,15 @@ __all__ = [
     "TwinSetup",
     "bocquet2019",
     "initial_ensemble",
+    "linspace_int",
     "lorenz1996_uv",
+    "qg_climatology",
+    "qg_initial_ensemble",
+    "qg_observation_network",
+    "qg_observation_series",
+    "qg_sakov2008",
+    "qg_simulate",
+    "qg_twin_experiment",
     "sakov2008",
     "sakov2012",
     "simulate",

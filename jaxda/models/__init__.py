@@ -18,6 +18,7 @@ from ._integrate import (
 from ._ks import KuramotoSivashinsky, kuramoto_sivashinsky
 from ._lorenz import Lorenz63, Lorenz96, lorenz63, lorenz63_rhs, lorenz96, lorenz96_rhs
 from ._lorenz_uv import LorenzUV, lorenz_uv, lorenz_uv_rhs
+from ._qg import QG, arakawa_jacobian, helmholtz_solve, laplacian, qg
 from ._window import (
     Window,
     WindowInfo,
@@ -34,6 +35,7 @@ from ._window import (
 )
 
 __all__ = [
+    "QG",
     "AdditiveNoise",
     "FunctionModel",
     "KuramotoSivashinsky",
@@ -45,11 +47,14 @@ __all__ = [
     "Window",
     "WindowInfo",
     "WindowState",
+    "arakawa_jacobian",
     "check_window_options",
     "empty_window",
     "forecast",
     "from_callable",
+    "helmholtz_solve",
     "kuramoto_sivashinsky",
+    "laplacian",
     "lorenz63",
     "lorenz63_rhs",
     "lorenz96",
@@ -57,6 +62,7 @@ __all__ = [
     "lorenz_uv",
     "lorenz_uv_rhs",
     "propagate",
+    "qg",
     "rk4_step",
     "run_window",
     "slide",
