@@ -235,7 +235,7 @@ def test_adaptive_wrapper_state_composition_and_errors():
     E = model.x0 + jax.random.normal(jax.random.key(0), (8, 6))
     y = jnp.arange(6.0)
     # composed with rotation, around a particle filter: its log-weights are forwarded
-    m = with_rotation(with_adaptive_inflation(particle_filter(jitter=0.1)))
+    m = with_rotation(with_adaptive_inflation(particle_filter(reg=0.1)))
     assert isinstance(m, Method)
     s = m.init(E, obs)
     assert isinstance(s, AdaptiveInflationState) and s.inner.ensemble is None
