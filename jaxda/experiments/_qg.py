@@ -31,11 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..assimilate import assimilate, run_status
 from ..core import Method
 from ..models import QG, trajectory
 from ..observations import ObservationSeries, observation_model, observation_series, subset
-from ._twin import TwinData, TwinResult, TwinSetup, time_mean
+from ._twin import TwinData, TwinResult, TwinSetup, twin_experiment
 
 
 def linspace_int(n: int, m: int) -> np.ndarray:
@@ -287,21 +286,8 @@ def qg_twin_experiment(
         (3,)
     """
     clim = _check_climatology(climatology, setup)
-    k_data, k_init, k_run = jax.random.split(key, 3)
+    k_data, k_init, _ = jax.random.split(key, 3)  # the split twin_experiment makes
     if data is None:
         data = qg_simulate(k_data, setup, clim, varying_network=varying_network)
     E0 = qg_initial_ensemble(k_init, clim, n_members)
-    state, hist = assimilate(
-        k_run, method, setup.model, data.observations, E0, truth=data.truth, record=record
-    )
-    b = setup.burn_in
-    assert hist.rmse_analysis is not None and hist.rmse_forecast is not None
-    return TwinResult(
-        state=state,
-        history=hist,
-        rmse_analysis=time_mean(hist.rmse_analysis, b),
-        spread_analysis=time_mean(hist.spread_analysis, b),
-        rmse_forecast=time_mean(hist.rmse_forecast, b),
-        status=run_status(hist, burn_in=b).status,
-        data=data,
-    )
+    return twin_experiment(key, setup, method, n_members, record=record, data=data, initial=E0)

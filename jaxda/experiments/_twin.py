@@ -135,13 +135,15 @@ def twin_experiment(
     *,
     record: Callable[[Any], Any] | None = None,
     data: TwinData | None = None,
+    initial: Float[Array, "N n"] | None = None,
 ) -> TwinResult:
     """Simulate truth and observations, draw the initial ensemble, run
     :func:`jaxda.assimilate.assimilate` and score it.
 
     ``key`` and the setup's leaves may be traced: ``jax.vmap`` over seeds or parameters and
     ``jax.jit`` the whole call. ``data`` reuses a simulated truth (e.g. to compare methods on
-    the same observations).
+    the same observations); ``initial`` is an initial ensemble of ``n_members`` drawn elsewhere
+    (e.g. from a climatology) instead of :func:`initial_ensemble`.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -156,7 +158,12 @@ def twin_experiment(
     k_data, k_init, k_run = jax.random.split(key, 3)
     if data is None:
         data = simulate(k_data, setup)
-    E0 = initial_ensemble(k_init, setup, n_members)
+    if initial is None:
+        E0 = initial_ensemble(k_init, setup, n_members)
+    elif jnp.shape(initial)[0] != n_members:
+        raise ValueError(f"initial has {jnp.shape(initial)[0]} members, n_members={n_members}")
+    else:
+        E0 = initial
     state, hist = assimilate(
         k_run, method, setup.model, data.observations, E0, truth=data.truth, record=record
     )
