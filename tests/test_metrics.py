@@ -72,3 +72,19 @@ def test_rmse_and_spread():
     np.testing.assert_allclose(spread(E), np.sqrt((2.0 + 8.0) / 2))
     with pytest.raises(ValueError, match="N >= 2"):
         spread(jnp.ones((1, 3)))
+
+
+def test_weighted_spread():
+    """Weighted spread (particle filters): equal weights give the N-1 spread, zero-weight
+    particles do not count, and random weights match the unbiased weighted variance in NumPy."""
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(6, 4))
+    np.testing.assert_allclose(spread(E, jnp.zeros(6)), spread(E), rtol=1e-12)
+    logw = jnp.log(jnp.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]))
+    np.testing.assert_allclose(spread(E, logw), spread(E[:3]), rtol=1e-12)
+    w = rng.random(6)
+    w /= w.sum()
+    m = w @ E
+    var = (w @ (E - m) ** 2) / (1 - np.sum(w**2))
+    np.testing.assert_allclose(spread(E, jnp.log(w)), np.sqrt(var.mean()), rtol=1e-12)
+    assert float(spread(E, jnp.log(jnp.eye(6)[0]))) == 0.0  # one particle holds all the weight

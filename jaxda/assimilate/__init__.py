@@ -13,7 +13,6 @@ from ._driver import (
     ensemble_mean,
     innovation_statistics,
     run_status,
-    spread,
     throw_on_failure,
 )
 from ._registry import (
@@ -41,7 +40,6 @@ __all__ = [
     "method_options",
     "register",
     "run_status",
-    "spread",
     "throw_on_failure",
     "with_adaptive_inflation",
     "with_inflation",

@@ -37,7 +37,7 @@ from ..core import (
     is_concrete,
     not_traceable_as_type_error,
 )
-from ..metrics import rmse
+from ..metrics import rmse, spread
 from ..models import Model, forecast
 from ..observations import ObservationSeries, fill_missing, observed, whitened_residual
 
@@ -82,11 +82,12 @@ def ensemble_mean(state: Any) -> Float[Array, " n"]:
     return jax.nn.softmax(logw) @ E
 
 
-def spread(E: Float[Array, "N n"]) -> Float[Array, ""]:
-    """``√(mean over variables of the member variance)`` (``0`` for a single member)."""
+def _spread(state: Any, E: Float[Array, "N n"]) -> Float[Array, ""]:
+    """:func:`jaxda.metrics.spread` of ``E``, weighted by ``state.log_weights`` when the state
+    has them (``0`` for a single member: 3D-Var, 4D-Var)."""
     if E.shape[0] < 2:
         return jnp.zeros((), E.dtype)
-    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
+    return spread(E, getattr(state, "log_weights", None))
 
 
 def innovation_statistics(E, y, obs) -> tuple[Array, Array]:
@@ -214,14 +215,15 @@ def assimilate(
             Ef = forecast(kf, model, state.ensemble, n_steps, max_steps=max_steps)
             state = state._replace(ensemble=Ef)
         Ef = state.ensemble
+        spread_f = _spread(state, Ef)
         innov, ratio = innovation_statistics(Ef, y, obs)
         mean_f = ensemble_mean(state)
         state, info = method.step(ka, state, y, obs)
         h = History(
             time=jnp.zeros((), dtype),
             info=info,
-            spread_forecast=spread(Ef),
-            spread_analysis=spread(state.ensemble),
+            spread_forecast=spread_f,
+            spread_analysis=_spread(state, state.ensemble),
             innovation=innov,
             innovation_ratio=ratio,
             rmse_forecast=None if xt is None else rmse(mean_f, xt),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -39,13 +40,30 @@ def rmse(x: Float[Array, "... n"], truth: Float[Array, "... n"]) -> Float[Array,
     return jnp.sqrt(jnp.mean((jnp.asarray(x) - jnp.asarray(truth)) ** 2, axis=-1))
 
 
-def spread(ensemble: Float[Array, "N n"]) -> Float[Array, ""]:
+def spread(
+    ensemble: Float[Array, "N n"], log_weights: Float[Array, " N"] | None = None
+) -> Float[Array, ""]:
     r"""Ensemble spread: :math:`\sqrt{\tfrac1n \sum_i \mathrm{var}_i}` with unbiased (``N-1``) variances.
 
     This is DAPPER's ``rmv`` and should match the RMSE of the mean for a reliable ensemble.
+    With ``log_weights`` (a particle filter's) the variances are the weighted ones,
+    :math:`\sum_j w_j (x_j - \bar x_w)^2 / (1 - \sum_j w_j^2)` (the ``N-1`` variance for equal
+    weights, as DAPPER's weighted spread), and ``0`` when one particle holds all the weight.
+
+    Examples:
+        >>> E = jnp.array([[0.0], [2.0], [10.0]])
+        >>> w = jnp.log(jnp.array([0.5, 0.5, 0.0]))    # the third particle has no weight
+        >>> round(float(spread(E[:2])), 4), round(float(spread(E, w)), 4)
+        (1.4142, 1.4142)
     """
     check_ensemble(ensemble)
-    return jnp.sqrt(jnp.mean(jnp.var(ensemble, axis=0, ddof=1)))
+    if log_weights is None:
+        return jnp.sqrt(jnp.mean(jnp.var(ensemble, axis=0, ddof=1)))
+    w = jax.nn.softmax(log_weights).astype(ensemble.dtype)
+    A = ensemble - w @ ensemble
+    denom = 1.0 - jnp.sum(w**2)
+    var = (w @ A**2) / jnp.where(denom > 0, denom, 1.0)
+    return jnp.where(denom > 0, jnp.sqrt(jnp.mean(var)), 0.0)
 
 
 def crps(ensemble: Float[Array, "N n"], truth: Float[Array, " n"]) -> Float[Array, ""]:
