@@ -241,24 +241,29 @@ def test_weak_constraint_var4d_windows_are_exact_smoothers(problem):
 
 def test_ienks_reaches_dappers_documented_lorenz63_score():
     """DAPPER's Lorenz63/sakov2012 with iEnKS('Sqrt', N=10, infl=1.02, rot=True): documented
-    time-mean analysis RMSE 0.31 (goal <= 0.33); a short run (1,000 cycles) stays below 0.35,
-    and the smoother beats the filter."""
+    time-mean analysis RMSE 0.31 (goal <= 0.33); short runs (1,000 cycles, 4 seeds: one seed's
+    time mean varies by about ±0.03) stay below 0.35 on average, and the smoother beats the
+    filter on every seed."""
     from jaxda.experiments import initial_ensemble, sakov2012, simulate
 
     setup = sakov2012(n_cycles=1000, burn_in=200)
-    data = simulate(jax.random.key(3), setup)
-    E0 = initial_ensemble(jax.random.key(4), setup, 10)
     method = ienks(setup.model, lag=1, inflation=1.02, rotate=True)
-    _, h = jax.jit(
-        lambda E: assimilate(
-            jax.random.key(5), method, setup.model, data.observations, E,
-            truth=data.truth, record=smoothed_record,
-        )
-    )(E0)  # fmt: skip
     b = setup.burn_in
-    filt = float(jnp.mean(h.rmse_analysis[b:]))
-    idx, means = (np.asarray(a) for a in h.record)
-    keep = idx >= b
-    smooth = np.mean(np.sqrt(np.mean((means[keep] - np.asarray(data.truth)[idx[keep]]) ** 2, 1)))
-    assert filt < 0.35, filt
-    assert smooth < filt, (smooth, filt)
+
+    def one(key):
+        k_data, k_init, k_run = jax.random.split(key, 3)
+        data = simulate(k_data, setup)
+        E0 = initial_ensemble(k_init, setup, 10)
+        _, h = assimilate(
+            k_run, method, setup.model, data.observations, E0,
+            truth=data.truth, record=smoothed_record,
+        )  # fmt: skip
+        idx, means = h.record
+        err = jnp.sqrt(jnp.mean((means - data.truth[idx]) ** 2, axis=1))
+        keep = idx >= b
+        smooth = jnp.sum(jnp.where(keep, err, 0.0)) / jnp.sum(keep)
+        return jnp.mean(h.rmse_analysis[b:]), smooth
+
+    filt, smooth = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(3), 4))
+    assert float(jnp.mean(filt)) < 0.35, filt
+    assert np.all(np.asarray(smooth) < np.asarray(filt)), (smooth, filt)
