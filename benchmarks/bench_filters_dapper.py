@@ -66,7 +66,7 @@ class Row:
     dapper_cycles: int = 2_000
     seeds: int = 1  # RMSE over this many seeds (jaxda: vmapped; DAPPER: one run each)
     dapper_seeds: int | None = None  # default: seeds
-    grid_locations: bool = False  # localize on the model's 2-D grid (model.locations())
+    grid_locations: bool = False  # localize on the model's 2-D grid (model.locations)
 
 
 ROWS = [
@@ -208,7 +208,7 @@ def jaxda_method(row: Row, setup):
 
     options = dict(row.options)
     if row.grid_locations:
-        options["state_locations"] = setup.model.locations()
+        options["state_locations"] = setup.model.locations
     m = make_method(row.method, context={"model": setup.model}, **options)
     if row.inflation != 1.0:
         m = with_inflation(m, row.inflation)

@@ -168,7 +168,7 @@ def test_layout_and_locations_follow_dapper():
     # DAPPER: the Fortran array PSI(ix, iy) is x.reshape((n, n), order="F") -> flat ix + n iy
     np.testing.assert_array_equal(field, np.asarray(x).reshape((5, 5), order="F").T)
     np.testing.assert_array_equal(m.to_state(field), x)
-    loc = m.locations()
+    loc = m.locations
     assert loc.shape == (25, 2) and loc[7].tolist() == [1.0, 2.0]
     # the wind curl varies along y (rows) only: -2π sin(2π y)
     np.testing.assert_allclose(m.wind_curl()[1], -2 * np.pi * np.sin(2 * np.pi * 0.25) * np.ones(5))

@@ -94,9 +94,9 @@ def qg_sakov2008(
     ``loc_rad=10`` about 0.62 (``infl=1.03``: 0.58); LETKF ``N=45`` ``infl=1.02`` about 0.52;
     iLEnKS ``N=25`` ``infl=1.03`` ``loc_rad=12`` ``Lag=2`` about 0.59. Localization distances
     are in grid units on the 2-D grid, not periodic: the state coordinates are
-    ``setup.model.locations()`` and the observation coordinates those of the observed entries
+    ``setup.model.locations`` and the observation coordinates those of the observed entries
     (a :func:`jaxda.observations.subset` network), e.g. ``letkf(10.0,
-    state_locations=setup.model.locations(), periodic=False, cutoff=1e-3, max_local_obs=80)``
+    state_locations=setup.model.locations, periodic=False, cutoff=1e-3, max_local_obs=80)``
     (DAPPER drops taper coefficients below ``1e-3``; with radius 10 at most 63 of the 300
     observations are local to a grid point, so ``max_local_obs=80`` keeps each local analysis
     small while the network moves). DAPPER's notes:
@@ -280,7 +280,7 @@ def qg_twin_experiment(
         >>> from jaxda.ensemble import letkf
         >>> setup = qg_sakov2008(n_cycles=3, burn_in=1, n=9, n_obs=20)
         >>> clim = qg_climatology(jax.random.key(0), setup.model, 20, spin_up=0, spacing=1)
-        >>> loc = letkf(2.0, state_locations=setup.model.locations(), periodic=False)
+        >>> loc = letkf(2.0, state_locations=setup.model.locations, periodic=False)
         >>> res = qg_twin_experiment(jax.random.key(1), setup, with_inflation(loc, 1.04), 5, clim)
         >>> res.history.rmse_analysis.shape
         (3,)

@@ -221,7 +221,7 @@ class QG(Model):
         >>> x = m(m(m.x0))  # the wind starts the circulation from rest
         >>> x.shape, bool(jnp.abs(x).max() > 0), float(jnp.abs(m.to_field(x)[0]).max())
         ((289,), True, 0.0)
-        >>> m.locations()[18].tolist()  # (row iy, column ix) of state entry 18
+        >>> m.locations[18].tolist()  # (row iy, column ix) of state entry 18
         [1.0, 1.0]
     """
 
@@ -299,6 +299,7 @@ class QG(Model):
             raise ValueError(f"a QG field has shape (..., {self.n}, {self.n}), got {field.shape}")
         return field.reshape(*field.shape[:-2], self.n * self.n)
 
+    @property
     def locations(self) -> np.ndarray:
         """``(n², 2)`` grid coordinates ``(iy, ix)`` of the state entries, in grid units (for
         2-D distance localization; the domain is not periodic)."""
