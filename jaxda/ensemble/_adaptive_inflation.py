@@ -63,6 +63,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._core import innovation_spectrum
+
 
 class InflationEstimate(NamedTuple):
     """The Gaussian belief on the covariance inflation ``θ = λ²``.
@@ -90,15 +92,7 @@ def inflation_score(
         >>> round(float(U), 12), round(float(F), 12)          # ½(4-2)/4, ½/4
         (0.25, 0.125)
     """
-    N, m = S.shape
-    if m < N:
-        lam, U = jnp.linalg.eigh(S.T @ S)
-        lam = jnp.maximum(lam, 0.0)
-        q = lam * (U.T @ d) ** 2  # λ_i c_i²
-    else:
-        lam, V = jnp.linalg.eigh(S @ S.T)
-        lam = jnp.maximum(lam, 0.0)
-        q = (V.T @ (S @ d)) ** 2  # (v_iᵀ S d)² = λ_i c_i²
+    lam, _, q = innovation_spectrum(S, d)  # q_i = λ_i c_i²
     den = 1.0 + theta * lam
     score = 0.5 * jnp.sum((q - lam - theta * lam**2) / den**2)
     fisher = 0.5 * jnp.sum(lam**2 / den**2)

@@ -90,6 +90,28 @@ def _identity_plus_gram_solve(
     return V @ ((V.T @ rhs) / (1.0 + jnp.maximum(lam, 0.0))[:, None])
 
 
+def innovation_spectrum(
+    S: Float[Array, "N m"], d: Float[Array, " m"]
+) -> tuple[Float[Array, " k"], Float[Array, "k k"], Float[Array, " k"]]:
+    r"""Eigen-decomposition of the smaller Gram matrix (``SSᵀ``, ``N×N``, or ``SᵀS``, ``m×m``)
+    and the innovation's weight on each eigenvector.
+
+    Returns ``(λ, vecs, q)``: the eigenvalues (clipped at ``0``), their eigenvectors and
+    ``q_i = (v_iᵀ S d)²`` (``N×N`` case) or ``λ_i (u_iᵀ d)²`` (``m×m`` case), the same numbers
+    for the nonzero eigenvalues. Scalar functions of the innovation likelihood
+    ``d ~ N(0, I + θ SᵀS)`` (EnKF-N's dual cost, the adaptive inflation's score) are sums over
+    them, ``O(min(N, m))`` each.
+    """
+    N, m = S.shape
+    if m < N:
+        lam, U = jnp.linalg.eigh(S.T @ S)
+        lam = jnp.maximum(lam, 0.0)
+        return lam, U, lam * (U.T @ d) ** 2
+    lam, V = jnp.linalg.eigh(S @ S.T)
+    lam = jnp.maximum(lam, 0.0)
+    return lam, V, (V.T @ (S @ d)) ** 2
+
+
 def ensemble_solve(S: Float[Array, "N m"], rhs: Float[Array, "N k"]) -> Float[Array, "N k"]:
     """Solve ``(I_N + S Sᵀ) Z = rhs`` (symmetric positive definite, ``N×N``)."""
     return _identity_plus_gram_solve(S @ S.T, rhs)

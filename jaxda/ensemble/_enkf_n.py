@@ -66,7 +66,7 @@ from ..core import (
     first_failure,
 )
 from ..observations import ObservationModel, observed
-from ._core import mean_and_anomalies, obs_space
+from ._core import innovation_spectrum, mean_and_anomalies, obs_space
 
 
 class EnKFNInfo(NamedTuple):
@@ -94,17 +94,10 @@ class _Spectrum(NamedTuple):
 
 def _spectrum(S: Array, d: Array) -> _Spectrum:
     N, m = S.shape
-    if m < N:
-        lam, U = jnp.linalg.eigh(S.T @ S)
-        lam = jnp.maximum(lam, 0.0)
-        q = lam * (U.T @ d) ** 2
-        kappa = (jnp.sum(1.0 / (1.0 + lam)) + (N - m)) / N
-        return _Spectrum(lam, U, q, kappa)
-    lam, V = jnp.linalg.eigh(S @ S.T)
-    lam = jnp.maximum(lam, 0.0)
-    q = (V.T @ (S @ d)) ** 2
-    kappa = jnp.mean(1.0 / (1.0 + lam))
-    return _Spectrum(lam, V, q, kappa)
+    lam, vecs, q = innovation_spectrum(S, d)
+    # the m×m problem lacks the N - m unit eigenvalues of I + SSᵀ
+    kappa = (jnp.sum(1.0 / (1.0 + lam)) + max(N - m, 0)) / N
+    return _Spectrum(lam, vecs, q, kappa)
 
 
 def hyperprior_constants(
