@@ -534,6 +534,14 @@ def gain_taper(
     return taper_coefficients(_distance(s[:, None, :], o[None, :, :], geo), radius, taper)
 
 
+def _require_obs_locations(obs_locations: Any, method: str) -> None:
+    if obs_locations is None:
+        raise ValueError(
+            f"{method} needs observation locations: use an operator with locations "
+            "(identity, subset, or linear/from_callable with locations=)"
+        )
+
+
 class CovarianceLocalization(NamedTuple):
     """Covariance (Schur-product) localization from a method's options: the one place where the
     EnKF, the DEnKF and the serial filters turn ``localization_radius``, ``state_locations``,
@@ -552,11 +560,7 @@ class CovarianceLocalization(NamedTuple):
         self, n: int, obs_locations: Any, method: str = "localization"
     ) -> tuple[Float[Array, "n d"], Float[Array, "m d"], Geometry]:
         """State and observation coordinates (``obs_locations`` may be traced) and the geometry."""
-        if obs_locations is None:
-            raise ValueError(
-                f"{method} needs observation locations: use an operator with locations "
-                "(identity, subset, or linear/from_callable with locations=)"
-            )
+        _require_obs_locations(obs_locations, method)
         s, geo = resolve_geometry(
             n,
             self.state_locations,
@@ -568,9 +572,19 @@ class CovarianceLocalization(NamedTuple):
         return s, obs_coordinates(obs_locations, s, geo), geo
 
     def gain(self, n: int, obs_locations: Any, method: str = "localization") -> Float[Array, "n m"]:
-        """The ``n×m`` taper ``ρ`` of a Schur product ``ρ ∘ K`` (as :func:`gain_taper`)."""
-        s, o, geo = self.coordinates(n, obs_locations, method)
-        return self.coefficients(s[:, None, :], o[None, :, :], geo)
+        """The ``n×m`` taper ``ρ`` of a Schur product ``ρ ∘ K`` (:func:`gain_taper`)."""
+        _require_obs_locations(obs_locations, method)
+        return gain_taper(
+            n,
+            obs_locations,
+            self.radius,
+            self.periodic,
+            state_locations=self.state_locations,
+            domain_length=self.domain_length,
+            taper=self.taper,
+            geometry=self.geometry,
+            sphere_radius=self.sphere_radius,
+        )
 
     def coefficients(self, a, b, geo: Geometry) -> Float[Array, "..."]:
         """Taper of the distances between coordinates ``a`` and ``b`` (broadcast, ``(..., d)``)."""
