@@ -19,6 +19,7 @@ from ._status import (
     status_array,
     status_message,
 )
+from ._transforms import Transform, bounded, identity_transform, positive
 
 __all__ = [
     "TRACER_ERRORS",
@@ -26,17 +27,21 @@ __all__ = [
     "EnsembleState",
     "Method",
     "Status",
+    "Transform",
     "analysis_info",
     "black_box",
+    "bounded",
     "catch_not_traceable",
     "check_ensemble",
     "check_in_range",
     "check_vector",
     "ensemble_init",
     "first_failure",
+    "identity_transform",
     "is_concrete",
     "not_traceable_as_type_error",
     "not_traceable_error",
+    "positive",
     "positive_or_error",
     "raise_on_failure",
     "status_array",
