@@ -4,6 +4,7 @@ A model implements ``step(key, x) -> x_next`` (deterministic models: ``__call__(
 parameters are fields, so ``jax.vmap``/``jax.grad`` act on them.
 """
 
+from ._augmented import Augmented, augmented
 from ._integrate import (
     AdditiveNoise,
     FunctionModel,
@@ -37,6 +38,7 @@ from ._window import (
 __all__ = [
     "QG",
     "AdditiveNoise",
+    "Augmented",
     "FunctionModel",
     "KuramotoSivashinsky",
     "LinearModel",
@@ -48,6 +50,7 @@ __all__ = [
     "WindowInfo",
     "WindowState",
     "arakawa_jacobian",
+    "augmented",
     "check_window_options",
     "empty_window",
     "forecast",
