@@ -1,0 +1,375 @@
+"""Parameter estimation on Lorenz-96: four routes to the forcing ``F`` (and the model noise ``q``)
+on the same simulated data, side by side in one run.
+
+Twin: Lorenz-96 with ``n = 40``, ``dt = 0.05``, true ``F = 8`` and additive model noise of
+standard deviation ``q = 0.1`` per step (the truth is ``with_noise(Lorenz96(F), q)``); every
+other variable observed (``m = 20``, ``obs_std = 1``) every ``k = 2`` steps. Every route starts
+from the same wrong prior ``F ~ N(6, 1²)`` and the same background state ``x_b = x_0 + N(0, I)``
+(initial members ``x_b + N(0, I)``). Each route is one function returning one row (a dict):
+
+(a) ``loglik``: maximize the EnKF (ETKF) log-likelihood ``Σ_k log p̂(y_k | y_{<k})``
+    (:func:`jaxda.assimilate.log_likelihood`) over ``(F, log q)`` with BFGS and a FIXED key
+    (common random numbers), over a moderate number of cycles; uncertainty from the inverse
+    Hessian of the negative log-likelihood (``jax.hessian``). Needs the driver's
+    ``log_likelihood``; the row is skipped (with a note) if it is absent.
+(b) EKI / UKI on time-averaged statistics: see ``ROUTES`` below (to be added).
+(c) ``esmda`` / ``ies``: ES-MDA (4 assimilations) and IES (Gauss–Newton, Evensen 2019) estimate
+    ``{F, x_0}`` from a short window (the first ``--window`` observation times) with a
+    perfect-model forward run (the model noise is not represented; ``q`` is not estimated).
+(d) ``augmented``: an ETKF on the augmented state ``[x; F]``
+    (:func:`jaxda.models.augmented`, ``q`` known) over a long run; estimate = final ensemble mean
+    of ``F``, uncertainty = its ensemble std. The ``augmented F,q`` row also carries ``q``
+    (through ``exp``): a noise standard deviation moves the forecast spread, not its mean, so
+    the filter has no cross-covariance to learn it from.
+
+Cost is counted in model evaluations: member-steps (one member advanced one model step); the
+gradient routes also spend the reverse pass (not counted). Wall times are steady-state
+(second call of the jitted route; the first call, with compilation, is reported too); on a
+shared machine compare ratios.
+
+Usage::
+
+    python benchmarks/bench_parameter_estimation.py           # full (a few minutes)
+    python benchmarks/bench_parameter_estimation.py --quick   # smoke run, < 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxda.assimilate as jda  # noqa: E402
+from jaxda.assimilate import assimilate, with_inflation  # noqa: E402
+from jaxda.core import bounded  # noqa: E402
+from jaxda.ensemble import esmda, etkf, ies  # noqa: E402
+from jaxda.models import Lorenz96, augmented, trajectory, with_noise  # noqa: E402
+from jaxda.observations import observation_model, observation_series, subset  # noqa: E402
+from jaxda.optimize import bfgs  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+# ----------------------------------------------------------------------------- the twin data
+def make_data(cfg: dict) -> dict:
+    """Truth (noisy Lorenz-96), observations, background and prior, all from ``cfg['seed']``."""
+    n, k, K = cfg["n"], cfg["obs_every"], cfg["n_cycles"]
+    truth_model = with_noise(Lorenz96(n=n, forcing=cfg["F"], dt=cfg["dt"]), cfg["q"])
+    k_spin, k_truth, k_obs, k_b = jax.random.split(jax.random.key(cfg["seed"]), 4)
+    x0 = trajectory(k_spin, truth_model, truth_model.x0, 500)[-1]  # on the attractor
+    xs = trajectory(k_truth, truth_model, x0, K * k)
+    truth = xs[k - 1 :: k]
+    idx = np.arange(0, n, 2)
+    ys = truth[:, idx] + cfg["obs_std"] * jax.random.normal(k_obs, (K, idx.size))
+    x_b = x0 + cfg["prior_x_std"] * jax.random.normal(k_b, (n,))
+    return {"x0": x0, "truth": truth, "ys": ys, "idx": idx, "x_b": x_b}
+
+
+def prior_draws(key, cfg: dict, data: dict, N: int) -> tuple[jax.Array, jax.Array]:
+    """Initial members ``x_b + N(0, σ_b² I)`` and ``F ~ N(prior_F)`` (the same for all routes)."""
+    kx, kf = jax.random.split(key)
+    X = data["x_b"] + cfg["prior_x_std"] * jax.random.normal(kx, (N, cfg["n"]))
+    F = cfg["prior_F"][0] + cfg["prior_F"][1] * jax.random.normal(kf, (N,))
+    return X, F
+
+
+def timed(fn: Callable[..., Any], *args) -> tuple[Any, float, float]:
+    """Run ``jax.jit(fn)(*args)`` twice (blocking): result, first-call time (with compilation),
+    second-call time. The data go in as arguments, so nothing is constant-folded."""
+    fn = jax.jit(fn)
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, first, time.perf_counter() - t0
+
+
+def row(route, what, F, F_unc, cfg, member_steps, first, wall, q=None, q_unc=None, **extra):
+    out = {
+        "route": route,
+        "estimates": what,
+        "F": float(F),
+        "F_uncertainty": float(F_unc),
+        "F_abs_error": abs(float(F) - cfg["F"]),
+        "q": None if q is None else float(q),
+        "q_uncertainty": None if q_unc is None else float(q_unc),
+        "q_abs_error": None if q is None else abs(float(q) - cfg["q"]),
+        "member_steps": int(member_steps),
+        "wall_s": round(wall, 3),
+        "first_call_s": round(first, 3),
+    }
+    out.update(extra)
+    return out
+
+
+# ------------------------------------------------------------ (c) window smoothers: ES-MDA, IES
+def _window_problem(cfg: dict, data: dict):
+    n, k, W, dt, idx = cfg["n"], cfg["obs_every"], cfg["window"], cfg["dt"], data["idx"]
+
+    def forward(params):  # one member: perfect-model run over the window, observed
+        model = Lorenz96(n=n, forcing=params["forcing"], dt=dt)
+        xs = trajectory(jax.random.key(0), model, params["x0"], W * k)
+        return xs[k - 1 :: k][:, idx].ravel()
+
+    y = data["ys"][:W].ravel()
+    return forward, y
+
+
+def route_esmda(cfg: dict, data: dict) -> dict:
+    forward, y = _window_problem(cfg, data)
+    N, Na = cfg["N_smoother"], cfg["n_assimilations"]
+    X, F = prior_draws(jax.random.key(cfg["seed"] + 1), cfg, data, N)
+    prior = {"forcing": F, "x0": X}
+
+    def run(prior, y):
+        return esmda(jax.random.key(11), forward, prior, y, obs_std=cfg["obs_std"], alpha=Na)
+
+    res, first, wall = timed(run, prior, y)
+    Fp = res.posterior["forcing"]
+    steps = (int(res.n_steps) + 1) * N * cfg["window"] * cfg["obs_every"]
+    return row("(c) ES-MDA", "F, x0 (window)", Fp.mean(), Fp.std(ddof=1), cfg, steps, first,
+               wall, n_assimilations=Na, N=N, status=int(res.status))  # fmt: skip
+
+
+def route_ies(cfg: dict, data: dict) -> dict:
+    forward, y = _window_problem(cfg, data)
+    N = cfg["N_smoother"]
+    X, F = prior_draws(jax.random.key(cfg["seed"] + 1), cfg, data, N)
+    prior = {"forcing": F, "x0": X}
+
+    def run(prior, y):
+        return ies(jax.random.key(12), forward, prior, y, obs_std=cfg["obs_std"],
+                   max_steps=cfg["ies_steps"])  # fmt: skip
+
+    res, first, wall = timed(run, prior, y)
+    Fp = res.posterior["forcing"]
+    steps = (int(res.n_steps) + 1) * N * cfg["window"] * cfg["obs_every"]
+    return row("(c) IES", "F, x0 (window)", Fp.mean(), Fp.std(ddof=1), cfg, steps, first, wall,
+               n_iterations=int(res.n_steps), N=N, status=int(res.status))  # fmt: skip
+
+
+def route_esmda_perfect(cfg: dict, data: dict) -> dict:
+    """Control: ES-MDA on a twin whose truth has no model noise (``q = 0``)."""
+    cfg0 = {**cfg, "q": 0.0}
+    r = route_esmda(cfg0, make_data(cfg0))
+    return {**r, "route": "(c) ES-MDA [control: truth q=0]"}
+
+
+def route_ies_perfect(cfg: dict, data: dict) -> dict:
+    """Control: IES on a twin whose truth has no model noise (``q = 0``)."""
+    cfg0 = {**cfg, "q": 0.0}
+    r = route_ies(cfg0, make_data(cfg0))
+    return {**r, "route": "(c) IES [control: truth q=0]"}
+
+
+# ------------------------------------------------------------- (d) augmented-state ETKF
+def _series(cfg, data, n_aug, K):
+    obs = observation_model(subset(data["idx"], n_aug), obs_std=cfg["obs_std"])
+    return observation_series(data["ys"][:K], obs, n_steps=cfg["obs_every"])
+
+
+def _run_augmented(cfg, data, aug, E0, K):
+    n = cfg["n"]
+    method = with_inflation(etkf(), cfg["inflation"])
+    series = _series(cfg, data, aug.dim, K)
+
+    def run(E0, series):
+        final, hist = assimilate(jax.random.key(13), method, aug, series, E0,
+                                 record=lambda s: jnp.mean(s.ensemble[:, n:], axis=0))  # fmt: skip
+        theta = jax.vmap(aug.parameters)(final.ensemble)
+        theta_path = jax.vmap(aug.transform.forward)(hist.record)
+        return theta, theta_path, hist.info.status
+
+    return timed(run, E0, series)
+
+
+def route_augmented(cfg: dict, data: dict) -> dict:
+    n, N, K = cfg["n"], cfg["N_filter"], cfg["n_cycles"]
+    model = with_noise(Lorenz96(n=n, forcing=cfg["prior_F"][0], dt=cfg["dt"]), cfg["q"])
+    aug = augmented(model, lambda m: m.model.forcing, param_std=cfg["param_std"])
+    X, F = prior_draws(jax.random.key(cfg["seed"] + 2), cfg, data, N)
+    E0 = jax.vmap(aug.augment)(X, F[:, None])
+    (theta, path, status), first, wall = _run_augmented(cfg, data, aug, E0, K)
+    Fs = theta[:, 0]
+    return row("(d) augmented ETKF", "x, F (filter)", Fs.mean(), Fs.std(ddof=1), cfg,
+               K * cfg["obs_every"] * N, first, wall, N=N, cycles=K, inflation=cfg["inflation"],
+               param_std=cfg["param_std"], F_time_mean_2nd_half=float(path[K // 2 :, 0].mean()),
+               failed_analyses=int(jnp.sum(status != 0)))  # fmt: skip
+
+
+def route_augmented_q(cfg: dict, data: dict) -> dict:
+    n, N, K = cfg["n"], cfg["N_filter"], cfg["n_cycles"]
+    q_prior = cfg["prior_q"]
+    model = with_noise(Lorenz96(n=n, forcing=cfg["prior_F"][0], dt=cfg["dt"]), q_prior[0])
+    aug = augmented(model, lambda m: (m.model.forcing, m.std),
+                    transform=bounded(lower=np.array([-np.inf, 0.0])),
+                    param_std=np.array([cfg["param_std"], 0.0]))  # fmt: skip
+    X, F = prior_draws(jax.random.key(cfg["seed"] + 2), cfg, data, N)
+    kq = jax.random.key(cfg["seed"] + 3)
+    q = q_prior[0] * jnp.exp(q_prior[1] * jax.random.normal(kq, (N,)))  # log-normal prior
+    E0 = jax.vmap(aug.augment)(X, jnp.stack([F, q], axis=1))
+    (theta, path, status), first, wall = _run_augmented(cfg, data, aug, E0, K)
+    return row("(d) augmented ETKF", "x, F, q (filter)", theta[:, 0].mean(),
+               theta[:, 0].std(ddof=1), cfg, K * cfg["obs_every"] * N, first, wall,
+               q=theta[:, 1].mean(), q_unc=theta[:, 1].std(ddof=1), N=N, cycles=K,
+               inflation=cfg["inflation"], prior_q_median=q_prior[0],
+               F_time_mean_2nd_half=float(path[K // 2 :, 0].mean()),
+               q_time_mean_2nd_half=float(path[K // 2 :, 1].mean()),
+               failed_analyses=int(jnp.sum(status != 0)))  # fmt: skip
+
+
+# ------------------------------------------------ (a) gradient on the filter log-likelihood
+def route_loglik(cfg: dict, data: dict) -> dict:
+    name = "(a) max log-likelihood (BFGS)"
+    if not hasattr(jda, "log_likelihood"):
+        return {"route": name, "skipped": "jaxda.assimilate.log_likelihood absent"}
+    n, N, K = cfg["n"], cfg["N_filter"], cfg["loglik_cycles"]
+    X, _ = prior_draws(jax.random.key(cfg["seed"] + 4), cfg, data, N)
+    obs = observation_model(subset(data["idx"], n), obs_std=cfg["obs_std"])
+    series = observation_series(data["ys"][:K], obs, n_steps=cfg["obs_every"])
+    method = with_inflation(etkf(), cfg["inflation"])
+
+    def negloglik(p, X, series):  # per cycle; a FIXED key: common random numbers
+        model = with_noise(Lorenz96(n=n, forcing=p[0], dt=cfg["dt"]), jnp.exp(p[1]))
+        return -jda.log_likelihood(jax.random.key(14), method, model, series, X) / K
+
+    p0 = jnp.array([cfg["prior_F"][0], math.log(cfg["prior_q"][0])])
+
+    def run(p0, X, series):
+        res = bfgs(negloglik, p0, (X, series), max_steps=cfg["bfgs_steps"], gtol=1e-6)
+        H = jax.hessian(negloglik)(res.x, X, series) * K  # Hessian of the total -log L
+        return res.x, res.n_evaluations, res.n_steps, res.status, H
+
+    (p, n_eval, n_it, status, H), first, wall = timed(run, p0, X, series)
+    H = np.asarray(H)
+    cov = np.linalg.inv(H) if np.all(np.linalg.eigvalsh(H) > 0) else np.full((2, 2), np.nan)
+    q_hat = float(jnp.exp(p[1]))
+    return row(name, "F, q (filter likelihood)", p[0], math.sqrt(cov[0, 0]), cfg,
+               int(n_eval) * K * cfg["obs_every"] * N, first, wall, q=q_hat,
+               q_unc=q_hat * math.sqrt(cov[1, 1]), N=N, cycles=K, inflation=cfg["inflation"],
+               objective_evaluations=int(n_eval), iterations=int(n_it),
+               status=int(status))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ the routes
+# Each route: route(cfg, data) -> row dict. Add new routes here.
+# (b) EKI / UKI on time-averaged statistics (Schneider et al. 2017; Huang et al. 2022):
+#     TO BE ADDED by the lead (a route_eki / route_uki function matching the signature).
+ROUTES: list[Callable[[dict, dict], dict]] = [
+    route_loglik,
+    route_esmda,
+    route_ies,
+    route_esmda_perfect,
+    route_ies_perfect,
+    route_augmented,
+    route_augmented_q,
+]
+
+
+CONTROLS = (route_esmda_perfect, route_ies_perfect)  # not in --quick
+
+
+def config(quick: bool) -> dict:
+    return {
+        "n": 40,
+        "dt": 0.05,
+        "F": 8.0,
+        "q": 0.1,
+        "obs_std": 1.0,
+        "obs_every": 2,
+        "seed": 0,
+        "prior_F": (6.0, 1.0),
+        "prior_q": (0.3, 0.5),  # median, log-std of the log-normal prior on q
+        "prior_x_std": 1.0,
+        "n_cycles": 300 if quick else 2_000,
+        "window": 10,  # observation times in the ES-MDA / IES window (20 steps, 1 time unit)
+        "N_smoother": 40 if quick else 100,
+        "n_assimilations": 4,
+        "ies_steps": 10 if quick else 20,
+        "N_filter": 30,
+        "inflation": 1.02,
+        "param_std": 0.005,  # random walk of the augmented F per model step (keeps its spread)
+        "loglik_cycles": 50 if quick else 200,
+        "bfgs_steps": 15 if quick else 40,
+    }
+
+
+def fmt(v, d=3):
+    return "—" if v is None else f"{v:.{d}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| route | estimates | F ± unc. | abs(F err) | q ± unc. | member-steps | wall s (1st) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['route']} | skipped: {r['skipped']} | | | | | |")
+            continue
+        q = "—" if r["q"] is None else f"{r['q']:.3f} ± {r['q_uncertainty']:.3f}"
+        lines.append(
+            f"| {r['route']} | {r['estimates']} | {r['F']:.3f} ± {r['F_uncertainty']:.3f} | "
+            f"{r['F_abs_error']:.3f} | {q} | {r['member_steps']:,} | "
+            f"{r['wall_s']:.2f} ({r['first_call_s']:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run (< 60 s)")
+    ap.add_argument("--routes", default=None, help="comma-separated route function names")
+    ap.add_argument(
+        "--out", default=None, help="JSON path (default results/parameter_estimation[_quick].json)"
+    )
+    args = ap.parse_args()
+    cfg = config(args.quick)
+    data = make_data(cfg)
+    routes = [r for r in ROUTES if not (args.quick and r in CONTROLS)]
+    if args.routes:
+        wanted = set(args.routes.split(","))
+        routes = [r for r in ROUTES if r.__name__ in wanted]
+    rows = []
+    for route in routes:
+        t0 = time.perf_counter()
+        r = route(cfg, data)
+        r["total_s"] = round(time.perf_counter() - t0, 2)
+        print(json.dumps(r), flush=True)
+        rows.append(r)
+    table = markdown(rows)
+    print()
+    print(table)
+    out = (
+        Path(args.out)
+        if args.out
+        else RESULTS
+        / ("parameter_estimation_quick.json" if args.quick else "parameter_estimation.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "config": {k: v for k, v in cfg.items()},
+        "machine": platform.platform(),
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "note": "wall times on a shared, loaded machine: compare ratios",
+    }
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "table": table}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
