@@ -12,6 +12,7 @@ from ._driver import (
     assimilate,
     ensemble_mean,
     innovation_statistics,
+    log_likelihood,
     run_status,
     throw_on_failure,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ensemble_mean",
     "get_factory",
     "innovation_statistics",
+    "log_likelihood",
     "make_method",
     "method_options",
     "register",

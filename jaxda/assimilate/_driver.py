@@ -37,6 +37,7 @@ from ..core import (
     is_concrete,
     not_traceable_as_type_error,
 )
+from ..ensemble import innovation_log_likelihood
 from ..metrics import rmse, spread
 from ..models import Model, forecast
 from ..observations import ObservationSeries, fill_missing, observed, whitened_residual
@@ -52,6 +53,11 @@ class History(NamedTuple):
         innovation: RMS of the whitened innovation of the forecast mean (present obs).
         innovation_ratio: the consistency ratio ``χ_k`` (module docstring); ``NaN`` when no
             observation is present.
+        log_likelihood: ``log p̂(y_k | y_{1:k-1})`` per time (``None`` unless
+            ``likelihood=True``): the particle filter's evidence estimate (its
+            ``info.log_evidence``), for every other method the Gaussian innovation likelihood of
+            the forecast ensemble (:func:`jaxda.ensemble.innovation_log_likelihood`); ``0`` at a
+            time with nothing observed.
         rmse_forecast, rmse_analysis: RMSE of the ensemble mean to the truth (``None``
             without a truth).
         record: the stacked output of ``record(state)`` (``None`` without one).
@@ -66,6 +72,7 @@ class History(NamedTuple):
     spread_analysis: Float[Array, " K"]
     innovation: Float[Array, " K"]
     innovation_ratio: Float[Array, " K"]
+    log_likelihood: Float[Array, " K"] | None = None
     rmse_forecast: Float[Array, " K"] | None = None
     rmse_analysis: Float[Array, " K"] | None = None
     record: Any = None
@@ -151,6 +158,7 @@ def assimilate(
     truth: Float[Array, "K n"] | None = None,
     record: Callable[[Any], Any] | None = None,
     store_ensembles: bool = False,
+    likelihood: bool = False,
 ) -> tuple[Any, History]:
     """Run ``method`` through all observation times: forecast ``n_steps[k]`` model steps, then
     ``method.step`` with that time's values and observation model.
@@ -167,6 +175,10 @@ def assimilate(
             mean, ``ensemble_mean``); without it nothing of size ``n`` is stored per time.
         store_ensembles: also store the whole forecast and analysis ensembles at every time
             (``K·N·n`` values each), e.g. for the ensemble RTS smoother.
+        likelihood: also record ``history.log_likelihood``, the per-time log-likelihood
+            estimate (see :class:`History` and :func:`log_likelihood`); needs ``N >= 2``
+            members. Off by default: it costs one more ``N×N`` (or ``m×m``) factorization
+            per time.
 
     Returns:
         ``(final_state, history)`` (:class:`History`). The values are cast to the ensemble's
@@ -191,6 +203,11 @@ def assimilate(
     else:
         _validate(method, model, observations, initial, truth)
         state = method.init(initial, observations.fixed_obs())
+    if likelihood and state.ensemble.shape[0] < 2:
+        raise ValueError(
+            "likelihood=True needs an ensemble of N >= 2 members (the innovation likelihood "
+            f"uses the forecast spread); got N={state.ensemble.shape[0]}"
+        )
     dtype = state.ensemble.dtype
     # One precision for the whole run: the ensemble's (float leaves of the model and the
     # observation model are cast, so a float32 run stays float32 under jax_enable_x64).
@@ -219,6 +236,10 @@ def assimilate(
         innov, ratio = innovation_statistics(Ef, y, obs)
         mean_f = ensemble_mean(state)
         state, info = method.step(ka, state, y, obs)
+        log_lik = None
+        if likelihood:
+            evidence = getattr(info, "log_evidence", None)
+            log_lik = innovation_log_likelihood(Ef, y, obs) if evidence is None else evidence
         h = History(
             time=jnp.zeros((), dtype),
             info=info,
@@ -226,6 +247,7 @@ def assimilate(
             spread_analysis=_spread(state, state.ensemble),
             innovation=innov,
             innovation_ratio=ratio,
+            log_likelihood=log_lik,
             rmse_forecast=None if xt is None else rmse(mean_f, xt),
             rmse_analysis=None if xt is None else rmse(ensemble_mean(state), xt),
             record=None if record is None else record(state),
@@ -245,6 +267,46 @@ def assimilate(
     with not_traceable_as_type_error("the model, the observation operator or the method"):
         final, hist = jax.lax.scan(body, state, xs)
     return final, hist._replace(time=observations.time.astype(dtype))
+
+
+def log_likelihood(
+    key: Array,
+    method: Method,
+    model: Model,
+    observations: ObservationSeries,
+    initial: Any,
+) -> Float[Array, ""]:
+    r"""The filter's log marginal likelihood ``log p̂(y_{1:K}) = Σ_k log p̂(y_k | y_{1:k-1})``.
+
+    Runs :func:`assimilate` with ``likelihood=True`` and sums ``history.log_likelihood``: the
+    Gaussian innovation likelihood of the forecast ensemble for the ensemble Kalman filters
+    (:func:`jaxda.ensemble.innovation_log_likelihood`), the evidence estimate for the particle
+    filter. Differentiable in everything the run depends on: model parameters (``Lorenz96``'s
+    ``forcing``), the model-error ``std`` of :func:`jaxda.models.with_noise` (``Q``), the
+    observation noise (``R``), wrapper factors (:func:`with_inflation`) and the initial
+    ensemble. The random draws (model noise, perturbed observations) are reparameterized
+    (``std · z`` with ``z ~ N(0, I)`` from the key), so with a **fixed** key the function is a
+    smooth deterministic objective (common random numbers) that ``jax.grad``, BFGS or optax can
+    minimize; this is the auto-differentiable EnKF of Chen, Sanz-Alonso & Willett (2022). Over
+    long chaotic runs the gradient's variance grows with the window; keep windows moderate.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.ensemble import enkf
+        >>> from jaxda.models import LinearModel, with_noise
+        >>> from jaxda.observations import identity, observation_model, observation_series
+        >>> y = jnp.sin(jnp.arange(20.0))[:, None]
+        >>> obs = observation_series(y, observation_model(identity(1), obs_std=0.5), n_steps=1)
+        >>> E0 = jax.random.normal(jax.random.key(0), (50, 1))
+        >>> def nll(a):  # AR(1) coefficient, model noise std 0.3
+        ...     model = with_noise(LinearModel(a * jnp.eye(1), jnp.zeros(1)), 0.3)
+        ...     return -log_likelihood(jax.random.key(1), enkf(), model, obs, E0)
+        >>> bool(jnp.isfinite(jax.grad(nll)(0.5)))
+        True
+    """
+    _, history = assimilate(key, method, model, observations, initial, likelihood=True)
+    assert history.log_likelihood is not None
+    return jnp.sum(history.log_likelihood)
 
 
 class RunStatus(NamedTuple):

@@ -55,6 +55,7 @@ from ._letkf import (
     local_observations,
     local_update,
 )
+from ._likelihood import innovation_log_likelihood
 from ._localization import (
     EARTH_RADIUS_KM,
     GEOMETRIES,
@@ -160,6 +161,7 @@ __all__ = [
     "ies_tell",
     "inflate",
     "inflation_score",
+    "innovation_log_likelihood",
     "kalman_gain",
     "kalman_increments",
     "kernel_bandwidth",
