@@ -34,7 +34,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ..core import Transform, identity_transform, is_concrete
 from ._integrate import Model
@@ -153,7 +153,7 @@ def augmented(
     theta0: Any = None,
     *,
     transform: Transform | None = None,
-    param_std: float | Array = 0.0,
+    param_std: ArrayLike = 0.0,
 ) -> Augmented:
     r"""Augment ``model`` with the parameters that ``where`` selects (module docstring).
 
