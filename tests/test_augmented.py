@@ -51,7 +51,7 @@ def test_random_walk_moves_the_parameters_with_the_given_std():
     assert aug.stochastic
     keys = jax.random.split(jax.random.key(0), 4000)
     z = aug.augment(aug.x0[:8] + 1.0, jnp.array([8.0]))
-    u1 = jax.vmap(aug.step, in_axes=(0, None))(keys, z)[:, 8]
+    u1 = jax.jit(jax.vmap(aug.step, in_axes=(0, None)))(keys, z)[:, 8]
     du = u1 - jnp.log(8.0)
     # std 0.1 in the unconstrained (log) space: sample std within 5 standard errors.
     assert abs(float(jnp.std(du)) - 0.1) < 5 * 0.1 / np.sqrt(2 * 4000)
@@ -76,9 +76,9 @@ def test_bad_options_raise(kwargs, match):
 
 def test_etkf_on_the_augmented_lorenz96_recovers_the_forcing():
     # Truth F = 8, n = 20, every other variable observed every step with std 0.5; the prior
-    # on F is N(6, 0.7^2) (the truth 2.9 prior std away). After 300 cycles the ensemble mean
-    # of F must be within 0.15 of 8 (5 seeds gave 7.95-8.01) and the ensemble must still cover it.
-    n, F_true, K, N = 20, 8.0, 300, 20
+    # on F is N(6, 0.7^2) (the truth 2.9 prior std away). After 150 cycles the ensemble mean
+    # of F must be within 0.15 of 8 (8 seeds gave 7.94-8.04) and the ensemble must still cover it.
+    n, F_true, K, N = 20, 8.0, 150, 20
     truth_model = Lorenz96(n=n, forcing=F_true)
     k_spin, k_obs, k_x, k_F, k_run = jax.random.split(jax.random.key(7), 5)
     x_start = trajectory(k_spin, truth_model, truth_model.x0, 300)[-1]
