@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 
 import jaxda.assimilate as jda  # noqa: E402
 from jaxda.assimilate import assimilate, with_inflation  # noqa: E402
-from jaxda.core import bounded  # noqa: E402
+from jaxda.core import Status, bounded  # noqa: E402
 from jaxda.ensemble import esmda, etkf, ies  # noqa: E402
 from jaxda.models import Lorenz96, augmented, trajectory, with_noise  # noqa: E402
 from jaxda.observations import observation_model, observation_series, subset  # noqa: E402
@@ -352,7 +352,7 @@ def note(r: dict) -> str:
             f"{r['iterations']} it., {r.get('objective_evaluations', '')} evals".rstrip(", ")
         )
     if "status" in r and r["status"] != 0:
-        parts.append(f"status {r['status']}")
+        parts.append(f"status {Status(r['status']).name}")
     if "cycles" in r and "objective_evaluations" in r:
         parts.append(f"{r['cycles']} cycles")
     return "; ".join(parts)
