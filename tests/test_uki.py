@@ -162,6 +162,10 @@ def test_transform_keeps_parameters_in_bounds():
     assert np.all(th > np.asarray(lo)) and np.all(th < np.asarray(hi))
     np.testing.assert_allclose(th, truth, atol=0.15)
     np.testing.assert_allclose(out.predictions, g(out.constrained_mean))
+    # the ask/tell form hands the simulator constrained points, inside the bounds
+    X = np.asarray(uki_ask(uki_init(u0, 4.0 * jnp.eye(2), y, obs_std=0.05, transform=T)))
+    assert X.shape == (5, 2) and np.all(X > np.asarray(lo)) and np.all(X < np.asarray(hi))
+    np.testing.assert_allclose(X[0], [1.0, 2.0], rtol=1e-12)
 
 
 def test_failed_forward_runs_are_reported_not_nan():
