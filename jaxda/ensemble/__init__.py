@@ -97,11 +97,23 @@ from ._problems import (
 )
 from ._serial import ensrf, ensrf_analysis
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
+from ._uki import (
+    SIGMA_POINTS,
+    UKIHistory,
+    UKIResult,
+    UKIState,
+    uki,
+    uki_ask,
+    uki_init,
+    uki_result,
+    uki_tell,
+)
 
 __all__ = [
     "EARTH_RADIUS_KM",
     "GEOMETRIES",
     "RESAMPLING",
+    "SIGMA_POINTS",
     "TAPERS",
     "CovarianceLocalization",
     "ESMDAResult",
@@ -119,6 +131,9 @@ __all__ = [
     "PFResult",
     "PFState",
     "SmootherHistory",
+    "UKIHistory",
+    "UKIResult",
+    "UKIState",
     "bootstrap_particle_filter",
     "check_adaptive_options",
     "covariance_localization",
@@ -196,6 +211,11 @@ __all__ = [
     "systematic_resample",
     "taper_coefficients",
     "taper_support",
+    "uki",
+    "uki_ask",
+    "uki_init",
+    "uki_result",
+    "uki_tell",
     "update_inflation_estimate",
     "weighted_anomalies",
 ]
