@@ -177,3 +177,25 @@ def test_gradient_of_hyperparameters_with_missing_observations(name):
     fd = float((f(2.0 + 1e-5) - f(2.0 - 1e-5)) / 2e-5)
     assert np.isfinite(g) and abs(g) > 1e-3
     np.testing.assert_allclose(g, fd, rtol=1e-5)
+
+
+def test_truncated_gradient_keeps_values_and_cuts_the_graph():
+    y = _data()
+    E0 = jax.random.normal(jax.random.key(1), (20, 2))
+    obs = observation_series(
+        jnp.asarray(y), observation_model(linear(jnp.asarray(H_OBS)), obs_std=R_STD), n_steps=1
+    )
+
+    def f(a, truncate):
+        model = with_noise(LinearModel(a * jnp.asarray(M_TRUE), jnp.zeros(2)), Q_STD)
+        key = jax.random.key(0)
+        return log_likelihood(key, enkf(), model, obs, E0, truncate_gradient=truncate)
+
+    full = jax.value_and_grad(f)(1.0, None)
+    whole = jax.value_and_grad(f)(1.0, K)  # one cut, before the first cycle: the full gradient
+    one = jax.value_and_grad(f)(1.0, 1)
+    assert full[0] == whole[0] == one[0]
+    np.testing.assert_allclose(whole[1], full[1], rtol=1e-12)
+    assert abs(one[1] - full[1]) > 1e-3 * abs(full[1])
+    with pytest.raises(ValueError, match="truncate_gradient"):
+        f(1.0, 0)
