@@ -146,7 +146,8 @@ def eki_init(
     N = p.U0.shape[0]
     m = p.y.shape[0]
     dtype = p.U0.dtype
-    carry, _ = _eki_start(p, jnp.full((N, m), jnp.nan, dtype))  # placeholder, set at tell 0
+    # placeholder carry (replaced at the first tell), one compilation
+    carry, _ = jax.jit(_eki_start)(p, jnp.full((N, m), jnp.nan, dtype))
     return EKIState(
         problem=p,
         carry=carry,
