@@ -41,10 +41,13 @@ def prior_ensemble(key, N, n=N_PAR, mean=0.0, std=1.0):
 def test_eki_converges_to_least_squares():
     # over-determined linear G, N > n: the ensemble collapses onto the whitened least squares
     # (ETKI: see test_dropped_members_leave_the_update_of_the_others_unchanged)
-    ref = whitened_lstsq(G, Y, THETA)
+    # observation 3 is missing (nan): it must drop out of the update
+    keep = np.arange(N_OBS) != 3
+    ref = whitened_lstsq(G[keep], Y[keep], THETA[keep])
     prior = prior_ensemble(jax.random.key(0), 12)
     dist0 = np.linalg.norm(np.mean(np.asarray(prior), 0) - ref)
-    out = eki(jax.random.key(1), linear, prior, Y, obs_std=THETA, step=100.0, max_steps=30)
+    y = Y.at[3].set(jnp.nan)
+    out = eki(jax.random.key(1), linear, prior, y, obs_std=THETA, step=100.0, max_steps=30)
     mean = np.mean(np.asarray(out.posterior), axis=0)
     assert int(out.status) == Status.SUCCESS and int(out.n_steps) == 30
     assert np.linalg.norm(mean - ref) < 2e-2 * dist0, (mean, ref)

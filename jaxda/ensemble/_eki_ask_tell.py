@@ -121,9 +121,11 @@ def eki_init(
         prior: initial ensemble ``(N, n)`` or pytree with leading member axis
             (constrained space).
         y: data ``(m,)``; ``nan`` entries are not observed.
-        noise, obs_std, obs_cov, mask, max_steps, step, update, tikhonov, prior_mean,
-            prior_cov, transform, failure, is_failed, tol, perturbations: as in
+        noise, obs_std, obs_cov, mask: observation noise and mask, as in
             :func:`jaxda.ensemble.eki`.
+        max_steps, step, update, tikhonov: as in :func:`jaxda.ensemble.eki`.
+        prior_mean, prior_cov, transform: as in :func:`jaxda.ensemble.eki`.
+        failure, is_failed, tol, perturbations: as in :func:`jaxda.ensemble.eki`.
 
     Returns:
         :class:`EKIState`, whose :func:`eki_ask` is the initial ensemble.
