@@ -237,7 +237,9 @@ def test_bad_options_raise_eagerly():
         (dict(tikhonov=1.0, prior_mean=jnp.zeros(3), prior_cov=-1.0), "prior_cov"),
         (dict(transform=bounded(lower=0.0)), "domain"),  # the prior has negative entries
         (dict(perturbations=jnp.zeros((5, 6, N_OBS))), "perturbations"),
-        (dict(tol=-1.0), "tol"),
+        (dict(tol=-1.0, step=1.0), "tol"),
+        (dict(tol=0.1), "tol"),  # the controller has its own stopping rule
+        (dict(tikhonov=1.0, prior_mean=jnp.zeros(3), prior_cov=-jnp.eye(3)), "prior_cov"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):

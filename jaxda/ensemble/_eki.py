@@ -51,7 +51,8 @@ y)‖²`` over the ``M`` observed entries,
           \sqrt{\frac{M}{2\,\mathrm{var}_jΦ_j}}\Big),\ 1 - t_k\Big),
 
 and the run stops when ``t = Σ Δt`` reaches ``1`` (the "posterior" time of the
-tempering): the number of steps is chosen by the data. A float ``step`` is a fixed
+tempering): the number of steps is chosen by the data. With ``tikhonov`` the misfit
+and ``M`` are those of the augmented system (the ``n`` prior rows included). A float ``step`` is a fixed
 ``Δt`` for ``max_steps`` updates (or until the change of the members is below ``tol``).
 
 **Constrained parameters** (``transform=``, a :class:`jaxda.core.Transform` acting on the
@@ -286,8 +287,13 @@ def _prior_noise(prior_cov: Any, n: int, dtype) -> Noise:
             f"prior_cov must be a scalar, an ({n},) vector of variances or an ({n}, {n}) "
             f"matrix, got shape {c.shape}"
         )
-    noise = gaussian_noise(cov=c.astype(dtype))
-    return noise
+    if is_concrete(c):
+        cn = np.asarray(c)
+        if not np.all(np.isfinite(cn)) or not np.allclose(cn, cn.T):
+            raise ValueError("prior_cov must be a finite symmetric matrix")
+        if np.any(np.linalg.eigvalsh(cn) <= 0):
+            raise ValueError("prior_cov must be positive definite")
+    return gaussian_noise(cov=c.astype(dtype))
 
 
 def _prior_mean(prior_mean: Any, n: int, dtype) -> Array:
@@ -372,6 +378,10 @@ def _eki_setup(
     _check_max_steps(max_steps)
     dmc, dt = _resolve_step(step)
     if tol is not None:
+        if dmc:
+            raise ValueError(
+                "tol= applies to a fixed step only; step='dmc' stops when t = Σ Δt reaches 1"
+            )
         check_in_range("tol", tol, 0.0, float("inf"), closed_high=False)
     if is_failed is not None:
         _check_callable(is_failed, "is_failed")
@@ -688,7 +698,8 @@ def eki(
             (redraw them from the Gaussian of the successful members).
         is_failed: optional ``is_failed(θ, g) -> bool`` for one member (JAX), flags
             failures beyond non-finite predictions.
-        tol: with a fixed step, stop when ``history.step <= tol`` (``None``: never).
+        tol: fixed step only: stop when ``history.step <= tol`` (``None``: never; status
+            ``MAX_STEPS`` if not met within ``max_steps``).
         perturbations: optional pre-drawn unscaled ``ε ~ N(0, Σ)``, ``(max_steps, N, M)``
             (``M = m``, or ``m + n`` with ``tikhonov``), used instead of ``key``.
         throw: raise when ``status`` is not ``SUCCESS``.
