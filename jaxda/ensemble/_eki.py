@@ -19,9 +19,11 @@ large-ensemble limit; run on (``t = Σ Δt → ∞``) the ensemble collapses ont
 minimiser of the data misfit ``‖Γ^{-1/2}(y - g(θ))‖²`` in the span of the initial
 anomalies (for a linear over-determined ``G`` and ``N > n``: the least-squares solution).
 
-**Ensemble transform Kalman inversion** (``update="transform"``; Huang, Huang, Reich &
-Stuart 2022) replaces the perturbed observations by the deterministic square-root update
-of the ETKF: with scaled anomalies ``X`` (``N×n``), whitened predicted anomalies
+**Ensemble transform Kalman inversion** (``update="transform"``; the square-root
+analysis of Huang, Huang, Reich & Stuart 2022, used as EnsembleKalmanProcesses.jl's
+``TransformInversion`` does: on the EKI iteration above, without the paper's artificial
+prior dynamics) replaces the perturbed observations by the deterministic square-root
+update of the ETKF: with scaled anomalies ``X`` (``N×n``), whitened predicted anomalies
 ``S = \sqrt{Δt}\,(G - \bar g)Γ^{-T/2}/\sqrt{N-1}`` and ``d = \sqrt{Δt}\,Γ^{-1/2}(y - \bar g)``,
 
 .. math:: w = (I_N + SSᵀ)^{-1} S d,\qquad T = (I_N + SSᵀ)^{-1/2},\qquad
