@@ -215,10 +215,11 @@ def test_resampled_members_and_ask_tell_equals_the_jax_loop():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="finished"):
         eki_ask(state)
+    fresh = eki_init(jax.random.key(0), prior, Y, obs_std=THETA)
     with pytest.raises(ValueError, match="shape"):
-        eki_tell(eki_init(jax.random.key(0), prior, Y, obs_std=THETA), np.zeros((N, 3)))
+        eki_tell(fresh, np.zeros((N, 3)))
     with pytest.raises(ValueError, match="not finished"):
-        eki_result(eki_init(jax.random.key(0), prior, Y, obs_std=THETA))
+        eki_result(fresh)
 
 
 def test_bad_options_raise_eagerly():

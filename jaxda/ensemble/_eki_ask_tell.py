@@ -53,6 +53,7 @@ from ._eki import (
     _eki_start,
     _EKICarry,
     _EKIProblem,
+    _empty_history,
     _to_constrained,
 )
 from ._esmda import Noise, _check_bool, _unflatten_ensemble
@@ -148,8 +149,12 @@ def eki_init(
     N = p.U0.shape[0]
     m = p.y.shape[0]
     dtype = p.U0.dtype
-    # placeholder carry (replaced at the first tell), one compilation
-    carry, _ = jax.jit(_eki_start)(p, jnp.full((N, m), jnp.nan, dtype))
+    # placeholder carry with the layout of _eki_start's, replaced at the first tell
+    carry = _EKICarry(
+        jnp.array(0, jnp.int32), p.key, p.U0, jnp.full((N, m), jnp.nan, dtype),
+        jnp.ones((N,), bool), jnp.zeros((N,), bool), jnp.zeros((), dtype),
+        _empty_history(p.max_steps, dtype), jnp.array(False),
+    )  # fmt: skip
     return EKIState(
         problem=p,
         carry=carry,
