@@ -30,6 +30,8 @@ from ._core import (
     scaled_anomalies,
 )
 from ._denkf import denkf, denkf_analysis
+from ._eki import EKIHistory, EKIResult, eki, eks
+from ._eki_ask_tell import EKIState, eki_ask, eki_init, eki_result, eki_tell
 from ._enkf import enkf, enkf_analysis, perturbed_observations
 from ._enkf_n import EnKFNInfo, enkf_n, enkf_n_analysis, hyperprior_constants
 from ._envar import fourdenvar
@@ -116,6 +118,9 @@ __all__ = [
     "SIGMA_POINTS",
     "TAPERS",
     "CovarianceLocalization",
+    "EKIHistory",
+    "EKIResult",
+    "EKIState",
     "ESMDAResult",
     "ESMDAState",
     "EnKFNInfo",
@@ -140,6 +145,12 @@ __all__ = [
     "denkf",
     "denkf_analysis",
     "distance_localization",
+    "eki",
+    "eki_ask",
+    "eki_init",
+    "eki_result",
+    "eki_tell",
+    "eks",
     "enkf",
     "enkf_analysis",
     "enkf_n",
