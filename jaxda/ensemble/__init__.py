@@ -72,6 +72,7 @@ from ._localization import (
 )
 from ._particle_filter import (
     RESAMPLING,
+    RESAMPLING_GRADIENTS,
     PFInfo,
     PFResult,
     PFState,
@@ -101,6 +102,7 @@ __all__ = [
     "EARTH_RADIUS_KM",
     "GEOMETRIES",
     "RESAMPLING",
+    "RESAMPLING_GRADIENTS",
     "TAPERS",
     "CovarianceLocalization",
     "ESMDAResult",
