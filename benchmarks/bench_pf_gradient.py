@@ -130,7 +130,12 @@ ESTIMATORS = {
     "none": {},
     "stop_gradient": {"resampling_gradient": "stop_gradient"},
     "soft(alpha=0.5)": {"resampling_gradient": "soft", "soft_alpha": 0.5},
-    "soft(alpha=0)": {"resampling_gradient": "soft", "soft_alpha": 0.0},
+    # with systematic resampling α = 0 would keep every particle once (no resampling at all)
+    "soft(alpha=0, multinomial)": {
+        "resampling_gradient": "soft",
+        "soft_alpha": 0.0,
+        "resampling": "multinomial",
+    },
 }
 
 
@@ -158,7 +163,7 @@ def linear_gaussian_section(Ns, n_keys, K):
             rows.append(row)
             a, r = row["a"], row["r"]
             print(
-                f"N={N:5d} {name:16s} a: bias {a['bias']:+.3f}±{a['se_mean']:.3f} "
+                f"N={N:5d} {name:26s} a: bias {a['bias']:+.3f}±{a['se_mean']:.3f} "
                 f"std {a['std']:.3f} ratio-bias {a['ratio_bias']:+.3f}±{a['ratio_se']:.3f} | "
                 f"r: bias {r['bias']:+.3f}±{r['se_mean']:.3f} std {r['std']:.3f} "
                 f"ratio-bias {r['ratio_bias']:+.3f}±{r['ratio_se']:.3f} | "

@@ -13,8 +13,9 @@ What is claimed and tested:
   consistent (checked at N = 256: its O(1/N) bias is below the Monte-Carlo error there).
 - ``"none"`` is biased: the same averages miss the exact gradient by more than 10 standard
   errors (for ``a`` the bias is about twice the gradient itself).
-- ``"soft"`` with ``α = 0`` (uniform ancestors, weights ``N w_a``) keeps an unbiased evidence
-  and an unbiased ``∇p̂`` (so the importance correction added to ``log_evidence`` is right).
+- ``"soft"`` with ``α = 0`` and multinomial resampling (uniform random ancestors, weights
+  ``∝ w_a``) keeps an unbiased evidence and an unbiased ``∇p̂`` (so the importance correction
+  ``log(1/N ∑ N w_a)`` added to ``log_evidence`` is right).
 - Without resampling (``resample_threshold = 0``) the whole filter is a smooth function of
   the parameters for a fixed key: ``jax.grad`` through the driver (LinearModel matrix,
   model-noise std, obs std) equals central finite differences.
@@ -133,7 +134,7 @@ def small_n():
         "none": _driver_loglik(particle_filter(), N_SMALL),
         "stop_gradient": _driver_loglik(particle_filter(resampling_gradient="stop_gradient"), N_SMALL),
         "soft0": _driver_loglik(
-            particle_filter(resampling_gradient="soft", soft_alpha=0.0), N_SMALL
+            particle_filter(resampling_gradient="soft", soft_alpha=0.0, resampling="multinomial"), N_SMALL
         ),
         "bpf_none": _functional_loglik("none", N_SMALL),
         "bpf_stop_gradient": _functional_loglik("stop_gradient", N_SMALL),

@@ -38,7 +38,7 @@ the log-weight ``log w_{a_i} - ⊥(log w_{a_i})`` (``⊥`` = ``jax.lax.stop_grad
 the forward pass, which is unchanged bit for bit, and the score ``∇ log w_{a_i}`` of the
 selection on the backward pass. ``"soft"`` (Karkus, Hsu & Lee 2018) draws the ancestors from
 ``q = α w + (1-α)/N`` and weights them ``∝ w_{a_i}/q_{a_i}``, which is differentiable but
-biased (less so for small ``α``). See :func:`particle_filter` for the mathematics.
+biased unless ``α = 0``. See :func:`particle_filter` for the mathematics.
 """
 
 from __future__ import annotations
@@ -579,8 +579,10 @@ def particle_filter(
       so the summed evidence stays an unbiased estimate of ``p`` (but the forward pass
       differs: more, and unequally weighted, distinct particles). The gradient ignores the
       score of drawing from ``q``, so it is biased unless ``α = 0`` (uniform ancestors: no
-      dependence on ``θ``, unbiased like ``"stop_gradient"`` but noisier); at ``α = 1`` it
-      is ``"none"``. Its bias can be larger than that of ``"none"`` (measured in
+      dependence on ``θ``, unbiased like ``"stop_gradient"`` but noisier; with
+      ``resampling="multinomial"``, since the other schemes then keep each particle once:
+      sequential importance sampling); at ``α = 1`` it reduces to ``"none"`` (up to
+      rounding). Its bias can be larger than that of ``"none"`` (measured in
       ``benchmarks/bench_pf_gradient.py``).
 
     References: Ścibior & Wood (2021), *Differentiable particle filtering without modifying
