@@ -211,7 +211,7 @@ def lorenz96_section(N, n_keys):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: N in (16, 64), 500 keys")
     p.add_argument("--keys", type=int, default=4000)
     p.add_argument("--steps", type=int, default=20, help="observation times K")
