@@ -75,6 +75,7 @@ from ._localization import (
 )
 from ._particle_filter import (
     RESAMPLING,
+    RESAMPLING_GRADIENTS,
     PFInfo,
     PFResult,
     PFState,
@@ -115,6 +116,7 @@ __all__ = [
     "EARTH_RADIUS_KM",
     "GEOMETRIES",
     "RESAMPLING",
+    "RESAMPLING_GRADIENTS",
     "SIGMA_POINTS",
     "TAPERS",
     "CovarianceLocalization",
