@@ -132,3 +132,70 @@ def test_likelihood_needs_two_members():
     model = LinearModel(jnp.asarray(M_TRUE), jnp.zeros(2))
     with pytest.raises(ValueError, match="N >= 2"):
         assimilate(jax.random.key(0), enkf(), model, obs, jnp.zeros((1, 2)), likelihood=True)
+
+
+def test_gram_functions_derivative_with_repeated_eigenvalues():
+    """S has more members than columns, so SSᵀ has a repeated zero eigenvalue (where the
+    derivative of eigh is undefined); the matrix functions' derivatives are still exact."""
+    from jax.test_util import check_grads
+
+    from jaxda.ensemble._spectral import gram_functions
+
+    rng = np.random.default_rng(0)
+    S = jnp.asarray(rng.normal(size=(5, 2)))
+    B = jnp.asarray(rng.normal(size=(5, 3)))
+
+    def f(S, B):
+        kinds = ("inverse_1p", "inverse_sqrt_1p", "sqrt_correction")
+        return gram_functions(S @ S.T, (B, B, B), kinds)
+
+    check_grads(f, (S, B), order=1, modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("name", ["enkf-localized", "letkf", "etkf-inflated"])
+def test_gradient_of_hyperparameters_with_missing_observations(name):
+    """d log-likelihood / d (localization radius or inflation) is finite and equals a central
+    difference, with missing observations in the data."""
+    from jaxda.assimilate import with_inflation
+    from jaxda.ensemble import etkf, letkf
+    from jaxda.models import Lorenz96
+    from jaxda.observations import subset
+
+    n = 12
+    y = 2.0 * jax.random.normal(jax.random.key(2), (6, n // 2))
+    y = y.at[2, 1].set(jnp.nan).at[4, :3].set(jnp.nan)
+    om = observation_model(subset(jnp.arange(0, n, 2), n), obs_std=1.0)
+    obs = observation_series(y, om, n_steps=1)
+    E0 = jax.random.normal(jax.random.key(0), (6, n)) + 2.0
+    build = {
+        "enkf-localized": lambda p: enkf(localization_radius=p),
+        "letkf": lambda p: letkf(localization_radius=p),
+        "etkf-inflated": lambda p: with_inflation(etkf(), 1.0 + p / 10),
+    }[name]
+    f = jax.jit(lambda p: log_likelihood(jax.random.key(1), build(p), Lorenz96(n=n), obs, E0))
+    g = float(jax.grad(f)(2.0))
+    fd = float((f(2.0 + 1e-5) - f(2.0 - 1e-5)) / 2e-5)
+    assert np.isfinite(g) and abs(g) > 1e-3
+    np.testing.assert_allclose(g, fd, rtol=1e-5)
+
+
+def test_truncated_gradient_keeps_values_and_cuts_the_graph():
+    y = _data()
+    E0 = jax.random.normal(jax.random.key(1), (20, 2))
+    obs = observation_series(
+        jnp.asarray(y), observation_model(linear(jnp.asarray(H_OBS)), obs_std=R_STD), n_steps=1
+    )
+
+    def f(a, truncate):
+        model = with_noise(LinearModel(a * jnp.asarray(M_TRUE), jnp.zeros(2)), Q_STD)
+        key = jax.random.key(0)
+        return log_likelihood(key, enkf(), model, obs, E0, truncate_gradient=truncate)
+
+    full = jax.value_and_grad(f)(1.0, None)
+    whole = jax.value_and_grad(f)(1.0, K)  # one cut, before the first cycle: the full gradient
+    one = jax.value_and_grad(f)(1.0, 1)
+    assert full[0] == whole[0] == one[0]
+    np.testing.assert_allclose(whole[1], full[1], rtol=1e-12)
+    assert abs(one[1] - full[1]) > 1e-3 * abs(full[1])
+    with pytest.raises(ValueError, match="truncate_gradient"):
+        f(1.0, 0)

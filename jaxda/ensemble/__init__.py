@@ -30,6 +30,8 @@ from ._core import (
     scaled_anomalies,
 )
 from ._denkf import denkf, denkf_analysis
+from ._eki import EKIHistory, EKIResult, eki, eks
+from ._eki_ask_tell import EKIState, eki_ask, eki_init, eki_result, eki_tell
 from ._enkf import enkf, enkf_analysis, perturbed_observations
 from ._enkf_n import EnKFNInfo, enkf_n, enkf_n_analysis, hyperprior_constants
 from ._envar import fourdenvar
@@ -73,6 +75,7 @@ from ._localization import (
 )
 from ._particle_filter import (
     RESAMPLING,
+    RESAMPLING_GRADIENTS,
     PFInfo,
     PFResult,
     PFState,
@@ -97,13 +100,29 @@ from ._problems import (
 )
 from ._serial import ensrf, ensrf_analysis
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
+from ._uki import (
+    SIGMA_POINTS,
+    UKIHistory,
+    UKIResult,
+    UKIState,
+    uki,
+    uki_ask,
+    uki_init,
+    uki_result,
+    uki_tell,
+)
 
 __all__ = [
     "EARTH_RADIUS_KM",
     "GEOMETRIES",
     "RESAMPLING",
+    "RESAMPLING_GRADIENTS",
+    "SIGMA_POINTS",
     "TAPERS",
     "CovarianceLocalization",
+    "EKIHistory",
+    "EKIResult",
+    "EKIState",
     "ESMDAResult",
     "ESMDAState",
     "EnKFNInfo",
@@ -119,12 +138,21 @@ __all__ = [
     "PFResult",
     "PFState",
     "SmootherHistory",
+    "UKIHistory",
+    "UKIResult",
+    "UKIState",
     "bootstrap_particle_filter",
     "check_adaptive_options",
     "covariance_localization",
     "denkf",
     "denkf_analysis",
     "distance_localization",
+    "eki",
+    "eki_ask",
+    "eki_init",
+    "eki_result",
+    "eki_tell",
+    "eks",
     "enkf",
     "enkf_analysis",
     "enkf_n",
@@ -196,6 +224,11 @@ __all__ = [
     "systematic_resample",
     "taper_coefficients",
     "taper_support",
+    "uki",
+    "uki_ask",
+    "uki_init",
+    "uki_result",
+    "uki_tell",
     "update_inflation_estimate",
     "weighted_anomalies",
 ]

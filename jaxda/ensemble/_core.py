@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from ..observations import ObservationModel, observed, whitened_residual
+from ._spectral import gram_functions
 
 
 class ObsSpace(NamedTuple):
@@ -84,10 +85,11 @@ def _identity_plus_gram_solve(
 
     Uses the eigen-decomposition ``G = V Λ Vᵀ``: ``Z = V (I+Λ)^{-1} Vᵀ rhs``. ``I + G`` has
     eigenvalues ``>= 1`` so this is well conditioned, and on CPU XLA's eigh (LAPACK) is
-    much faster than its triangular solves for these small ensemble-space systems.
+    much faster than its triangular solves for these small ensemble-space systems. The
+    derivative does not go through the eigenvectors (:func:`gram_functions`), so it stays
+    finite when ``G`` has repeated eigenvalues (missing observations).
     """
-    lam, V = jnp.linalg.eigh(G)
-    return V @ ((V.T @ rhs) / (1.0 + jnp.maximum(lam, 0.0))[:, None])
+    return gram_functions(G, (rhs,), ("inverse_1p",))[0]
 
 
 def innovation_spectrum(

@@ -26,16 +26,17 @@ from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_v
 from ..observations import ObservationModel, observed
 from ._core import mean_and_anomalies, obs_space
 from ._letkf import letkf_transform
+from ._spectral import gram_functions
 
 
 def etkf_transform(
     S: Float[Array, "N m"], dw: Float[Array, " m"]
 ) -> tuple[Float[Array, " N"], Float[Array, "N N"]]:
-    """Mean weights ``w`` and symmetric transform ``T`` of the ETKF (ensemble space)."""
-    lam, V = jnp.linalg.eigh(S @ S.T)
-    lam = jnp.maximum(lam, 0.0)
-    w = V @ ((V.T @ (S @ dw)) / (1.0 + lam))
-    T = (V * (1.0 / jnp.sqrt(1.0 + lam))) @ V.T
+    """Mean weights ``w = (I+SSᵀ)^{-1} S dw`` and symmetric transform ``T = (I+SSᵀ)^{-1/2}`` of
+    the ETKF, from the ``N×N`` system (:func:`letkf_transform` picks the smaller one)."""
+    N = S.shape[0]
+    eye = jnp.eye(N, dtype=S.dtype)
+    w, T = gram_functions(S @ S.T, (S @ dw, eye), ("inverse_1p", "inverse_sqrt_1p"))
     return w, T
 
 
@@ -58,8 +59,8 @@ def etkf_analysis(
     N = ensemble.shape[0]
     mean, A = mean_and_anomalies(ensemble)
     os = obs_space(ensemble, obs, y)
-    # The smaller of the N×N and m×m eigen-problems (letkf_transform): O(N m²) when m < N, and
-    # distinct eigenvalues, so the transform's derivative (jax.grad through a filter) is stable.
+    # The smaller of the N×N and m×m eigen-problems (letkf_transform): O(N m²) when m < N; its
+    # derivative (jax.grad through a filter) stays finite with missing observations.
     w, T = letkf_transform(os.S, os.innovation(y))
     mean_a = mean + (w @ A) / jnp.sqrt(N - 1.0)
     return (mean_a + T @ A).astype(ensemble.dtype)

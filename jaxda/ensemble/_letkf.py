@@ -59,6 +59,7 @@ from ._localization import (
     obs_coordinates,
     resolve_geometry,
 )
+from ._spectral import gram_functions
 
 
 class LocalObs(NamedTuple):
@@ -253,22 +254,17 @@ def letkf_transform(
     that of ``SᵀS = UΛUᵀ`` (``k×k``) with ``w = S U (I+Λ)^{-1} Uᵀ d`` and
     ``T = I + S U g(Λ) Uᵀ Sᵀ``, ``g(λ) = ((1+λ)^{-1/2} - 1)/λ = -1/(√(1+λ)(1+√(1+λ)))``,
     which is the same matrix and is well defined for ``λ = 0`` (padded observations).
+    Derivatives go through :func:`gram_functions`, finite for repeated eigenvalues (padded
+    or missing observations).
     """
     N, k = S.shape
     if k >= N:
-        lam, V = jnp.linalg.eigh(S @ S.T)
-        lam = jnp.maximum(lam, 0.0)
-        w = V @ ((V.T @ (S @ d)) / (1.0 + lam))
-        T = (V * jax.lax.rsqrt(1.0 + lam)) @ V.T
+        w, T = gram_functions(
+            S @ S.T, (S @ d, jnp.eye(N, dtype=S.dtype)), ("inverse_1p", "inverse_sqrt_1p")
+        )
         return w, T
-    lam, U = jnp.linalg.eigh(S.T @ S)
-    lam = jnp.maximum(lam, 0.0)
-    SU = S @ U  # (N, k)
-    w = SU @ ((U.T @ d) / (1.0 + lam))
-    r = jnp.sqrt(1.0 + lam)
-    g = -1.0 / (r * (1.0 + r))
-    T = jnp.eye(N, dtype=S.dtype) + (SU * g) @ SU.T
-    return w, T
+    v, C = gram_functions(S.T @ S, (d, S.T), ("inverse_1p", "sqrt_correction"))
+    return S @ v, jnp.eye(N, dtype=S.dtype) + S @ C
 
 
 def local_update(
@@ -521,11 +517,12 @@ def letkf(
             )
         with jax.ensure_compile_time_eval():
             loc = obs.operator.locations
-        if is_concrete(loc):
+        if is_concrete(loc) and is_concrete(localization_radius):
             return local_observations(
                 n, np.asarray(loc), localization_radius, cutoff=cutoff, **geometry_options
             )
-        # traced locations (a network that changes in time): every observation, tapered
+        # traced locations (a network that changes in time) or a traced radius (learning it by
+        # gradient): every observation, tapered
         coeff = gain_taper(n, loc, localization_radius, **geometry_options)
         coeff = jnp.where(coeff > cutoff, coeff, 0.0)
         m = coeff.shape[1]

@@ -625,7 +625,7 @@ def covariance_localization(
             sphere_radius=sphere_radius,
         )
     return CovarianceLocalization(
-        float(localization_radius),
+        float(localization_radius) if is_concrete(localization_radius) else localization_radius,
         state_locations,
         bool(periodic),
         domain_length,

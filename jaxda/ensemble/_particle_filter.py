@@ -29,6 +29,16 @@ The log-evidence estimate is ``log p̂(y_{0:K}) = ∑_k log ∑_i w^{(i)}_{k-1} 
 (unbiased for ``p``). Trajectory samples from the joint smoothing distribution are drawn by
 tracing the genealogy (:func:`pf_trajectories`); they degenerate for long horizons, which is
 the usual price of the bootstrap filter.
+
+Differentiable resampling (``resampling_gradient``): the ancestor indices are discrete, so
+``jax.grad`` of the log-evidence through a resampling filter sees only the paths of the
+surviving particles, not how the parameters changed which particles were selected
+(``"none"``, biased). ``"stop_gradient"`` (Ścibior & Wood 2021) gives the selected particles
+the log-weight ``log w_{a_i} - ⊥(log w_{a_i})`` (``⊥`` = ``jax.lax.stop_gradient``): zero on
+the forward pass, which is unchanged bit for bit, and the score ``∇ log w_{a_i}`` of the
+selection on the backward pass. ``"soft"`` (Karkus, Hsu & Lee 2018) draws the ancestors from
+``q = α w + (1-α)/N`` and weights them ``∝ w_{a_i}/q_{a_i}``, which is differentiable but
+biased unless ``α = 0``. See :func:`particle_filter` for the mathematics.
 """
 
 from __future__ import annotations
@@ -205,6 +215,74 @@ def _resampler(name: str) -> Resampler:
     return RESAMPLING[name]
 
 
+RESAMPLING_GRADIENTS = ("none", "stop_gradient", "soft")
+
+
+def _check_resampling_gradient(mode: str, soft_alpha: float | None, weight_root: float) -> float:
+    """Validate ``resampling_gradient``/``soft_alpha`` eagerly; return the ``α`` to use."""
+    if mode not in RESAMPLING_GRADIENTS:
+        raise ValueError(
+            f"resampling_gradient must be one of {list(RESAMPLING_GRADIENTS)}, got {mode!r}"
+        )
+    if mode != "soft":
+        if soft_alpha is not None:
+            raise ValueError(
+                f"soft_alpha is only used with resampling_gradient='soft', got "
+                f"resampling_gradient={mode!r} and soft_alpha={soft_alpha!r}"
+            )
+        return 1.0
+    if not (is_concrete(weight_root) and float(weight_root) == 1.0):
+        raise ValueError(
+            "resampling_gradient='soft' draws from its own mixture q = α w + (1-α)/N: it "
+            f"cannot be combined with weight_root={weight_root!r} (use weight_root=1)"
+        )
+    alpha = 0.5 if soft_alpha is None else soft_alpha
+    check_in_range("soft_alpha", alpha, 0.0, 1.0)
+    return alpha
+
+
+def _safe_log(p: Array) -> Array:
+    # log p with -inf (and a zero, not NaN, gradient) where p = 0
+    pos = p > 0
+    return jnp.where(pos, jnp.log(jnp.where(pos, p, 1.0)), -jnp.inf)
+
+
+def _resample_log_weights(
+    key: Array,
+    draw: Resampler,
+    logw: Float[Array, " N"],
+    mode: str,
+    alpha: float | Array,
+    weight_root: float,
+) -> tuple[Int[Array, " N"], Float[Array, " N"], Float[Array, ""]]:
+    """Ancestor indices, the log-weights of the resampled particles (normalised in value) and
+    the log of the resampling's importance correction (added to the step's log-evidence; 0
+    except for ``"soft"``), from normalised log-weights ``logw``."""
+    N = logw.shape[0]
+    zero = jnp.zeros((), logw.dtype)
+    if mode == "soft":
+        w = jax.nn.softmax(logw)
+        support = (w > 0).astype(w.dtype)
+        q = alpha * w + (1.0 - alpha) * support / jnp.sum(support)
+        logq = _safe_log(q)
+        idx = draw(key, logq)
+        lr = logw[idx] - logq[idx]  # w/q: finite, q > 0 only where w > 0
+        lse = jax.nn.logsumexp(lr)
+        return idx, lr - lse, lse - jnp.log(N).astype(logw.dtype)
+    if weight_root == 1.0:
+        idx = draw(key, logw)
+        new = jnp.full((N,), -jnp.log(N), logw.dtype)
+    else:
+        idx = draw(key, logw / weight_root)
+        new = jax.nn.log_softmax((1.0 - 1.0 / weight_root) * logw[idx])
+    if mode == "stop_gradient":
+        # value: exactly `new` (x - x = 0 for finite x, and the drawn log-weights are finite);
+        # gradient: the score ∇ log w_{a_i} of selecting particle a_i
+        sel = logw[idx]
+        new = jax.lax.stop_gradient(new) + (sel - jax.lax.stop_gradient(sel))
+    return idx, new, zero
+
+
 # --------------------------------------------------------------------------------------------
 # Regularization (kernel jitter)
 # --------------------------------------------------------------------------------------------
@@ -288,6 +366,8 @@ def bootstrap_particle_filter(
     mask: Bool[Array, " K"] | None = None,
     resample_threshold: float = 0.5,
     resampling: str = "systematic",
+    resampling_gradient: str = "none",
+    soft_alpha: float | None = None,
 ) -> PFResult:
     r"""Run a bootstrap particle filter.
 
@@ -303,6 +383,11 @@ def bootstrap_particle_filter(
         mask: ``(K,)`` booleans, True where ``ys[k]`` is an actual observation.
         resample_threshold: resample when ``ESS ≤ threshold · N`` (1 = always, 0 = never).
         resampling: ``"systematic"``, ``"stratified"``, ``"residual"`` or ``"multinomial"``.
+        resampling_gradient: ``"none"``, ``"stop_gradient"`` or ``"soft"``: how
+            ``jax.grad`` of ``log_evidence`` treats the resampling, as in
+            :func:`particle_filter` (``transition`` must then draw its noise
+            reparameterized, e.g. ``f(x) + σ·normal(key)``).
+        soft_alpha: ``α ∈ [0, 1]`` of ``"soft"`` (default 0.5).
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -321,6 +406,7 @@ def bootstrap_particle_filter(
     check_vector(mask, "mask", K)
     check_in_range("resample_threshold", resample_threshold, 0.0, 1.0)
     draw = _resampler(resampling)
+    alpha = _check_resampling_gradient(resampling_gradient, soft_alpha, 1.0)
     N = particles0.shape[0]
     ll_fn = jax.vmap(log_likelihood, in_axes=(0, None))
 
@@ -333,9 +419,10 @@ def bootstrap_particle_filter(
 
     def resample(k, x, logw, ess):
         do = _should_resample(ess, resample_threshold, N)
-        idx = jnp.where(do, draw(k, logw), jnp.arange(N))
-        logw = jnp.where(do, jnp.full((N,), -jnp.log(N), logw.dtype), logw)
-        return idx, logw
+        idx_r, logw_r, corr = _resample_log_weights(k, draw, logw, resampling_gradient, alpha, 1.0)
+        idx = jnp.where(do, idx_r, jnp.arange(N))
+        logw = jnp.where(do, logw_r, logw)
+        return idx, logw, jnp.where(do, corr, 0.0)
 
     def body(carry, inp):
         x_prev, idx_prev, logw_prev = carry
@@ -343,13 +430,14 @@ def bootstrap_particle_filter(
         kt, kr = jax.random.split(k)
         x = jax.vmap(transition)(jax.random.split(kt, N), x_prev[idx_prev])
         logw, log_inc, ess = weight(x, logw_prev, y, m)
-        idx, logw_next = resample(kr, x, logw, ess)
-        return (x, idx, logw_next), (x, logw, idx, ess, log_inc)
+        idx, logw_next, corr = resample(kr, x, logw, ess)
+        return (x, idx, logw_next), (x, logw, idx, ess, log_inc + corr)
 
     kr0, krest = jax.random.split(key)
     logw_u = jnp.full((N,), -jnp.log(N), particles0.dtype)
     logw0, inc0, ess0 = weight(particles0, logw_u, ys[0], mask[0])
-    idx0, logw0_next = resample(kr0, particles0, logw0, ess0)
+    idx0, logw0_next, corr0 = resample(kr0, particles0, logw0, ess0)
+    inc0 = inc0 + corr0
     if K > 1:
         _, (xs, lws, idxs, esss, incs) = jax.lax.scan(
             body, (particles0, idx0, logw0_next), (jax.random.split(krest, K - 1), ys[1:], mask[1:])
@@ -412,7 +500,10 @@ class PFInfo(NamedTuple):
         ess: effective sample size ``1/∑w_i²`` after weighting, before any resampling (of
             the previous weights when the weights are degenerate).
         resampled: whether the particles were resampled (and regularized) this cycle.
-        log_evidence: ``log p̂(y_k | y_{<k}) = log ∑_i w_i^{prev} p(y_k | x_i)``.
+        log_evidence: ``log p̂(y_k | y_{<k}) = log ∑_i w_i^{prev} p(y_k | x_i)`` (with
+            ``resampling_gradient="soft"``, plus the log of the resampling's mean importance
+            correction ``1/N ∑_i w_{a_i}/q_{a_i}`` in the cycles that resample); summed over
+            the cycles, the log of an unbiased estimate of the likelihood.
     """
 
     n_obs: Int[Array, ""]
@@ -429,6 +520,8 @@ def particle_filter(
     reg: float = 0.0,
     reg_duplicates_only: bool = True,
     weight_root: float = 1.0,
+    resampling_gradient: str = "none",
+    soft_alpha: float | None = None,
 ) -> Method:
     r"""Bootstrap particle filter as a :class:`jaxda.core.Method` (DAPPER's ``PartFilt``).
 
@@ -450,6 +543,54 @@ def particle_filter(
     ``∝ w^{1/r}`` and gives the new particles weights ``∝ w^{1 - 1/r}`` to stay consistent:
     more distinct particles survive, at the price of non-uniform weights after resampling.
 
+    **Gradients of the log-likelihood** (``resampling_gradient``). The per-cycle
+    ``info.log_evidence`` sums, over a run of :func:`jaxda.assimilate.assimilate`, to the
+    estimate ``log p̂_θ(y_{1:K})``, where ``p̂_θ`` is unbiased for the likelihood ``p_θ``. To
+    differentiate it with respect to parameters ``θ`` of the model (a
+    :class:`~jaxda.models.LinearModel` matrix, Lorenz-96's forcing, the model-noise std of
+    :func:`~jaxda.models.with_noise`, whose noise is drawn reparameterized as
+    ``σ·normal(key)``) or of the observation model (its std), take ``jax.grad`` of that sum.
+    Everything in a cycle is differentiable except the ancestor indices ``a_i``, which are
+    piecewise constant in ``θ``:
+
+    * ``"none"``: the weights reset to ``1/N`` after resampling carry no derivative, so the
+      gradient follows each surviving particle's path but ignores that changing ``θ``
+      changes which particles are selected. Biased, even for ``N → ∞``.
+    * ``"stop_gradient"`` (Ścibior & Wood 2021): the resampled particle ``i`` gets the
+      log-weight ``-log N + log w_{a_i} - ⊥(log w_{a_i})`` (``⊥`` = ``jax.lax.stop_gradient``):
+      exactly ``-log N`` on the forward pass, which is unchanged (same particles, same
+      values, bit for bit), and ``∇ log w_{a_i}`` on the backward pass. This is the
+      derivative, at ``φ = θ``, of the filter whose ancestors are drawn from the weights
+      ``w^φ`` of a frozen copy ``φ`` and importance-corrected by ``w^θ_{a_i}/w^φ_{a_i}``; that
+      filter's ``p̂_θ`` is unbiased for ``p_θ`` for every ``φ`` (unbiased resampling, ESS
+      decision taken from the past), so **the gradient ``∇p̂ = p̂ ∇log p̂`` is unbiased for
+      ``∇p``** (model noise reparameterized, ``reg = 0``, ``weight_root = 1``). The returned
+      ``∇log p̂`` is a ratio, hence consistent for ``∇log p`` with an ``O(1/N)`` bias; averaged
+      over independent runs, ``∑_j p̂_j ∇log p̂_j / ∑_j p̂_j`` is consistent for ``∇log p``
+      at any fixed ``N``. On the resampling cycles the selection term is the path-space
+      score of Poyiadjis, Doucet & Singh (2011), whose variance grows with the number of
+      cycles (path degeneracy). With ``weight_root > 1`` the ancestors are drawn from
+      ``∝ w^{1/r}`` and the derivative is the same ``∇log w^θ_{a_i}``, but the forward
+      estimate renormalises the new weights, so it is only consistent.
+    * ``"soft"`` (Karkus, Hsu & Lee 2018, soft resampling): ancestors from
+      ``q = α w + (1-α) u`` (``u`` uniform over the particles of positive weight,
+      ``α = soft_alpha``), new weights ``∝ w_{a_i}/q_{a_i}``, differentiated through both
+      ``w`` and ``q``. The cycle's ``log_evidence`` includes ``log(1/N ∑_i w_{a_i}/q_{a_i})``,
+      so the summed evidence stays an unbiased estimate of ``p`` (but the forward pass
+      differs: more, and unequally weighted, distinct particles). The gradient ignores the
+      score of drawing from ``q``, so it is biased unless ``α = 0`` (uniform ancestors: no
+      dependence on ``θ``, unbiased like ``"stop_gradient"`` but noisier; with
+      ``resampling="multinomial"``, since the other schemes then keep each particle once:
+      sequential importance sampling); at ``α = 1`` it reduces to ``"none"`` (up to
+      rounding). Its bias can be larger than that of ``"none"`` (measured in
+      ``benchmarks/bench_pf_gradient.py``).
+
+    References: Ścibior & Wood (2021), *Differentiable particle filtering without modifying
+    the forward pass*, arXiv:2106.10314; Karkus, Hsu & Lee (2018), *Particle filter
+    networks with application to visual localization*, CoRL; Poyiadjis, Doucet & Singh
+    (2011), *Particle approximations of the score and observed information matrix in
+    state space models*, Biometrika 98(1).
+
     Args:
         resample_threshold: resample when ``ESS ≤ resample_threshold · N`` (``1``: every cycle,
             ``0``: never, i.e. sequential importance sampling).
@@ -457,6 +598,8 @@ def particle_filter(
         reg: regularization factor (DAPPER's ``reg``); ``0``: none.
         reg_duplicates_only: jitter only the particles drawn more than once (else all).
         weight_root: ``r ≥ 1``; ``1`` is plain resampling.
+        resampling_gradient: ``"none"`` (default), ``"stop_gradient"`` or ``"soft"`` (above).
+        soft_alpha: ``α ∈ [0, 1]`` of ``"soft"`` (default 0.5; an error with the others).
 
     Tuning: on Lorenz-63 (:func:`jaxda.experiments.sakov2012`, ``R = 2 I``), ``N = 100``,
     ``reg = 2.4``, ``resample_threshold = 0.3`` (DAPPER's suggested ``PartFilt`` setting)
@@ -478,11 +621,31 @@ def particle_filter(
         >>> state, info = pf.step(jax.random.key(1), state, jnp.full(3, 2.0), obs)
         >>> state.ensemble.shape, bool(info.resampled), bool(info.ess <= 50)
         ((100, 3), True, True)
+
+        The log-likelihood of an AR(1) model and its derivative in the coefficient ``a``
+        through the driver, the same forward value with and without the gradient correction:
+
+        >>> from jaxda.assimilate import assimilate
+        >>> from jaxda.models import LinearModel, with_noise
+        >>> from jaxda.observations import observation_series
+        >>> om = observation_model(identity(1), obs_std=0.5)
+        >>> series = observation_series(jnp.ones((5, 1)), om, n_steps=1)
+        >>> E0 = jax.random.normal(jax.random.key(2), (512, 1))
+        >>> def loglik(a, method):
+        ...     model = with_noise(LinearModel(a * jnp.eye(1), jnp.zeros(1)), 0.3)
+        ...     _, hist = assimilate(jax.random.key(3), method, model, series, E0)
+        ...     return jnp.sum(hist.info.log_evidence)
+        >>> sg = particle_filter(resampling_gradient="stop_gradient")
+        >>> bool(loglik(0.9, sg) == loglik(0.9, particle_filter()))
+        True
+        >>> bool(jax.grad(loglik)(0.9, sg) > 0)  # exact (Kalman filter): 1.90
+        True
     """
     check_in_range("resample_threshold", resample_threshold, 0.0, 1.0)
     draw = _resampler(resampling)
     check_in_range("reg", reg, 0.0, float("inf"))
     check_in_range("weight_root", weight_root, 1.0, float("inf"))
+    alpha = _check_resampling_gradient(resampling_gradient, soft_alpha, weight_root)
 
     def init(ensemble, obs=None):
         del obs
@@ -504,12 +667,9 @@ def particle_filter(
         do = ok & _should_resample(ess, resample_threshold, N)
 
         def resample(_):
-            if weight_root == 1.0:
-                idx = draw(k_res, logw)
-                logw_r = jnp.full((N,), -jnp.log(N), logw.dtype)
-            else:
-                idx = draw(k_res, logw / weight_root)
-                logw_r = jax.nn.log_softmax((1.0 - 1.0 / weight_root) * logw[idx])
+            idx, logw_r, corr = _resample_log_weights(
+                k_res, draw, logw, resampling_gradient, alpha, weight_root
+            )
             Ea = E[idx]
             if not (is_concrete(reg) and float(reg) == 0.0):
                 eps = regularization_jitter(k_reg, E, logw, reg * kernel_bandwidth(N, n))
@@ -517,11 +677,15 @@ def particle_filter(
                     copies = jnp.zeros(N, jnp.int32).at[idx].add(1)
                     eps = jnp.where((copies[idx] > 1)[:, None], eps, 0.0)
                 Ea = Ea + eps
-            return Ea, logw_r
+            return Ea, logw_r, corr
 
-        E_new, logw_new = jax.lax.cond(do, resample, lambda _: (E, logw), None)
+        def keep(_):
+            return E, logw, jnp.zeros((), logw.dtype)
+
+        E_new, logw_new, corr = jax.lax.cond(do, resample, keep, None)
         base = analysis_info(E_new, mask)
         status = jnp.where(ok, base.status, Status.NONFINITE).astype(jnp.int32)
-        return PFState(E_new, logw_new), PFInfo(base.n_obs, status, ess, do, log_inc)
+        info = PFInfo(base.n_obs, status, ess, do, log_inc + corr)
+        return PFState(E_new, logw_new), info
 
     return Method(init, step)
