@@ -15,7 +15,11 @@ from the same wrong prior ``F ~ N(6, 1²)`` and the same background state ``x_b 
     how much the estimate moves with the random numbers. Longer windows fail: at 200 cycles the
     gradient reaches 1e9 to 1e12 at parameters away from the optimum (filter divergence
     episodes with small ``q``, chaos) and BFGS stopped at (F, q) = (7.71, 0.19).
-(b) EKI / UKI on time-averaged statistics: see ``ROUTES`` below (to be added).
+(b) ``eki`` / ``uki``: ensemble Kalman inversion (data-misfit controller) and the unscented
+    Kalman inversion on time-averaged statistics of the observation record (mean, second
+    moment, neighbour product of the observed variables), the calibration approach of
+    Schneider et al. (2017) / Cleary et al. (2021): no state estimation, one long forward run
+    per member (``q`` known, a fixed noise key); ``Γ`` from the record's block variability.
 (c) ``esmda`` / ``ies``: ES-MDA (4 assimilations) and IES (Gauss–Newton, Evensen 2019) estimate
     ``{F, x_0}`` from a short window (the first ``window`` = 10 observation times, 1 time unit)
     with a perfect-model forward run (the model noise is not represented; ``q`` is not
@@ -63,7 +67,7 @@ import numpy as np  # noqa: E402
 import jaxda.assimilate as jda  # noqa: E402
 from jaxda.assimilate import assimilate, with_inflation  # noqa: E402
 from jaxda.core import Status, bounded  # noqa: E402
-from jaxda.ensemble import esmda, etkf, ies  # noqa: E402
+from jaxda.ensemble import eki, esmda, etkf, ies, uki  # noqa: E402
 from jaxda.models import Lorenz96, augmented, trajectory, with_noise  # noqa: E402
 from jaxda.observations import observation_model, observation_series, subset  # noqa: E402
 from jaxda.optimize import bfgs  # noqa: E402
@@ -283,12 +287,78 @@ def route_loglik(cfg: dict, data: dict) -> dict:
                status=int(status), F_other_keys=F_keys, q_other_keys=q_keys)  # fmt: skip
 
 
+# ------------------------------------------- (b) EKI / UKI on time-averaged statistics
+def _statistics(z: jax.Array) -> jax.Array:
+    """Time-averaged statistics of a (T, m) record of the observed variables: mean, second
+    moment, and the product of neighbouring observed variables (``x_i x_{i+2}``), each averaged
+    over time and over the (statistically equivalent) variables."""
+    return jnp.stack([z.mean(), (z**2).mean(), (z * jnp.roll(z, -1, axis=1)).mean()])
+
+
+def _statistics_problem(cfg: dict, data: dict):
+    """Data: the statistics of the whole observation record; their noise covariance ``Γ`` from
+    the spread of the same statistics over ``stat_blocks`` consecutive blocks of the record
+    (internal variability, divided by the number of blocks, doubled for the forward run's own
+    sampling noise). Forward model: the same
+    statistics of a run of ``stat_steps`` steps after a spin-up, from the background state,
+    with the model noise ``q`` known (as in route (d); a fixed key, so ``g`` is deterministic)
+    and the known observation-noise variance added to the second moment."""
+    n, dt, idx, r = cfg["n"], cfg["dt"], data["idx"], cfg["obs_std"]
+    ys = data["ys"]
+    B = cfg["stat_blocks"]
+    blocks = ys[: (ys.shape[0] // B) * B].reshape(B, -1, ys.shape[1])
+    per_block = jax.vmap(_statistics)(blocks)
+    y = _statistics(ys)
+    # Γ: the record's own sampling variability, counted twice (the forward run is a finite
+    # sample of the same length too: stat_steps = the record's length).
+    cov = 2.0 * jnp.cov(per_block.T, ddof=1) / B
+    spin, T, k = cfg["stat_spin"], cfg["stat_steps"], cfg["obs_every"]
+
+    def forward(theta):  # one member: theta = [F]
+        model = with_noise(Lorenz96(n=n, forcing=theta[0], dt=dt), cfg["q"])
+        xs = trajectory(jax.random.key(0), model, data["x_b"], spin + T)[spin + k - 1 :: k]
+        return _statistics(xs[:, idx]) + jnp.array([0.0, r**2, 0.0])
+
+    return forward, y, cov, spin + T
+
+
+def route_eki(cfg: dict, data: dict) -> dict:
+    forward, y, cov, steps_per_run = _statistics_problem(cfg, data)
+    N = cfg["N_eki"]
+    _, F = prior_draws(jax.random.key(cfg["seed"] + 5), cfg, data, N)
+
+    def run(prior, y, cov):
+        return eki(jax.random.key(15), forward, prior, y, obs_cov=cov, max_steps=cfg["eki_steps"])
+
+    res, first, wall = timed(run, F[:, None], y, cov)
+    Fp = res.posterior[:, 0]
+    runs = (int(res.n_steps) + 1) * N
+    return row("(b) EKI (DMC), time-averaged statistics", "F (statistics)", Fp.mean(),
+               Fp.std(ddof=1), cfg, runs * steps_per_run, first, wall, N=N,
+               iterations=int(res.n_steps), status=int(res.status))  # fmt: skip
+
+
+def route_uki(cfg: dict, data: dict) -> dict:
+    forward, y, cov, steps_per_run = _statistics_problem(cfg, data)
+    mu, sd = cfg["prior_F"]
+
+    def run(y, cov):
+        return uki(forward, jnp.array([mu]), jnp.array([[sd**2]]), y, obs_cov=cov,
+                   max_steps=cfg["uki_steps"], tol=None)  # fmt: skip
+
+    res, first, wall = timed(run, y, cov)
+    runs = 3 * int(res.n_steps) + 1
+    return row("(b) UKI, time-averaged statistics", "F (statistics)", res.mean[0],
+               math.sqrt(float(res.cov[0, 0])), cfg, runs * steps_per_run, first, wall,
+               iterations=int(res.n_steps), status=int(res.status))  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ the routes
 # Each route: route(cfg, data) -> row dict. Add new routes here.
-# (b) EKI / UKI on time-averaged statistics (Schneider et al. 2017; Huang et al. 2022):
-#     TO BE ADDED by the lead (a route_eki / route_uki function matching the signature).
 ROUTES: list[Callable[[dict, dict], dict]] = [
     route_loglik,
+    route_eki,
+    route_uki,
     route_esmda,
     route_ies,
     route_esmda_perfect,
@@ -328,6 +398,14 @@ def config(quick: bool) -> dict:
         "loglik_cycles": 30 if quick else 100,
         "bfgs_steps": 10 if quick else 40,
         "loglik_other_keys": [] if quick else [15, 16, 17],
+        # route (b): statistics of the whole record (n_cycles observation times) in
+        # stat_blocks blocks; each forward run is stat_spin + stat_steps model steps
+        "stat_blocks": 10,
+        "stat_spin": 200,
+        "stat_steps": 600 if quick else 4_000,  # = the record's length in model steps
+        "N_eki": 20,
+        "eki_steps": 30,
+        "uki_steps": 10 if quick else 20,
     }
 
 
@@ -348,9 +426,8 @@ def note(r: dict) -> str:
         qk = ", ".join(f"{v:.3f}" for v in r["q_other_keys"])
         parts.append(f"other fixed keys: F {Fk}; q {qk}")
     if "iterations" in r:
-        parts.append(
-            f"{r['iterations']} it., {r.get('objective_evaluations', '')} evals".rstrip(", ")
-        )
+        evals = r.get("objective_evaluations")
+        parts.append(f"{r['iterations']} it." + ("" if evals is None else f", {evals} evals"))
     if "status" in r and r["status"] != 0:
         parts.append(f"status {Status(r['status']).name}")
     if "cycles" in r and "objective_evaluations" in r:
