@@ -12,7 +12,7 @@ from jaxda.observations import linear, observation_model, subset
 
 shapes = st.tuples(st.integers(2, 12), st.integers(1, 9), st.integers(1, 9))  # N, n, m
 dtypes = st.sampled_from([jnp.float32, jnp.float64])
-SETTINGS = settings(max_examples=6, deadline=None)
+SETTINGS = settings(max_examples=4, deadline=None)
 
 
 def _case(seed, N, n, m, dtype):
