@@ -369,6 +369,20 @@ def _resolve_step(step: Any) -> tuple[bool, float]:
     return False, float(step)
 
 
+def _common_setup(prior, y, mask, noise, obs_std, obs_cov, transform, is_failed):
+    """Checks and conversions shared by :func:`eki` and :func:`eks`: the transform, the data
+    and its mask, the noise, and the prior as a flat unconstrained ensemble ``U0``."""
+    if is_failed is not None:
+        _check_callable(is_failed, "is_failed")
+    transform = _resolve_transform(transform)
+    y, observed = _observations(y, mask)
+    E0, unravel = _flatten_ensemble(prior)
+    noise = _resolve_noise(noise, obs_std, obs_cov, y.shape[0])
+    dtype = jnp.result_type(E0.dtype, y.dtype)
+    U0 = _to_unconstrained(E0.astype(dtype), transform)
+    return transform, y, observed, noise, U0, unravel
+
+
 def _eki_setup(
     key, prior, y, noise, obs_std, obs_cov, mask, max_steps, step, update, tikhonov,
     prior_mean, prior_cov, transform, failure, is_failed, tol, perturbations,
@@ -385,15 +399,10 @@ def _eki_setup(
                 "tol= applies to a fixed step only; step='dmc' stops when t = Σ Δt reaches 1"
             )
         check_in_range("tol", tol, 0.0, float("inf"), closed_high=False)
-    if is_failed is not None:
-        _check_callable(is_failed, "is_failed")
-    transform = _resolve_transform(transform)
-    y, observed = _observations(y, mask)
-    m = y.shape[0]
-    E0, unravel = _flatten_ensemble(prior)
-    noise = _resolve_noise(noise, obs_std, obs_cov, m)
-    dtype = jnp.result_type(E0.dtype, y.dtype)
-    U0 = _to_unconstrained(E0.astype(dtype), transform)
+    transform, y, observed, noise, U0, unravel = _common_setup(
+        prior, y, mask, noise, obs_std, obs_cov, transform, is_failed
+    )
+    dtype = U0.dtype
     N, n = U0.shape
     if tikhonov is None:
         if prior_mean is not None or prior_cov is not None:
@@ -865,16 +874,11 @@ def eks(
         or not 0 <= n_samples <= max_steps
     ):
         raise ValueError(f"n_samples must be an integer in [0, max_steps], got {n_samples!r}")
-    if is_failed is not None:
-        _check_callable(is_failed, "is_failed")
-    transform = _resolve_transform(transform)
-    y, observed = _observations(y, mask)
-    m = y.shape[0]
-    E0, unravel = _flatten_ensemble(prior)
-    noise_obj = _resolve_noise(noise, obs_std, obs_cov, m)
-    dtype = jnp.result_type(E0.dtype, y.dtype)
-    U0 = _to_unconstrained(E0.astype(dtype), transform)
-    n = U0.shape[1]
+    transform, y, observed, noise_obj, U0, unravel = _common_setup(
+        prior, y, mask, noise, obs_std, obs_cov, transform, is_failed
+    )
+    dtype = U0.dtype
+    m, n = y.shape[0], U0.shape[1]
     m0 = _prior_mean(prior_mean, n, dtype)
     prior_noise = _prior_noise(prior_cov, n, dtype)
     wnoise = _decouple(noise_obj, observed)
