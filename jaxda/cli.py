@@ -301,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--x64", action="store_true", help="run in float64")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    run.add_argument(
+        "--likelihood",
+        action="store_true",
+        help="also report the filter's log-likelihood log p(y_1..y_K) (EnKF innovation "
+        "likelihood, PF evidence; needs N >= 2)",
+    )
     run.add_argument("--plot", default=None, help="save RMSE/spread time series to this PNG")
     run.add_argument(
         "--output", default=None, help="write history and final ensemble to this netCDF file"
@@ -472,7 +478,9 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         record = smoothed_record
 
     def chunk_fn(key, state, s, xt):
-        return assimilate(key, method, setup.model, s, state, truth=xt, record=record)
+        return assimilate(
+            key, method, setup.model, s, state, truth=xt, record=record, likelihood=args.likelihood
+        )
 
     chunk = jax.jit(chunk_fn)
     n_chunks = min(50, K)  # the same chunks with or without the bar: same keys, same result
@@ -533,6 +541,8 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         "cycles_per_second": K / run_s if run_s > 0 else float("inf"),
         "seconds": time.perf_counter() - t0,
     }
+    if hist.log_likelihood is not None:
+        summary["log_likelihood"] = float(np.sum(np.asarray(hist.log_likelihood)))
     if truth is not None:
         summary["rmse_analysis"] = float(np.mean(np.asarray(hist.rmse_analysis)[b:]))
         summary["rmse_forecast"] = float(np.mean(np.asarray(hist.rmse_forecast)[b:]))
@@ -593,6 +603,8 @@ def _table(summary: dict) -> str:
         ]
     if "rmse_smoother" in summary:
         rows += [("smoother RMSE (time mean)", f"{summary['rmse_smoother']:.4f}")]
+    if "log_likelihood" in summary:
+        rows += [("log-likelihood", f"{summary['log_likelihood']:.2f}")]
     rows += [
         ("analysis spread", f"{summary['spread_analysis']:.4f}"),
         ("innovation ratio (≈1)", f"{summary.get('innovation_ratio', float('nan')):.3f}"),

@@ -9,9 +9,16 @@ QUIET = ["--no-progress"]
 
 
 def test_cli_json_summary(capsys):
-    code = main(["run", "--method", "etkf", "-N", "20", "--cycles", "300", "--json"])
+    argv = ["run", "--method", "etkf", "-N", "20", "--cycles", "300", "--json", "--likelihood"]
+    code = main(argv)
     assert code == 0
     out = json.loads(capsys.readouterr().out)
+    # about -½ log det(2πe·(HPHᵀ + R)) per cycle: 40 observations, R = I, a small HPHᵀ
+    assert (
+        -0.5 * 40 * np.log(2 * np.pi * np.e * 1.5)
+        < out["log_likelihood"] / 300
+        < -0.5 * 40 * np.log(2 * np.pi * np.e)
+    )
     for key in (
         "rmse_analysis",
         "spread_analysis",
