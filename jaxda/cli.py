@@ -52,6 +52,9 @@ from .observations import from_callable, observation_model
 # ks = KS/bocquet2019 (Kuramoto–Sivashinsky), lorenz_uv = LorenzUV/wilks05 (two-scale Lorenz-96)
 MODELS = ("lorenz63", "lorenz96", "ks", "lorenz_uv")
 
+# JAX's persistent compilation cache for the CLI's programs (--compile-cache).
+DEFAULT_COMPILE_CACHE = os.path.join("~", ".cache", "jaxda", "xla")
+
 # CLI flag -> factory option it sets (only accepted by methods whose factory takes it).
 _METHOD_FLAGS = {
     "localization_radius": "--localization-radius",
@@ -300,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="assimilate observations from this .nc/.npz file (no truth) instead of a twin experiment",
     )
     run.add_argument("--x64", action="store_true", help="run in float64")
+    run.add_argument(
+        "--compile-cache",
+        default=os.environ.get("JAXDA_COMPILE_CACHE", DEFAULT_COMPILE_CACHE),
+        help="directory of JAX's persistent compilation cache: a later run of the same "
+        "experiment loads its compiled programs instead of compiling them (default "
+        "$JAXDA_COMPILE_CACHE or ~/.cache/jaxda/xla)",
+    )
+    run.add_argument(
+        "--no-compile-cache",
+        dest="compile_cache",
+        action="store_const",
+        const=None,
+        help="do not use the persistent compilation cache",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     run.add_argument(
         "--likelihood",
@@ -450,11 +467,21 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
     return method, settings
 
 
+def use_compile_cache(directory: str | None) -> None:
+    """Turn on JAX's persistent compilation cache in ``directory`` (``None``: leave it off),
+    unless the process already configured one (a caller's own cache wins)."""
+    if directory is None or getattr(jax.config, "jax_compilation_cache_dir", None) is not None:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dict, Any]:
     """Run what the parsed arguments describe; return ``(summary, (history, state, data))``."""
     _validate(args)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    use_compile_cache(args.compile_cache)
     setup = make_setup(args)
     method, settings = build_method(args, setup)
     N = settings["ensemble_size"]

@@ -1,5 +1,6 @@
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -220,3 +221,18 @@ def test_cli_new_models(model, method, bound, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == model and out["status"] == "SUCCESS"
     assert 0 < out["rmse_analysis"] < bound
+
+
+def test_compile_cache_option_keeps_a_configured_cache(tmp_path):
+    """--compile-cache turns JAX's persistent cache on, unless the process set one (the test
+    suite's own, here) — which stays."""
+    from jaxda.cli import build_parser, use_compile_cache
+
+    configured = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
+    assert configured is not None  # tests/conftest.py sets it
+    use_compile_cache(str(tmp_path))
+    assert jax.config.jax_compilation_cache_dir == configured  # pyright: ignore[reportAttributeAccessIssue]
+    args = build_parser().parse_args(["run", "--no-compile-cache"])
+    assert args.compile_cache is None
+    args = build_parser().parse_args(["run", "--compile-cache", str(tmp_path)])
+    assert args.compile_cache == str(tmp_path)
