@@ -8,7 +8,8 @@ GradientFreeResult``, a fixed-length ``lax.scan``, so they vmap over restarts an
 
 Gradient-based (``-> OptimizeResult`` with a :class:`jaxda.core.Status` that travels under jit):
 :func:`gradient_descent` and :func:`sgd` (any optax transformation), :func:`newton`
-(``jax.hessian``), :func:`bfgs` (strong-Wolfe line search), and :func:`minimize`, which is
+(``jax.hessian``), :func:`bfgs` (strong-Wolfe line search), :func:`lbfgs` (limited memory, for
+large ``n``), and :func:`minimize`, which is
 differentiable through the argmin by the implicit function theorem.
 
 One convention for every result: optimum ``x``, value ``f``, ``n_steps`` (the cap argument is
@@ -26,6 +27,7 @@ from ._genetic import genetic_algorithm
 from ._gradient import gradient_descent, sgd
 from ._grid import grid_search
 from ._implicit import minimize
+from ._lbfgs import lbfgs
 from ._linesearch import LineSearchResult, backtracking_armijo, strong_wolfe
 from ._newton import newton, newton_direction
 from ._pso import particle_swarm
@@ -62,6 +64,7 @@ __all__ = [
     "genetic_algorithm",
     "gradient_descent",
     "grid_search",
+    "lbfgs",
     "metropolis_accept",
     "minimize",
     "newton",

@@ -1,0 +1,186 @@
+r"""Limited-memory BFGS (L-BFGS) with a strong-Wolfe line search, in pure JAX.
+
+For large ``n`` (variational problems) the dense ``n×n`` inverse Hessian of :func:`bfgs` is too
+big. L-BFGS keeps only the last ``m`` pairs :math:`s_i = x^{(i+1)} - x^{(i)}`,
+:math:`y_i = ∇J(x^{(i+1)}) - ∇J(x^{(i)})` and applies the BFGS inverse-Hessian approximation
+(built from :math:`H_0 = γ_k I`, :math:`γ_k = s_{k-1}^T y_{k-1} / y_{k-1}^T y_{k-1}`) to the
+gradient by the two-loop recursion (Nocedal & Wright 2006, Algorithm 7.4), in ``O(mn)`` time
+and memory per iteration. Pairs whose curvature :math:`y^T s` is not positive are not stored.
+Line search, stopping rules and statuses are those of :func:`bfgs`.
+
+Reference:
+    Nocedal & Wright, *Numerical Optimization* (2006), Algorithms 7.4 and 7.5; Liu & Nocedal
+    (1989), *Math. Programming* 45.
+
+Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxda.optimize import lbfgs, rosenbrock
+    >>> res = lbfgs(rosenbrock, jnp.full(10, -1.0), gtol=1e-8)
+    >>> int(res.status), bool(res.f < 1e-10)
+    (0, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ..core import raise_on_failure
+from ._linesearch import strong_wolfe
+from ._status import (
+    RUNNING,
+    OptimizeResult,
+    check_iterations,
+    empty_history,
+    final_status,
+    flatten_problem,
+    grad_norm,
+    model_negligible,
+    newton_like_status,
+    record,
+    roundoff_tol,
+    step_status,
+)
+
+
+def two_loop_direction(
+    g: Float[Array, " n"],
+    S: Float[Array, "m n"],
+    Y: Float[Array, "m n"],
+    rho: Float[Array, " m"],
+    n_stored: Int[Array, ""],
+    head: Int[Array, ""],
+) -> Float[Array, " n"]:
+    """``-H g`` by the two-loop recursion over the ``n_stored`` newest pairs of the circular
+    buffers ``S``, ``Y`` (the next write goes to ``head``); ``-g`` when none is stored."""
+    m = S.shape[0]
+
+    def newest_first(i, carry):
+        q, alpha = carry
+        j = (head - 1 - i) % m
+        a = jnp.where(i < n_stored, rho[j] * jnp.vdot(S[j], q), 0.0)
+        return q - a * Y[j], alpha.at[j].set(a)
+
+    q, alpha = jax.lax.fori_loop(0, m, newest_first, (g, jnp.zeros(m, g.dtype)))
+    last = (head - 1) % m
+    gamma = jnp.where(n_stored > 0, jnp.vdot(S[last], Y[last]) / jnp.vdot(Y[last], Y[last]), 1.0)
+    r = gamma * q
+
+    def oldest_first(i, r):
+        j = (head - m + i) % m
+        b = rho[j] * jnp.vdot(Y[j], r)
+        return jnp.where(i >= m - n_stored, r + S[j] * (alpha[j] - b), r)
+
+    return -jax.lax.fori_loop(0, m, oldest_first, r)
+
+
+def lbfgs(
+    objective: Callable[..., Array],
+    x0: Any,
+    args: tuple = (),
+    *,
+    memory: int = 10,
+    max_steps: int = 500,
+    gtol: float = 1e-6,
+    norm: float = jnp.inf,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_linesearch: int = 40,
+    throw: bool = False,
+) -> OptimizeResult:
+    """Minimize ``objective(x, *args)`` with L-BFGS (``memory`` pairs) and a strong-Wolfe line
+    search; arguments and result as :func:`bfgs` (``hess_inv`` is ``None``).
+
+    Args:
+        objective: scalar function of a pytree ``x`` (and ``args``), differentiable by JAX.
+        x0: starting point (any pytree of float arrays).
+        args: extra arguments passed to ``objective`` (may be traced).
+        memory: number ``m >= 1`` of stored ``(s, y)`` pairs.
+        max_steps: iteration bound (status ``MAX_STEPS`` when reached).
+        gtol: stop when ``||∇J||_norm <= gtol`` (status ``SUCCESS``); the round-off stopping
+            rules of :func:`bfgs` apply too.
+        norm: ``jnp.inf`` (default, as scipy) or ``2``.
+        c1, c2: Wolfe constants.
+        max_linesearch: evaluations allowed per line search.
+        throw: raise (eagerly, or via ``equinox.error_if`` under jit) unless ``SUCCESS``.
+    """
+    check_iterations(max_steps, gtol)
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
+        raise ValueError(f"memory must be a positive int, got {memory!r}")
+    x_flat, unravel, fun = flatten_problem(objective, x0, args)
+    vg = jax.value_and_grad(fun)
+    n = x_flat.size
+    dt = x_flat.dtype
+    m = memory
+
+    f0, g0 = vg(x_flat)
+    gn0 = grad_norm(g0, norm)
+    hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
+    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_steps, gtol)
+    f_old0 = f0 + 0.5 * jnp.linalg.norm(g0)  # scipy's first trial step, as in bfgs
+    tol = roundoff_tol(dt)
+    buffers = (jnp.zeros((m, n), dt), jnp.zeros((m, n), dt), jnp.zeros(m, dt))
+    zero = jnp.asarray(0)
+    init = (zero, x_flat, f0, g0, gn0, buffers, zero, zero, f_old0, jnp.asarray(1), status0, hist)
+
+    def cond(s):
+        return s[10] == RUNNING
+
+    def body(s):
+        k, x, f, g, _, (S, Y, rho), n_stored, head, f_old, nfev, _, hist = s
+        p = two_loop_direction(g, S, Y, rho, n_stored, head)
+        d0 = jnp.vdot(g, p)
+        bad_dir = ~(d0 < 0)  # forget the memory and take the gradient step
+        n_stored = jnp.where(bad_dir, 0, n_stored)
+        p = jnp.where(bad_dir, -g, p)
+        d0 = jnp.where(bad_dir, -jnp.vdot(g, g), d0)
+        a_init = 1.01 * 2.0 * (f - f_old) / d0
+        a_init = jnp.where(jnp.isfinite(a_init) & (a_init > 0), jnp.minimum(1.0, a_init), 1.0)
+        a_init = jnp.where(n_stored > 0, 1.0, a_init)  # a scaled quasi-Newton step: try 1
+        ls = strong_wolfe(vg, x, p, f, g, alpha_init=a_init, c1=c1, c2=c2, max_steps=max_linesearch)
+        s_k = ls.alpha * p
+        y_k = ls.grad - g
+        ys = jnp.vdot(y_k, s_k)
+        ok_curv = ys > 1e-12 * jnp.linalg.norm(y_k) * jnp.linalg.norm(s_k)
+        S = jnp.where(ok_curv, S.at[head].set(s_k), S)
+        Y = jnp.where(ok_curv, Y.at[head].set(y_k), Y)
+        rho = jnp.where(ok_curv, rho.at[head].set(1.0 / jnp.where(ok_curv, ys, 1.0)), rho)
+        head = jnp.where(ok_curv, (head + 1) % m, head)
+        n_stored = jnp.where(ok_curv, jnp.minimum(n_stored + 1, m), n_stored)
+        x_new = x + s_k
+        gn = grad_norm(ls.grad, norm)
+        k1 = k + 1
+        p_next = two_loop_direction(ls.grad, S, Y, rho, n_stored, head)
+        status = newton_like_status(
+            f=ls.f,
+            g=ls.grad,
+            gnorm=gn,
+            k=k1,
+            max_steps=max_steps,
+            gtol=gtol,
+            model=model_negligible(x_new, ls.f, ls.grad, p_next, tol),
+            no_progress=(~ls.success) & (ls.alpha == 0),
+            f_prev=f,
+            step=s_k,
+            x=x_new,
+            tol=tol,
+        )
+        nfev = nfev + ls.n_evaluations
+        hist = record(hist, k1, ls.f, nfev, gn)
+        return (k1, x_new, ls.f, ls.grad, gn, (S, Y, rho), n_stored, head, f, nfev, status, hist)
+
+    k, x, f, _, gn, _, _, _, _, nfev, status, hist = jax.lax.while_loop(cond, body, init)
+    res = OptimizeResult(
+        x=unravel(x),
+        f=f,
+        grad_norm=gn,
+        n_steps=k,
+        n_evaluations=nfev,
+        status=final_status(status),
+        history=hist,
+    )
+    return raise_on_failure(res) if throw else res
