@@ -41,26 +41,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..core import raise_on_failure
-from ._linesearch import strong_wolfe
-from ._status import (
-    RUNNING,
-    OptimizeResult,
-    check_iterations,
-    empty_history,
-    final_status,
-    flatten_problem,
-    grad_norm,
-    model_negligible,
-    newton_like_status,
-    record,
-    roundoff_tol,
-    step_status,
-)
+from ._quasi_newton import quasi_newton
+from ._status import OptimizeResult, check_iterations, flatten_problem
 
 
 def bfgs(
@@ -101,40 +87,12 @@ def bfgs(
     """
     check_iterations(max_steps, gtol)
     x_flat, unravel, fun = flatten_problem(objective, x0, args)
-    vg = jax.value_and_grad(fun)
-    n = x_flat.size
-    dt = x_flat.dtype
-    eye = jnp.eye(n, dtype=dt)
+    eye = jnp.eye(x_flat.size, dtype=x_flat.dtype)
 
-    f0, g0 = vg(x_flat)
-    gn0 = grad_norm(g0, norm)
-    hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
-    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_steps, gtol)
-    # scipy's convention for the first trial step: pretend J_{-1} = J_0 + ||g_0|| / 2
-    f_old0 = f0 + 0.5 * jnp.linalg.norm(g0)
-    tol = roundoff_tol(dt)
-    init = (jnp.asarray(0), x_flat, f0, g0, gn0, eye, f_old0, jnp.asarray(1), status0, hist)
-
-    def cond(s):
-        return s[8] == RUNNING
-
-    def body(s):
-        k, x, f, g, _, H, f_old, nfev, _, hist = s
-        p = -H @ g
-        d0 = jnp.vdot(g, p)
-        bad_dir = ~(d0 < 0)
-        H = jnp.where(bad_dir, eye, H)
-        p = jnp.where(bad_dir, -g, p)
-        d0 = jnp.where(bad_dir, -jnp.vdot(g, g), d0)
-        a_init = 1.01 * 2.0 * (f - f_old) / d0
-        a_init = jnp.where(jnp.isfinite(a_init) & (a_init > 0), jnp.minimum(1.0, a_init), 1.0)
-        ls = strong_wolfe(vg, x, p, f, g, alpha_init=a_init, c1=c1, c2=c2, max_steps=max_linesearch)
-        s_k = ls.alpha * p
-        y_k = ls.grad - g
+    def update(H, k, s_k, y_k, ok_curv, reset):
         ys = jnp.vdot(y_k, s_k)
-        ok_curv = ys > 1e-12 * jnp.linalg.norm(y_k) * jnp.linalg.norm(s_k)
         # first update: scale H_0 = (yᵀs / yᵀy) I  (N&W eq. 6.20)
-        H = jnp.where((k == 0) & ok_curv & ~bad_dir, (ys / jnp.vdot(y_k, y_k)) * eye, H)
+        H = jnp.where((k == 0) & ok_curv & ~reset, (ys / jnp.vdot(y_k, y_k)) * eye, H)
         rho = 1.0 / jnp.where(ok_curv, ys, 1.0)
         Hy = H @ y_k
         H_new = (
@@ -142,37 +100,31 @@ def bfgs(
             - rho * (jnp.outer(s_k, Hy) + jnp.outer(Hy, s_k))
             + (rho * rho * jnp.vdot(y_k, Hy) + rho) * jnp.outer(s_k, s_k)
         )
-        H = jnp.where(ok_curv, H_new, H)
-        x_new = x + s_k
-        gn = grad_norm(ls.grad, norm)
-        k1 = k + 1
-        status = newton_like_status(
-            f=ls.f,
-            g=ls.grad,
-            gnorm=gn,
-            k=k1,
-            max_steps=max_steps,
-            gtol=gtol,
-            model=model_negligible(x_new, ls.f, ls.grad, -H @ ls.grad, tol),
-            no_progress=(~ls.success) & (ls.alpha == 0),
-            f_prev=f,
-            step=s_k,
-            x=x_new,
-            tol=tol,
-        )
-        nfev = nfev + ls.n_evaluations
-        hist = record(hist, k1, ls.f, nfev, gn)
-        return (k1, x_new, ls.f, ls.grad, gn, H, f, nfev, status, hist)
+        return jnp.where(ok_curv, H_new, H)
 
-    k, x, f, _, gn, H, _, nfev, status, hist = jax.lax.while_loop(cond, body, init)
+    run = quasi_newton(
+        fun,
+        x_flat,
+        eye,
+        direction=lambda H, g: -H @ g,
+        forget=lambda H: eye,
+        update=update,
+        unit_trial=lambda H: jnp.asarray(False),
+        max_steps=max_steps,
+        gtol=gtol,
+        norm=norm,
+        c1=c1,
+        c2=c2,
+        max_linesearch=max_linesearch,
+    )
     res = OptimizeResult(
-        x=unravel(x),
-        f=f,
-        grad_norm=gn,
-        n_steps=k,
-        n_evaluations=nfev,
-        status=final_status(status),
-        history=hist,
-        hess_inv=H,
+        x=unravel(run.x),
+        f=run.f,
+        grad_norm=run.grad_norm,
+        n_steps=run.n_steps,
+        n_evaluations=run.n_evaluations,
+        status=run.status,
+        history=run.history,
+        hess_inv=run.memory,
     )
     return raise_on_failure(res) if throw else res

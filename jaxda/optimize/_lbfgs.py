@@ -30,21 +30,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ..core import raise_on_failure
-from ._linesearch import strong_wolfe
-from ._status import (
-    RUNNING,
-    OptimizeResult,
-    check_iterations,
-    empty_history,
-    final_status,
-    flatten_problem,
-    grad_norm,
-    model_negligible,
-    newton_like_status,
-    record,
-    roundoff_tol,
-    step_status,
-)
+from ._quasi_newton import quasi_newton
+from ._status import OptimizeResult, check_iterations, flatten_problem
 
 
 def two_loop_direction(
@@ -112,75 +99,44 @@ def lbfgs(
     if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
         raise ValueError(f"memory must be a positive int, got {memory!r}")
     x_flat, unravel, fun = flatten_problem(objective, x0, args)
-    vg = jax.value_and_grad(fun)
-    n = x_flat.size
-    dt = x_flat.dtype
-    m = memory
-
-    f0, g0 = vg(x_flat)
-    gn0 = grad_norm(g0, norm)
-    hist = record(empty_history(max_steps, dt), 0, f0, 1, gn0)
-    status0 = step_status(f0, g0, gn0, jnp.asarray(0), max_steps, gtol)
-    f_old0 = f0 + 0.5 * jnp.linalg.norm(g0)  # scipy's first trial step, as in bfgs
-    tol = roundoff_tol(dt)
-    buffers = (jnp.zeros((m, n), dt), jnp.zeros((m, n), dt), jnp.zeros(m, dt))
+    n, dt, m = x_flat.size, x_flat.dtype, memory
     zero = jnp.asarray(0)
-    init = (zero, x_flat, f0, g0, gn0, buffers, zero, zero, f_old0, jnp.asarray(1), status0, hist)
+    # (S, Y, rho, n_stored, head): circular buffers of the last m pairs
+    memory0 = (jnp.zeros((m, n), dt), jnp.zeros((m, n), dt), jnp.zeros(m, dt), zero, zero)
 
-    def cond(s):
-        return s[10] == RUNNING
-
-    def body(s):
-        k, x, f, g, _, (S, Y, rho), n_stored, head, f_old, nfev, _, hist = s
-        p = two_loop_direction(g, S, Y, rho, n_stored, head)
-        d0 = jnp.vdot(g, p)
-        bad_dir = ~(d0 < 0)  # forget the memory and take the gradient step
-        n_stored = jnp.where(bad_dir, 0, n_stored)
-        p = jnp.where(bad_dir, -g, p)
-        d0 = jnp.where(bad_dir, -jnp.vdot(g, g), d0)
-        a_init = 1.01 * 2.0 * (f - f_old) / d0
-        a_init = jnp.where(jnp.isfinite(a_init) & (a_init > 0), jnp.minimum(1.0, a_init), 1.0)
-        a_init = jnp.where(n_stored > 0, 1.0, a_init)  # a scaled quasi-Newton step: try 1
-        ls = strong_wolfe(vg, x, p, f, g, alpha_init=a_init, c1=c1, c2=c2, max_steps=max_linesearch)
-        s_k = ls.alpha * p
-        y_k = ls.grad - g
-        ys = jnp.vdot(y_k, s_k)
-        ok_curv = ys > 1e-12 * jnp.linalg.norm(y_k) * jnp.linalg.norm(s_k)
+    def update(mem, k, s_k, y_k, ok_curv, reset):
+        del k, reset
+        S, Y, rho, n_stored, head = mem
         S = jnp.where(ok_curv, S.at[head].set(s_k), S)
         Y = jnp.where(ok_curv, Y.at[head].set(y_k), Y)
-        rho = jnp.where(ok_curv, rho.at[head].set(1.0 / jnp.where(ok_curv, ys, 1.0)), rho)
+        ys = jnp.where(ok_curv, jnp.vdot(y_k, s_k), 1.0)
+        rho = jnp.where(ok_curv, rho.at[head].set(1.0 / ys), rho)
         head = jnp.where(ok_curv, (head + 1) % m, head)
         n_stored = jnp.where(ok_curv, jnp.minimum(n_stored + 1, m), n_stored)
-        x_new = x + s_k
-        gn = grad_norm(ls.grad, norm)
-        k1 = k + 1
-        p_next = two_loop_direction(ls.grad, S, Y, rho, n_stored, head)
-        status = newton_like_status(
-            f=ls.f,
-            g=ls.grad,
-            gnorm=gn,
-            k=k1,
-            max_steps=max_steps,
-            gtol=gtol,
-            model=model_negligible(x_new, ls.f, ls.grad, p_next, tol),
-            no_progress=(~ls.success) & (ls.alpha == 0),
-            f_prev=f,
-            step=s_k,
-            x=x_new,
-            tol=tol,
-        )
-        nfev = nfev + ls.n_evaluations
-        hist = record(hist, k1, ls.f, nfev, gn)
-        return (k1, x_new, ls.f, ls.grad, gn, (S, Y, rho), n_stored, head, f, nfev, status, hist)
+        return S, Y, rho, n_stored, head
 
-    k, x, f, _, gn, _, _, _, _, nfev, status, hist = jax.lax.while_loop(cond, body, init)
+    run = quasi_newton(
+        fun,
+        x_flat,
+        memory0,
+        direction=lambda mem, g: two_loop_direction(g, *mem),
+        forget=lambda mem: (*mem[:3], zero, mem[4]),
+        update=update,
+        unit_trial=lambda mem: mem[3] > 0,  # a scaled quasi-Newton step: try α = 1
+        max_steps=max_steps,
+        gtol=gtol,
+        norm=norm,
+        c1=c1,
+        c2=c2,
+        max_linesearch=max_linesearch,
+    )
     res = OptimizeResult(
-        x=unravel(x),
-        f=f,
-        grad_norm=gn,
-        n_steps=k,
-        n_evaluations=nfev,
-        status=final_status(status),
-        history=hist,
+        x=unravel(run.x),
+        f=run.f,
+        grad_norm=run.grad_norm,
+        n_steps=run.n_steps,
+        n_evaluations=run.n_evaluations,
+        status=run.status,
+        history=run.history,
     )
     return raise_on_failure(res) if throw else res
