@@ -117,14 +117,5 @@ def bfgs(
         c2=c2,
         max_linesearch=max_linesearch,
     )
-    res = OptimizeResult(
-        x=unravel(run.x),
-        f=run.f,
-        grad_norm=run.grad_norm,
-        n_steps=run.n_steps,
-        n_evaluations=run.n_evaluations,
-        status=run.status,
-        history=run.history,
-        hess_inv=run.memory,
-    )
+    res = run.result(unravel, hess_inv=run.memory)
     return raise_on_failure(res) if throw else res

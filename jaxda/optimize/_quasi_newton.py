@@ -21,6 +21,7 @@ from ._linesearch import strong_wolfe
 from ._status import (
     RUNNING,
     History,
+    OptimizeResult,
     empty_history,
     final_status,
     grad_norm,
@@ -43,6 +44,19 @@ class QuasiNewtonRun(NamedTuple):
     status: Array
     history: History
     memory: Any
+
+    def result(self, unravel: Callable[[Array], Any], hess_inv: Any = None) -> OptimizeResult:
+        """The :class:`OptimizeResult` of this run (``x`` unravelled to the caller's pytree)."""
+        return OptimizeResult(
+            x=unravel(self.x),
+            f=self.f,
+            grad_norm=self.grad_norm,
+            n_steps=self.n_steps,
+            n_evaluations=self.n_evaluations,
+            status=self.status,
+            history=self.history,
+            hess_inv=hess_inv,
+        )
 
 
 def quasi_newton(
