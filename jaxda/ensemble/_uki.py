@@ -124,6 +124,7 @@ from ..core import (
     raise_on_failure,
     status_array,
 )
+from ._eki import _resolve_transform
 from ._esmda import (
     Noise,
     _check_bool,
@@ -244,17 +245,6 @@ def _identity(u):
     return u
 
 
-def _check_transform(transform: Any) -> Callable:
-    if transform is None:
-        return _identity
-    if not isinstance(transform, Transform):
-        raise TypeError(
-            f"transform must be a jaxda.core.Transform (e.g. jaxda.core.bounded(...)), "
-            f"got {type(transform).__name__}"
-        )
-    return transform.forward
-
-
 def _uki_setup(
     prior_mean, prior_cov, y, noise, obs_std, obs_cov, mask, max_steps, alpha_reg,
     update_freq, impose_prior, sigma_points, transform, tol,
@@ -290,7 +280,8 @@ def _uki_setup(
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
             raise TypeError(f"tol must be None or a float >= 0, got {type(tol).__name__}")
         check_in_range("tol", float(tol), 0.0, float("inf"), closed_high=False)
-    to_theta = _check_transform(transform)
+    checked = _resolve_transform(transform)
+    to_theta = _identity if checked is None else checked.forward
 
     leaves = jax.tree_util.tree_leaves(prior_mean)
     if not leaves:
