@@ -10,6 +10,7 @@ import scipy.linalg as sla
 from jaxda.assimilate import with_inflation
 from jaxda.ensemble import (
     LocalObs,
+    batched_gram_functions,
     etkf_analysis,
     etkf_transform,
     gaspari_cohn,
@@ -23,7 +24,7 @@ from jaxda.observations import from_callable, identity, observation_model, subse
 
 # jit once per batch_size: eager op-by-op dispatch of the vmapped local analyses is slow.
 # obs is a pytree argument; the table `local` is built outside (concrete), so O(n k) memory.
-letkf_jit = jax.jit(letkf_analysis, static_argnames=("batch_size",))
+letkf_jit = jax.jit(letkf_analysis, static_argnames=("batch_size", "solver"))
 
 
 def method_analysis(method, E, y, obs, key=None):
@@ -94,7 +95,8 @@ def dense_letkf(E, y, H, obs_std, taper):
     return Ea
 
 
-# k >= N (N×N eigen-decomposition) and k < N (k×k form) local problems
+# k >= N (N×N form, a wide spectrum: eigh) and k < N (k×k form, Chebyshev expansion) local
+# problems; batched_gram_functions is tested solver by solver below
 @pytest.mark.parametrize("N, stride, radius", [(6, 1, 2.0), (12, 2, 1.5)])
 def test_letkf_matches_dense_hunt_reference(N, stride, radius):
     n = 24
@@ -109,8 +111,8 @@ def test_letkf_matches_dense_hunt_reference(N, stride, radius):
     Ea = letkf_jit(E, y, obs, local)
     ref = dense_letkf(E, y, H, std, dense_taper(n, idx, radius))
     np.testing.assert_allclose(Ea, ref, atol=1e-10)
-    # batching and jit do not change the result
-    Eb = letkf_jit(E, y, obs, local, batch_size=5)
+    # blocks of another size, and all points at once, do not change the result
+    Eb = letkf_jit(E, y, obs, local, batch_size=n, solver="eigh")
     np.testing.assert_allclose(Eb, Ea, atol=1e-12)
 
 
@@ -258,3 +260,49 @@ def test_sakov2008_letkf_rmse():
     assert float(res.rmse_analysis) <= 0.24
     # a filter that tracks the truth: spread of the same order as the error
     assert 0.5 < float(res.spread_analysis / res.rmse_analysis) < 1.5
+
+
+def _dense_matrix_function(G, kind):
+    """Independent reference: NumPy eigen-decomposition in float64 of one symmetric matrix."""
+    lam, V = np.linalg.eigh(np.asarray(G, np.float64))
+    lam = np.maximum(lam, 0.0)
+    f = {
+        "inverse_1p": 1.0 / (1.0 + lam),
+        "inverse_sqrt_1p": (1.0 + lam) ** -0.5,
+        "sqrt_correction": -1.0 / (np.sqrt(1.0 + lam) * (1.0 + np.sqrt(1.0 + lam))),
+    }[kind]
+    return (V * f) @ V.T
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # typical (Chebyshev), wide (eigh fallback)
+def test_batched_gram_functions_solvers_agree_with_dense_reference(scale):
+    kinds = ("inverse_1p", "inverse_sqrt_1p", "sqrt_correction")
+    A = scale * jax.random.normal(jax.random.key(5), (6, 9, 5))
+    A = A.at[0, :, 2:].set(0.0)  # a rank-deficient matrix (padded / missing observations)
+    G = jnp.einsum("bni,bnj->bij", A, A)
+    Bs = tuple(jax.random.normal(k, (6, 5)) for k in jax.random.split(jax.random.key(6), 3))
+    refs = [
+        np.stack([_dense_matrix_function(G[b], kind) @ np.asarray(B[b]) for b in range(6)])
+        for kind, B in zip(kinds, Bs, strict=True)
+    ]
+    solvers = ("auto", "eigh") if scale > 10 else ("auto", "eigh", "chebyshev")
+    for solver in solvers:
+        out = jax.jit(batched_gram_functions, static_argnums=(2, 3))(G, Bs, kinds, solver)
+        for o, r in zip(out, refs, strict=True):
+            np.testing.assert_allclose(o, r, atol=1e-12 * max(1.0, scale**2))
+    if scale > 10:  # the expansion cannot reach rounding accuracy: an error, never a guess
+        with pytest.raises(Exception, match="spectrum is too wide"):
+            jax.block_until_ready(batched_gram_functions(G, Bs, kinds, "chebyshev"))
+
+    # derivatives do not depend on the solver (Daleckii–Krein through eigh)
+    def loss(G, solver):
+        return sum(jnp.sum(o**2) for o in batched_gram_functions(G, Bs, kinds, solver))
+
+    g_auto = jax.grad(loss)(G, "auto")
+    g_eigh = jax.grad(loss)(G, "eigh")
+    assert bool(jnp.all(jnp.isfinite(g_auto)))
+    np.testing.assert_allclose(g_auto, g_eigh, atol=1e-10)
+    with pytest.raises(ValueError, match="solver"):
+        batched_gram_functions(G, Bs, kinds, "qr")
+    with pytest.raises(ValueError, match="solver"):
+        letkf(2.0, solver="qr")

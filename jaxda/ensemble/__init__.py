@@ -100,6 +100,7 @@ from ._problems import (
 )
 from ._serial import ensrf, ensrf_analysis
 from ._smoothers import EnKSState, enks, enks_record, ensemble_rts, smoothed_ensembles
+from ._spectral import SOLVERS, batched_gram_functions
 from ._uki import (
     SIGMA_POINTS,
     UKIHistory,
@@ -118,6 +119,7 @@ __all__ = [
     "RESAMPLING",
     "RESAMPLING_GRADIENTS",
     "SIGMA_POINTS",
+    "SOLVERS",
     "TAPERS",
     "CovarianceLocalization",
     "EKIHistory",
@@ -141,6 +143,7 @@ __all__ = [
     "UKIHistory",
     "UKIResult",
     "UKIState",
+    "batched_gram_functions",
     "bootstrap_particle_filter",
     "check_adaptive_options",
     "covariance_localization",

@@ -14,14 +14,18 @@ local whitened innovation ``d_i = diag(√ρ_i) R^{-1/2}(y - ȳ)[J_i]``:
     E^a_{:,i} = x̄_i + \frac{w_iᵀ A_{:,i}}{\sqrt{N-1}} + T_i A_{:,i}
 
 with the unscaled anomalies ``A = E - x̄`` (``N×n``). ``T_i`` is the symmetric square root, so each local
-analysis preserves the ensemble mean. When ``k < N`` the transform is computed
-from the ``k×k`` matrix ``S_iᵀ S_i`` instead of the ``N×N`` one (same result).
+analysis preserves the ensemble mean. Column ``i`` of the analysis needs ``T_i`` only applied
+to ``A_{:,i}``, so no ``N×N`` matrix is formed: when ``k < N`` everything is computed from the
+``k×k`` matrix ``S_iᵀ S_i`` (observation space; same result), and the two matrix functions are
+applied to vectors, by a Chebyshev expansion in matrix–vector products where it reaches
+rounding accuracy and by ``eigh`` otherwise (``solver``, see
+:func:`jaxda.ensemble.batched_gram_functions`).
 
 Memory: the observation indices of every grid point's taper support are found
 once (:func:`local_observations`, a ``(n, k)`` table with a static maximum count
 ``k``) and gathered by index, so an analysis needs ``O(nN + mN + n k)`` memory,
-never ``O(nm)``; ``batch_size`` runs the grid points in sequential batches
-(``lax.map``) to bound the ``O(n N max(N, k))`` work arrays as well.
+never ``O(nm)``; the grid points run in cache-sized blocks (``batch_size``, ``lax.map``), so
+the local work arrays take ``O(batch_size · N k)``.
 
 Missing observations (``NaN`` in ``y``) have zero whitened anomalies and innovation, so they
 drop out of every local analysis. With a ``mesh`` the grid points are split across devices with
@@ -59,7 +63,7 @@ from ._localization import (
     obs_coordinates,
     resolve_geometry,
 )
-from ._spectral import gram_functions
+from ._spectral import SOLVERS, batched_gram_functions, gram_functions
 
 
 class LocalObs(NamedTuple):
@@ -275,38 +279,56 @@ def local_update(
     anomalies_t: Float[Array, "p N"],
     mean: Float[Array, " p"],
     batch_size: int | None = None,
+    solver: str = "auto",
 ) -> Float[Array, "p N"]:
-    """Local analyses of ``p`` grid points (rows of ``anomalies_t``; returns ``E^a`` transposed).
+    r"""Local analyses of ``p`` grid points (rows of ``anomalies_t``; returns ``E^a`` transposed).
 
     ``S`` are the global whitened scaled observation anomalies and ``dw`` the
     whitened innovation; each grid point gathers its ``k`` local observations by
-    index. Grid points are vmapped, or processed ``batch_size`` at a time with
-    ``lax.map`` to bound memory. Building block of :func:`letkf_analysis` and of
-    the sharded LETKF in :mod:`jaxda.sharding` (where ``p`` is one device's block).
+    index. A grid point's analysis needs ``T_i`` only applied to its own anomalies ``a_i``:
+    ``T_i a_i = a_i + S_i g(S_iᵀS_i) S_iᵀ a_i`` when ``k < N`` (observation space,
+    ``g(λ) = ((1+λ)^{-1/2} - 1)/λ``), ``(I + S_i S_iᵀ)^{-1/2} a_i`` otherwise, so no ``N×N``
+    matrix is formed; the two matrix functions come from
+    :func:`jaxda.ensemble.batched_gram_functions` with ``solver``. Grid points run in blocks
+    of ``batch_size`` (``lax.map``; default: blocks of about 256 KB of local anomalies, sized
+    to stay in cache) or all at once when ``batch_size >= p``. Building block of
+    :func:`letkf_analysis` and of the sharded LETKF in :mod:`jaxda.sharding` (where ``p`` is
+    one device's block).
     """
     N = S.shape[0]
+    p, k = indices.shape
     scale = 1.0 / math.sqrt(N - 1.0)
     ST = S.T  # (m, N): gather contiguous rows
 
-    def point(args):
-        ii, c, a, mu = args
+    def block(args):
+        ii, c, a, mu = args  # (b, k), (b, k), (b, N), (b,)
         sq = jnp.sqrt(c).astype(S.dtype)
-        Sl = (ST[ii] * sq[:, None]).T  # (N, k)
+        Sl = ST[ii] * sq[..., None]  # (b, k, N): local scaled anomalies, one row per obs
         dl = dw[ii] * sq
-        w, T = letkf_transform(Sl, dl)
-        return mu + scale * (w @ a) + T @ a
+        if k < N:  # observation space: k×k Gram matrices
+            G = jnp.einsum("bkn,bln->bkl", Sl, Sl)
+            u = jnp.einsum("bkn,bn->bk", Sl, a)
+            v, z = batched_gram_functions(G, (dl, u), ("inverse_1p", "sqrt_correction"), solver)
+            w = jnp.einsum("bkn,bk->bn", Sl, v)
+            Ta = a + jnp.einsum("bkn,bk->bn", Sl, z)
+        else:  # ensemble space: N×N Gram matrices
+            G = jnp.einsum("bkn,bkl->bnl", Sl, Sl)
+            Sd = jnp.einsum("bkn,bk->bn", Sl, dl)
+            w, Ta = batched_gram_functions(G, (Sd, a), ("inverse_1p", "inverse_sqrt_1p"), solver)
+        return mu[:, None] + scale * jnp.sum(w * a, axis=-1, keepdims=True) + Ta
 
+    if batch_size is None:
+        batch_size = max(8, (1 << 16) // max(k * N, 1))  # ~256 KB of float32 local anomalies
     xs = (indices, coeffs, anomalies_t, mean)
-    p = indices.shape[0]
-    if batch_size is None or batch_size >= p:
-        return jax.vmap(point)(xs)
-    # Pad to whole batches: lax.map's separate remainder batch was seen to deadlock XLA:CPU's
-    # thread pool (n = 10,000, batch 4,096, several forced host devices). Padded grid points
-    # have no observations (coefficient 0) and are dropped.
+    if batch_size >= p:
+        return block(xs)
+    # Pad to whole blocks; padded grid points have no observations (coefficient 0), dropped.
     pad = -p % batch_size
     if pad:
         xs = jax.tree.map(lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), xs)
-    return jax.lax.map(point, xs, batch_size=batch_size)[:p]
+    xs = jax.tree.map(lambda a: a.reshape((-1, batch_size, *a.shape[1:])), xs)
+    out = jax.lax.map(block, xs)
+    return out.reshape((-1, N))[:p]
 
 
 def _check_local(local: LocalObs, n: int, m: int) -> None:
@@ -327,6 +349,11 @@ def _check_local(local: LocalObs, n: int, m: int) -> None:
             )
 
 
+def _check_solver(solver) -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+
 def _check_batch_size(batch_size) -> None:
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -345,6 +372,7 @@ def letkf_analysis(
     local: LocalObs,
     *,
     batch_size: int | None = None,
+    solver: str = "auto",
     mesh=None,
 ) -> Float[Array, "N n"]:
     r"""Deterministic LETKF analysis (local symmetric-square-root ETKF per grid point).
@@ -355,8 +383,12 @@ def letkf_analysis(
         obs: observation model; ``R^{-1/2}`` is applied globally (use a diagonal
             ``R`` for a meaningful localization, as DAPPER does).
         local: local observation table from :func:`local_observations`.
-        batch_size: process grid points ``batch_size`` at a time (``lax.map``)
-            instead of all at once (``vmap``): bounds the ``O(n N max(N, k))`` work memory.
+        batch_size: grid points per block (``lax.map`` over blocks; default: blocks of about
+            256 KB of local anomalies, which stay in cache); memory ``O(batch_size N k)``.
+        solver: how the local matrix functions are applied, one of
+            :data:`jaxda.ensemble.SOLVERS` (see :func:`jaxda.ensemble.batched_gram_functions`):
+            ``"auto"`` (Chebyshev expansion where it reaches rounding accuracy, else ``eigh``),
+            ``"eigh"`` or ``"chebyshev"``. The same analysis to rounding.
         mesh: a 1-D :class:`jax.sharding.Mesh`: split the grid points across its devices.
 
     Returns:
@@ -376,14 +408,15 @@ def letkf_analysis(
     check_vector(y, "y", obs.dim)
     _check_local(local, ensemble.shape[1], obs.dim)
     _check_batch_size(batch_size)
+    _check_solver(solver)
     mean, A, S, dw = _analysis_inputs(ensemble, y, obs)
     if mesh is not None:
-        return _sharded_local_update(S, dw, local, A, mean, mesh, batch_size)
-    cols = local_update(S, dw, local.indices, local.coeffs, A.T, mean, batch_size)
+        return _sharded_local_update(S, dw, local, A, mean, mesh, batch_size, solver)
+    cols = local_update(S, dw, local.indices, local.coeffs, A.T, mean, batch_size, solver)
     return cols.T.astype(ensemble.dtype)
 
 
-def _sharded_local_update(S, dw, local, A, mean, mesh, batch_size):
+def _sharded_local_update(S, dw, local, A, mean, mesh, batch_size, solver):
     from jax.sharding import NamedSharding, PartitionSpec
 
     if len(mesh.axis_names) != 1:
@@ -405,7 +438,7 @@ def _sharded_local_update(S, dw, local, A, mean, mesh, batch_size):
         # each other forever (seen with 2 and 4 forced host devices). The result is the same.
         batch_size = 1
     f = jax.shard_map(
-        lambda S_, dw_, i_, c_, a_, m_: local_update(S_, dw_, i_, c_, a_, m_, batch_size),
+        lambda S_, dw_, i_, c_, a_, m_: local_update(S_, dw_, i_, c_, a_, m_, batch_size, solver),
         mesh=mesh,
         in_specs=(PartitionSpec(), PartitionSpec(), rows, rows, rows, rows),
         out_specs=rows,
@@ -435,6 +468,7 @@ def letkf(
     cutoff: float = 0.0,
     max_local_obs: int | None = None,
     batch_size: int | None = None,
+    solver: str = "auto",
     mesh=None,
 ) -> Method:
     """The LETKF as a :class:`jaxda.core.Method` (R-localization, DAPPER's radius convention).
@@ -457,7 +491,9 @@ def letkf(
     as with a table, and the step raises an error at run time (``equinox.error_if``) if a
     dropped observation had a coefficient ``> cutoff`` (choose ``k`` at least the largest local
     count of any network). ``cutoff`` drops coefficients ``<= cutoff`` (DAPPER uses ``1e-3``).
-    ``mesh`` shards the grid points across devices. Deterministic: the key is unused (see
+    ``batch_size`` and ``solver`` are those of :func:`letkf_analysis` (grid points in cache-sized
+    blocks; local matrix functions by a Chebyshev expansion where it is accurate, else
+    ``eigh``). ``mesh`` shards the grid points across devices. Deterministic: the key is unused (see
     :func:`jaxda.assimilate.with_rotation`).
 
     Examples:
@@ -484,6 +520,7 @@ def letkf(
     check_taper(taper)
     check_geometry(geometry, sphere_radius)
     _check_batch_size(batch_size)
+    _check_solver(solver)
     if max_local_obs is not None and (
         not isinstance(max_local_obs, int | np.integer)
         or isinstance(max_local_obs, bool)
@@ -548,7 +585,7 @@ def letkf(
         del key
         E = state.ensemble
         local = state.local if state.local is not None else table(E.shape[1], obs, y)
-        Ea = letkf_analysis(E, y, obs, local, batch_size=batch_size, mesh=mesh)
+        Ea = letkf_analysis(E, y, obs, local, batch_size=batch_size, solver=solver, mesh=mesh)
         return LETKFState(Ea, state.local), analysis_info(Ea, observed(y))
 
     return Method(init, step)

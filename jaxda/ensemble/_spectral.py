@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from functools import partial
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 
@@ -118,3 +120,134 @@ def _gram_functions_jvp(kinds, primals, tangents):
         dpart = V @ ((F * dGv) @ VtB)
         douts.append(_apply(V, fl, dB) + dpart)
     return tuple(outs), tuple(douts)
+
+
+# ------------------------------------------------------------------ many small Gram matrices
+SOLVERS = ("auto", "eigh", "chebyshev")
+"""How :func:`batched_gram_functions` applies the matrix functions (see its docstring)."""
+
+_CHEB_NODES = 128  # Chebyshev interpolation nodes: the largest degree the expansion may use
+
+
+def _cheb_coefficients(fun, L, dtype):
+    """Chebyshev coefficients of ``fun`` on ``[0, L]`` from its values at ``_CHEB_NODES`` nodes."""
+    D = _CHEB_NODES
+    theta = (np.arange(D) + 0.5) * (np.pi / D)
+    cos = np.cos(np.outer(np.arange(D), theta)) * (2.0 / D)
+    cos[0] *= 0.5
+    lam = 0.5 * L * (1.0 + jnp.asarray(np.cos(theta), dtype))
+    return jnp.asarray(cos, dtype) @ fun(lam)
+
+
+def _chebyshev_apply(G, Bs, kinds, L, degree):
+    """``Σ_j c_j T_j(2G/L - I) B`` for each function, the recurrence run ``degree`` times."""
+    dtype = G.dtype
+    C = jnp.stack([_cheb_coefficients(_FUNCTIONS[k][0], L, dtype) for k in kinds], -1)  # (D, f)
+    X0 = jnp.stack(Bs, -1)  # (b, s, f)
+    scale = 2.0 / L
+
+    def shifted(X):
+        return scale * jnp.einsum("bij,bjf->bif", G, X) - X
+
+    X1 = shifted(X0)
+    acc = C[0] * X0 + C[1] * X1
+
+    def body(j, carry):
+        X_prev, X, acc = carry
+        X_next = 2.0 * shifted(X) - X_prev
+        return X, X_next, acc + C[j] * X_next
+
+    _, _, acc = jax.lax.fori_loop(2, degree, body, (X0, X1, acc))
+    return tuple(acc[..., i] for i in range(len(kinds)))
+
+
+def _chebyshev_degree(L, kinds, dtype):
+    """Smallest degree ``d`` whose dropped coefficients sum below ``32 ε`` for every function on
+    ``[0, L]``; ``_CHEB_NODES + 1`` when the coefficients do not get there.
+
+    The coefficients decay geometrically, ``|c_j| ≲ M ρ^{-j}``, so the dropped tail is at most
+    ``|c_d| ρ/(ρ - 1)``; ``|c_d|`` is read on four consecutive coefficients (rounding in the
+    coefficients themselves is about ``ε``, so very wide spectra fall back)."""
+    C = jnp.stack([_cheb_coefficients(_FUNCTIONS[k][0], L, dtype) for k in kinds], -1)
+    size = jnp.max(jnp.abs(C), axis=-1)  # (D,)
+    window = jnp.max(jnp.stack([jnp.roll(size, -i) for i in range(4)]), axis=0)
+    a = 1.0 + 2.0 / L
+    rho = a + jnp.sqrt(a * a - 1.0)
+    below = window * rho / (rho - 1.0) < 32.0 * jnp.finfo(dtype).eps
+    below = below & (jnp.arange(_CHEB_NODES) < _CHEB_NODES - 4)
+    return jnp.where(jnp.any(below), jnp.argmax(below), _CHEB_NODES + 1).astype(jnp.int32)
+
+
+def _spectral_bound(G):
+    """An upper bound of ``λ_max`` of each PSD ``G``: the smaller of its trace and its largest
+    absolute row sum (Gershgorin); the bound of the whole batch."""
+    trace = jnp.einsum("bii->b", G)
+    rows = jnp.max(jnp.sum(jnp.abs(G), axis=-1), axis=-1)
+    return jnp.max(jnp.minimum(trace, rows))
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def batched_gram_functions(
+    G: Float[Array, "b s s"],
+    Bs: tuple[Array, ...],
+    kinds: tuple[str, ...],
+    solver: str = "auto",
+) -> tuple[Array, ...]:
+    r""":func:`gram_functions` for a batch of ``b`` matrices applied to one vector each.
+
+    ``G`` is ``(b, s, s)`` and every ``B`` in ``Bs`` is ``(b, s)``. ``solver``:
+
+    * ``"eigh"``: one eigen-decomposition per matrix (LAPACK on CPU), as :func:`gram_functions`;
+    * ``"chebyshev"``: the truncated Chebyshev expansion ``f(G)B ≈ Σ_{j<d} c_j T_j(2G/L - I) B``
+      on ``[0, L]``, ``L`` an upper bound of every ``λ_max`` in the batch (trace or Gershgorin),
+      ``d`` matrix–vector products per matrix and no decomposition. The functions are analytic
+      on ``[0, L]`` with their only singularity at ``λ = -1``, so the coefficients decay like
+      ``ρ^{-j}``, ``ρ = a + √(a²-1)``, ``a = 1 + 2/L`` (Trefethen 2019, *Approximation Theory and
+      Approximation Practice*, thm. 8.2); ``d`` is the smallest degree whose dropped
+      coefficients sum below ``64 ε`` (so the result agrees with ``"eigh"`` to rounding).
+      Small when the local observations are few or noisy relative to the spread (``d = 8``
+      for ``L ≈ 1``, ``d ≈ 25`` for ``L ≈ 10`` in single precision);
+    * ``"auto"``: ``"chebyshev"`` when the expansion reaches rounding accuracy within its
+      ``128`` coefficients, else ``"eigh"``, decided per call (per block of grid points in the
+      LETKF) with ``lax.cond``. On CPU the expansion is faster than the batched ``eigh`` up to
+      that degree (``benchmarks/bench_letkf.py``).
+
+    Derivatives are those of :func:`gram_functions` whatever the solver (Daleckii–Krein).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> A = jax.random.normal(jax.random.key(0), (3, 6, 4))
+        >>> G = jnp.einsum("bni,bnj->bij", A, A) / 6
+        >>> v = jnp.ones((3, 4))
+        >>> (x,) = batched_gram_functions(G, (v,), ("inverse_1p",), "chebyshev")
+        >>> ref = jnp.linalg.solve(jnp.eye(4) + G, v[..., None])[..., 0]
+        >>> bool(jnp.allclose(x, ref, atol=1e-5))
+        True
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+    def by_eigh():
+        return jax.vmap(lambda g, bs: gram_functions(g, bs, kinds))(G, tuple(Bs))
+
+    if solver == "eigh":
+        return by_eigh()
+    L = jnp.maximum(_spectral_bound(G), jnp.finfo(G.dtype).tiny)
+    degree = _chebyshev_degree(L, kinds, G.dtype)
+    if solver == "chebyshev":
+        degree = eqx.error_if(
+            degree,
+            degree > _CHEB_NODES,
+            "solver='chebyshev': the Gram matrices' spectrum is too wide for the expansion to "
+            "reach rounding accuracy; use solver='auto' or 'eigh'",
+        )
+        return _chebyshev_apply(G, Bs, kinds, L, degree)
+    fast = (degree <= _CHEB_NODES) & jnp.isfinite(L)
+    return jax.lax.cond(fast, lambda: _chebyshev_apply(G, Bs, kinds, L, degree), by_eigh)
+
+
+@batched_gram_functions.defjvp
+def _batched_gram_functions_jvp(kinds, solver, primals, tangents):
+    del solver
+    out, dout = jax.vmap(lambda p, t: _gram_functions_jvp(kinds, p, t))(primals, tangents)
+    return out, dout
