@@ -139,10 +139,8 @@ def _cheb_coefficients(fun, L, dtype):
     return jnp.asarray(cos, dtype) @ fun(lam)
 
 
-def _chebyshev_apply(G, Bs, kinds, L, degree):
-    """``Σ_j c_j T_j(2G/L - I) B`` for each function, the recurrence run ``degree`` times."""
-    dtype = G.dtype
-    C = jnp.stack([_cheb_coefficients(_FUNCTIONS[k][0], L, dtype) for k in kinds], -1)  # (D, f)
+def _chebyshev_apply(G, Bs, C, L, degree):
+    """``Σ_{j<degree} c_j T_j(2G/L - I) B`` for each column of the coefficients ``C``."""
     X0 = jnp.stack(Bs, -1)  # (b, s, f)
     scale = 2.0 / L
 
@@ -158,17 +156,16 @@ def _chebyshev_apply(G, Bs, kinds, L, degree):
         return X, X_next, acc + C[j] * X_next
 
     _, _, acc = jax.lax.fori_loop(2, degree, body, (X0, X1, acc))
-    return tuple(acc[..., i] for i in range(len(kinds)))
+    return tuple(acc[..., i] for i in range(C.shape[1]))
 
 
-def _chebyshev_degree(L, kinds, dtype):
+def _chebyshev_degree(C, L, dtype):
     """Smallest degree ``d`` whose dropped coefficients sum below ``32 ε`` for every function on
     ``[0, L]``; ``_CHEB_NODES + 1`` when the coefficients do not get there.
 
     The coefficients decay geometrically, ``|c_j| ≲ M ρ^{-j}``, so the dropped tail is at most
     ``|c_d| ρ/(ρ - 1)``; ``|c_d|`` is read on four consecutive coefficients (rounding in the
     coefficients themselves is about ``ε``, so very wide spectra fall back)."""
-    C = jnp.stack([_cheb_coefficients(_FUNCTIONS[k][0], L, dtype) for k in kinds], -1)
     size = jnp.max(jnp.abs(C), axis=-1)  # (D,)
     window = jnp.max(jnp.stack([jnp.roll(size, -i) for i in range(4)]), axis=0)
     a = 1.0 + 2.0 / L
@@ -233,7 +230,8 @@ def batched_gram_functions(
     if solver == "eigh":
         return by_eigh()
     L = jnp.maximum(_spectral_bound(G), jnp.finfo(G.dtype).tiny)
-    degree = _chebyshev_degree(L, kinds, G.dtype)
+    C = jnp.stack([_cheb_coefficients(_FUNCTIONS[k][0], L, G.dtype) for k in kinds], -1)
+    degree = _chebyshev_degree(C, L, G.dtype)
     if solver == "chebyshev":
         degree = eqx.error_if(
             degree,
@@ -241,9 +239,9 @@ def batched_gram_functions(
             "solver='chebyshev': the Gram matrices' spectrum is too wide for the expansion to "
             "reach rounding accuracy; use solver='auto' or 'eigh'",
         )
-        return _chebyshev_apply(G, Bs, kinds, L, degree)
+        return _chebyshev_apply(G, Bs, C, L, degree)
     fast = (degree <= _CHEB_NODES) & jnp.isfinite(L)
-    return jax.lax.cond(fast, lambda: _chebyshev_apply(G, Bs, kinds, L, degree), by_eigh)
+    return jax.lax.cond(fast, lambda: _chebyshev_apply(G, Bs, C, L, degree), by_eigh)
 
 
 @batched_gram_functions.defjvp
