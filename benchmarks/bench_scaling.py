@@ -12,7 +12,7 @@ Usage::
     python benchmarks/bench_scaling.py                 # n = 1e2..1e5, N = 20, 40, DAPPER n <= 1e3
     python benchmarks/bench_scaling.py --quick         # smaller sweep
     python benchmarks/bench_scaling.py --devices       # 1, 2, 4 forced host devices (sharded)
-    python benchmarks/bench_scaling.py --big           # n = 100,000, N = 40 twin experiment
+    python benchmarks/bench_scaling.py --growth        # s/cycle, memory vs n (1e2..1e6), N (10..100)
     python benchmarks/bench_scaling.py --sakov         # Sakov 2008 LETKF N=7 (10,000 cycles)
     python benchmarks/bench_scaling.py --sakov --quick --sakov-cycles 1000   # a smoke run
 """
@@ -83,14 +83,8 @@ def worker_jaxda(spec: dict) -> dict:
         from jaxda.sharding import make_mesh, shard_ensemble, with_sharding
 
         mesh = make_mesh(devices)
-    bs = spec.get("batch_size")
-    if bs is not None and n % bs:
-        # lax.map(batch_size=) runs the remainder batch beside its loop, and two batched LAPACK
-        # eigh kernels running at once can deadlock XLA-CPU's intra-op thread pool (jaxlib; seen
-        # at n = 10,000 with 4096 on 2 cores): use the largest divisor of n up to batch_size.
-        bs = max(b for b in range(1, bs + 1) if n % b == 0)
     if method == "letkf":  # mesh: grid points split across devices with shard_map
-        da = with_inflation(letkf(4.0, batch_size=bs, mesh=mesh), 1.04)
+        da = with_inflation(letkf(4.0, mesh=mesh), 1.04)
     else:
         da = with_inflation(make_method(method), 1.04)
         if mesh is not None:  # the ensemble (scan carry) stays sharded over the state axis
@@ -243,7 +237,7 @@ def sweep(args):
         )
     )
     print(fmt_row(["---"] * 10))
-    if args.quick:  # N = 20 over n = 1e2..1e4, N = 40 at n = 1e3 (n = 1e5: see --big)
+    if args.quick:  # N = 20 over n = 1e2..1e4, N = 40 at n = 1e3 (n = 1e5: bench_letkf.py)
         configs = [(20, 100), (20, 1000), (20, 10_000), (40, 1000)]
     else:  # N = 40 over the whole n range; the other N values at n = 1e3, 1e4 (N scaling)
         configs = [(N, n) for N in Ns for n in ns if N == max(Ns) or n in (1000, 10_000)]
@@ -251,8 +245,6 @@ def sweep(args):
         for N, n in configs:
             K = 20 if n <= 10_000 else 5
             spec = {"n": n, "N": N, "cycles": K, "method": method}
-            if method == "letkf" and n >= 10_000:
-                spec["batch_size"] = 4096
             j = run_worker("jaxda", spec)
             d = None
             # DAPPER's EnKF('Sqrt') at n = 1e4 did not finish 10 cycles in 17 min on this
@@ -343,50 +335,72 @@ def devices_sweep(args):
     return rows
 
 
-def big(args):
-    n, N = 100_000, 40
+def _fit_exponent(xs, ys):
+    """Least-squares slope of log(y) against log(x)."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def growth(args):
+    """Seconds per cycle and peak memory against n (N = 40) and N (n = 10,000), float32, with
+    the fitted exponents ``cost ∝ n^a`` / ``N^b`` (fitted where the arithmetic dominates: n ≥ 10^4
+    for n, every N for N)."""
+    ns = [100, 1000, 10_000, 100_000] if args.quick else [100, 1000, 10_000, 100_000, 1_000_000]
+    Ns = [10, 20, 40] if args.quick else [10, 20, 40, 100]
     print(
-        f"\nBig twin experiment: Lorenz-96 n={n}, N={N}, R=I, every variable observed "
-        "(ensemble from N(x_spun_up, I)), inflation 1.04"
+        "\nHow the cost grows (float32, Lorenz-96, R = I, every variable observed, inflation 1.04)"
     )
     print(
-        fmt_row(
-            [
-                "method",
-                "cycles",
-                "run s",
-                "s/cycle",
-                "compile s",
-                "peak RSS GB",
-                "RMSE cycle 1",
-                "RMSE last",
-            ]
-        )
+        fmt_row(["method", "n", "N", "cycles", "s / cycle", "cycles/s", "compile s", "peak RSS MB"])
     )
     print(fmt_row(["---"] * 8))
     rows = []
-    for method, K in (("etkf", 3), ("letkf", 5)):
-        spec = {"n": n, "N": N, "cycles": K, "method": method, "batch_size": 4096}
-        r = run_worker("jaxda", spec, timeout=3600)
-        if "error" in r:
-            print(fmt_row([method, K, "error: " + r["error"][-200:].replace("\n", " ")] + [""] * 5))
-            continue
-        print(
-            fmt_row(
-                [
-                    method,
-                    K,
-                    _f(r["run_s"]),
-                    _f(r["run_s"] / K, 2),
-                    _f(r["compile_s"]),
-                    _f(r["peak_rss_mb"] / 1024, 2),
-                    _f(r["rmse_first"], 3),
-                    _f(r["rmse_last"], 3),
-                ]
-            ),
-            flush=True,
-        )
-        rows.append({"method": method, **r})
+    for method in ("etkf", "letkf"):
+        configs = [(n, 40) for n in ns] + [(10_000, N) for N in Ns if N != 40]
+        for n, N in configs:
+            K = 20 if n <= 10_000 else (5 if n <= 100_000 else 2)
+            spec = {"n": n, "N": N, "cycles": K, "method": method, "dtype": "float32"}
+            r = run_worker("jaxda", spec, timeout=3600)
+            if "error" in r:
+                err = "error: " + r["error"][-150:].replace("\n", " ")
+                print(fmt_row([method, n, N, K, err, "", "", ""]), flush=True)
+                continue
+            print(
+                fmt_row(
+                    [
+                        method,
+                        n,
+                        N,
+                        K,
+                        _f(r["run_s"] / K, 4),
+                        _f(r["cycles_per_s"], 2),
+                        _f(r["compile_s"]),
+                        _f(r["peak_rss_mb"], 0),
+                    ]
+                ),
+                flush=True,
+            )
+            rows.append({"method": method, **spec, **r})
+    print("\n| method | exponent of s/cycle in n (n ≥ 10^4) | in N (n = 10^4) | "
+          "exponent of peak RSS above import in n (n ≥ 10^4) |")  # fmt: skip
+    print("|---|---|---|---|")
+    for method in ("etkf", "letkf"):
+        by_n = [r for r in rows if r["method"] == method and r["N"] == 40 and r["n"] >= 10_000]
+        by_N = [r for r in rows if r["method"] == method and r["n"] == 10_000]
+        cells = [method]
+        for sel, key in ((by_n, "n"), (by_N, "N")):
+            sel = sorted(sel, key=lambda r: r[key])
+            ok = len(sel) >= 2
+            cells.append(
+                _f(_fit_exponent([r[key] for r in sel], [r["run_s"] / r["cycles"] for r in sel]), 2)
+                if ok
+                else "—"
+            )
+        mem = sorted(by_n, key=lambda r: r["n"])
+        extra = [max(r["peak_rss_mb"] - r["rss_import_mb"], 1.0) for r in mem]
+        cells.append(_f(_fit_exponent([r["n"] for r in mem], extra), 2) if len(mem) >= 2 else "—")
+        print(fmt_row(cells))
     return rows
 
 
@@ -420,7 +434,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-dapper", action="store_true")
     p.add_argument("--devices", action="store_true", help="only the device-count sweep")
-    p.add_argument("--big", action="store_true", help="only the n=100,000 demonstration")
+    p.add_argument(
+        "--growth", action="store_true", help="only the cost against n (to 1e6) and N, fitted"
+    )
     p.add_argument("--sakov", action="store_true", help="only the Sakov 2008 LETKF figure")
     p.add_argument(
         "--sakov-cycles",
@@ -442,13 +458,13 @@ def main(argv=None):
         f"{time.strftime('%Y-%m-%d %H:%M')}; CPU only (no accelerator)"
     )
     out = {}
-    only = args.devices or args.big or args.sakov
+    only = args.devices or args.growth or args.sakov
     if not only:
         out["sweep"] = sweep(args)
     if args.devices or not only:
         out["devices"] = devices_sweep(args)
-    if args.big:
-        out["big"] = big(args)
+    if args.growth:
+        out["growth"] = growth(args)
     if args.sakov:
         sakov(args)
     if args.json:
