@@ -280,7 +280,10 @@ def test_batched_gram_functions_solvers_agree_with_dense_reference(scale):
     A = scale * jax.random.normal(jax.random.key(5), (6, 9, 5))
     A = A.at[0, :, 2:].set(0.0)  # a rank-deficient matrix (padded / missing observations)
     G = jnp.einsum("bni,bnj->bij", A, A)
-    Bs = tuple(jax.random.normal(k, (6, 5)) for k in jax.random.split(jax.random.key(6), 3))
+    # vectors and a matrix of right-hand sides (the ETKF's T applied to the identity)
+    shapes = ((6, 5), (6, 5, 3), (6, 5))
+    keys = jax.random.split(jax.random.key(6), 3)
+    Bs = tuple(jax.random.normal(k, shape) for k, shape in zip(keys, shapes, strict=True))
     refs = [
         np.stack([_dense_matrix_function(G[b], kind) @ np.asarray(B[b]) for b in range(6)])
         for kind, B in zip(kinds, Bs, strict=True)

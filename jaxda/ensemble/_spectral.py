@@ -140,23 +140,32 @@ def _cheb_coefficients(fun, L, dtype):
 
 
 def _chebyshev_apply(G, Bs, C, L, degree):
-    """``Σ_{j<degree} c_j T_j(2G/L - I) B`` for each column of the coefficients ``C``."""
-    X0 = jnp.stack(Bs, -1)  # (b, s, f)
+    """``Σ_{j<degree} c_j T_j(2G/L - I) B`` for each ``B`` (``(b, s)`` or ``(b, s, r)``) with the
+    matching column of the coefficients ``C``; one recurrence for all right-hand sides."""
+    cols = [B[..., None] if B.ndim == 2 else B for B in Bs]
+    widths = [c.shape[-1] for c in cols]
+    X0 = jnp.concatenate(cols, axis=-1)  # (b, s, R)
+    Cr = jnp.repeat(C, np.asarray(widths), axis=1, total_repeat_length=sum(widths))  # (D, R)
     scale = 2.0 / L
 
     def shifted(X):
-        return scale * jnp.einsum("bij,bjf->bif", G, X) - X
+        return scale * jnp.einsum("bij,bjr->bir", G, X) - X
 
     X1 = shifted(X0)
-    acc = C[0] * X0 + C[1] * X1
+    acc = Cr[0] * X0 + Cr[1] * X1
 
     def body(j, carry):
         X_prev, X, acc = carry
         X_next = 2.0 * shifted(X) - X_prev
-        return X, X_next, acc + C[j] * X_next
+        return X, X_next, acc + Cr[j] * X_next
 
     _, _, acc = jax.lax.fori_loop(2, degree, body, (X0, X1, acc))
-    return tuple(acc[..., i] for i in range(C.shape[1]))
+    outs, start = [], 0
+    for B, w in zip(Bs, widths, strict=True):
+        out = acc[..., start : start + w]
+        outs.append(out[..., 0] if B.ndim == 2 else out)
+        start += w
+    return tuple(outs)
 
 
 def _chebyshev_degree(C, L, dtype):
@@ -190,9 +199,10 @@ def batched_gram_functions(
     kinds: tuple[str, ...],
     solver: str = "auto",
 ) -> tuple[Array, ...]:
-    r""":func:`gram_functions` for a batch of ``b`` matrices applied to one vector each.
+    r""":func:`gram_functions` for a batch of ``b`` matrices.
 
-    ``G`` is ``(b, s, s)`` and every ``B`` in ``Bs`` is ``(b, s)``. ``solver``:
+    ``G`` is ``(b, s, s)`` and every ``B`` in ``Bs`` is ``(b, s)`` (a vector per matrix) or
+    ``(b, s, r)`` (``r`` right-hand sides). ``solver``:
 
     * ``"eigh"``: one eigen-decomposition per matrix (LAPACK on CPU), as :func:`gram_functions`;
     * ``"chebyshev"``: the truncated Chebyshev expansion ``f(G)B ≈ Σ_{j<d} c_j T_j(2G/L - I) B``
