@@ -29,6 +29,7 @@ from ._grid import grid_search
 from ._implicit import minimize
 from ._lbfgs import lbfgs
 from ._linesearch import LineSearchResult, backtracking_armijo, strong_wolfe
+from ._multistart import multistart
 from ._newton import newton, newton_direction
 from ._pso import particle_swarm
 from ._random_search import random_search
@@ -67,6 +68,7 @@ __all__ = [
     "lbfgs",
     "metropolis_accept",
     "minimize",
+    "multistart",
     "newton",
     "newton_direction",
     "particle_swarm",

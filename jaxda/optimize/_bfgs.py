@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..core import raise_on_failure
-from ._quasi_newton import quasi_newton
+from ._quasi_newton import QuasiNewton
 from ._status import OptimizeResult, check_iterations, flatten_problem
 
 
@@ -87,7 +87,36 @@ def bfgs(
     """
     check_iterations(max_steps, gtol)
     x_flat, unravel, fun = flatten_problem(objective, x0, args)
-    eye = jnp.eye(x_flat.size, dtype=x_flat.dtype)
+    qn = bfgs_method(
+        fun,
+        x_flat.size,
+        x_flat.dtype,
+        max_steps=max_steps,
+        gtol=gtol,
+        norm=norm,
+        c1=c1,
+        c2=c2,
+        max_linesearch=max_linesearch,
+    )
+    res = qn.result(*qn.run(x_flat), unravel)
+    return raise_on_failure(res) if throw else res
+
+
+def bfgs_method(
+    fun: Callable[[Array], Array],
+    n: int,
+    dtype: Any,
+    *,
+    max_steps: int,
+    gtol: float,
+    norm: float,
+    c1: float,
+    c2: float,
+    max_linesearch: int,
+) -> QuasiNewton:
+    """BFGS on the flat objective ``fun`` of ``n`` parameters, in step-wise form (not public)."""
+    check_iterations(max_steps, gtol)
+    eye = jnp.eye(n, dtype=dtype)
 
     def update(H, k, s_k, y_k, ok_curv, reset):
         ys = jnp.vdot(y_k, s_k)
@@ -102,14 +131,14 @@ def bfgs(
         )
         return jnp.where(ok_curv, H_new, H)
 
-    run = quasi_newton(
-        fun,
-        x_flat,
-        eye,
+    return QuasiNewton(
+        fun=fun,
+        memory0=eye,
         direction=lambda H, g: -H @ g,
         forget=lambda H: eye,
         update=update,
         unit_trial=lambda H: jnp.asarray(False),
+        hess_inv=lambda H: H,
         max_steps=max_steps,
         gtol=gtol,
         norm=norm,
@@ -117,5 +146,3 @@ def bfgs(
         c2=c2,
         max_linesearch=max_linesearch,
     )
-    res = run.result(unravel, hess_inv=run.memory)
-    return raise_on_failure(res) if throw else res

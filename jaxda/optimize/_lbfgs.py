@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ..core import raise_on_failure
-from ._quasi_newton import quasi_newton
+from ._quasi_newton import QuasiNewton
 from ._status import OptimizeResult, check_iterations, flatten_problem
 
 
@@ -99,7 +99,41 @@ def lbfgs(
     if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
         raise ValueError(f"memory must be a positive int, got {memory!r}")
     x_flat, unravel, fun = flatten_problem(objective, x0, args)
-    n, dt, m = x_flat.size, x_flat.dtype, memory
+    qn = lbfgs_method(
+        fun,
+        x_flat.size,
+        x_flat.dtype,
+        memory=memory,
+        max_steps=max_steps,
+        gtol=gtol,
+        norm=norm,
+        c1=c1,
+        c2=c2,
+        max_linesearch=max_linesearch,
+    )
+    res = qn.result(*qn.run(x_flat), unravel)
+    return raise_on_failure(res) if throw else res
+
+
+def lbfgs_method(
+    fun: Callable[[Array], Array],
+    n: int,
+    dtype: Any,
+    *,
+    memory: int,
+    max_steps: int,
+    gtol: float,
+    norm: float,
+    c1: float,
+    c2: float,
+    max_linesearch: int,
+) -> QuasiNewton:
+    """L-BFGS on the flat objective ``fun`` of ``n`` parameters, in step-wise form (not
+    public)."""
+    check_iterations(max_steps, gtol)
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
+        raise ValueError(f"memory must be a positive int, got {memory!r}")
+    dt, m = dtype, memory
     zero = jnp.asarray(0)
     # (S, Y, rho, n_stored, head): circular buffers of the last m pairs
     memory0 = (jnp.zeros((m, n), dt), jnp.zeros((m, n), dt), jnp.zeros(m, dt), zero, zero)
@@ -115,14 +149,14 @@ def lbfgs(
         n_stored = jnp.where(ok_curv, jnp.minimum(n_stored + 1, m), n_stored)
         return S, Y, rho, n_stored, head
 
-    run = quasi_newton(
-        fun,
-        x_flat,
-        memory0,
+    return QuasiNewton(
+        fun=fun,
+        memory0=memory0,
         direction=lambda mem, g: two_loop_direction(g, *mem),
         forget=lambda mem: (*mem[:3], zero, mem[4]),
         update=update,
         unit_trial=lambda mem: mem[3] > 0,  # a scaled quasi-Newton step: try α = 1
+        hess_inv=lambda mem: None,
         max_steps=max_steps,
         gtol=gtol,
         norm=norm,
@@ -130,5 +164,3 @@ def lbfgs(
         c2=c2,
         max_linesearch=max_linesearch,
     )
-    res = run.result(unravel)
-    return raise_on_failure(res) if throw else res
