@@ -5,6 +5,10 @@ an :class:`jaxda.observations.ObservationSeries`: real observations (no truth ne
 against a truth are added when one is given), irregular observation times (a model-step count
 per time), missing values (``NaN``), and an observation network that changes from one time to
 the next. It returns ``(final_state, history)`` like dynamax's filters.
+:func:`assimilate_stream` runs the same cycle on observations made one time at a time inside
+the scan (streaming twin experiments: no ``(K, n)`` truth or ``(K, m)`` observations in
+memory), and ``record_every`` thins what is stored per time (``record``, ensembles) for long
+runs of large states.
 
 Per time ``k`` it records, besides the method's ``info``: the ensemble spread before and after
 the analysis, the whitened innovation of the forecast mean and the innovation consistency
@@ -67,10 +71,11 @@ class History(NamedTuple):
             time with nothing observed.
         rmse_forecast, rmse_analysis: RMSE of the ensemble mean to the truth (``None``
             without a truth).
-        record: the stacked output of ``record(state)`` (``None`` without one).
+        record: the stacked output of ``record(state)`` (``None`` without one); with
+            ``record_every=k`` only at the times ``k-1, 2k-1, …`` (``K // k`` entries).
         ensemble_forecast, ensemble_analysis: ``(K, N, n)`` ensembles before and after each
             analysis (``None`` unless ``store_ensembles=True``; e.g. for
-            :func:`jaxda.ensemble.ensemble_rts`).
+            :func:`jaxda.ensemble.ensemble_rts`); thinned like ``record``.
     """
 
     time: Float[Array, " K"]
