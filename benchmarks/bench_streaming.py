@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/bench_streaming.py            # n = 100,000, N = 20, K = 50 and 200
     python benchmarks/bench_streaming.py --quick    # n = 5,000, K = 20 and 80 (smoke run)
+    python benchmarks/bench_streaming.py --cycles 1000 --modes streaming --out streaming_long.json
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def main() -> None:
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--N", type=int, default=20)
     p.add_argument("--cycles", type=int, nargs="+", default=None)
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["stored", "streaming", "streaming+record"],
+        choices=["stored", "streaming", "streaming+record"],
+    )
+    p.add_argument("--out", help="JSON file name under benchmarks/results/")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -87,7 +95,7 @@ def main() -> None:
     cycles = args.cycles or ([20, 80] if args.quick else [50, 200])
     rows = [run_one({"n": n, "N": args.N, "K": cycles[0], "mode": "floor"})]
     for K in cycles:
-        for mode in ("stored", "streaming", "streaming+record"):
+        for mode in args.modes:
             rows.append(run_one({"n": n, "N": args.N, "K": K, "mode": mode}))
     state_mb = n * 8 / 2**20
     print(f"n={n}, N={args.N}, ETKF, float64; one (n,) state = {state_mb:.2f} MB")
@@ -98,7 +106,7 @@ def main() -> None:
             f"{r['mode']:<18}{r['K']:>6}{r['rss_mb']:>13.0f}{r['rss_mb'] - floor:>13.0f}"
             f"{r['seconds']:>9.1f}{r['rmse']:>8.3f}"
         )
-    name = "streaming_quick.json" if args.quick else "streaming.json"
+    name = args.out or ("streaming_quick.json" if args.quick else "streaming.json")
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
     with open(path, "w") as fh:
         json.dump({"n": n, "N": args.N, "rows": rows}, fh, indent=1)

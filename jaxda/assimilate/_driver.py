@@ -508,9 +508,7 @@ def assimilate_stream(
             f"obs must be a jaxda.observations.ObservationModel, got {type(obs).__name__}"
         )
     # One validation path with assimilate: a one-time series stands for the whole stream.
-    probe = observation_series(
-        jnp.zeros((1, obs.operator.dim)), obs, n_steps=int(n_steps), dt=model.dt
-    )
+    probe = observation_series(jnp.zeros((1, obs.operator.dim)), obs, n_steps=int(n_steps))
     if hasattr(initial, "ensemble"):
         state = initial
         _validate(method, model, probe, state.ensemble, None)
