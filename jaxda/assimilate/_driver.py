@@ -5,6 +5,10 @@ an :class:`jaxda.observations.ObservationSeries`: real observations (no truth ne
 against a truth are added when one is given), irregular observation times (a model-step count
 per time), missing values (``NaN``), and an observation network that changes from one time to
 the next. It returns ``(final_state, history)`` like dynamax's filters.
+:func:`assimilate_stream` runs the same cycle on observations made one time at a time inside
+the scan (streaming twin experiments: no ``(K, n)`` truth or ``(K, m)`` observations in
+memory), and ``record_every`` thins what is stored per time (``record``, ensembles) for long
+runs of large states.
 
 Per time ``k`` it records, besides the method's ``info``: the ensemble spread before and after
 the analysis, the whitened innovation of the forecast mean and the innovation consistency
@@ -40,7 +44,14 @@ from ..core import (
 from ..ensemble import innovation_log_likelihood
 from ..metrics import rmse, spread
 from ..models import Model, forecast
-from ..observations import ObservationSeries, fill_missing, observed, whitened_residual
+from ..observations import (
+    ObservationModel,
+    ObservationSeries,
+    fill_missing,
+    observation_series,
+    observed,
+    whitened_residual,
+)
 
 
 class History(NamedTuple):
@@ -60,10 +71,11 @@ class History(NamedTuple):
             time with nothing observed.
         rmse_forecast, rmse_analysis: RMSE of the ensemble mean to the truth (``None``
             without a truth).
-        record: the stacked output of ``record(state)`` (``None`` without one).
+        record: the stacked output of ``record(state)`` (``None`` without one); with
+            ``record_every=k`` only at the times ``k-1, 2k-1, …`` (``K // k`` entries).
         ensemble_forecast, ensemble_analysis: ``(K, N, n)`` ensembles before and after each
             analysis (``None`` unless ``store_ensembles=True``; e.g. for
-            :func:`jaxda.ensemble.ensemble_rts`).
+            :func:`jaxda.ensemble.ensemble_rts`); thinned like ``record``.
     """
 
     time: Float[Array, " K"]
@@ -148,94 +160,33 @@ def _cast_floats(tree, dtype):
     return jax.tree.map(cast, tree)
 
 
-def assimilate(
-    key: Array,
-    method: Method,
-    model: Model,
-    observations: ObservationSeries,
-    initial: Any,
-    *,
-    truth: Float[Array, "K n"] | None = None,
-    record: Callable[[Any], Any] | None = None,
-    store_ensembles: bool = False,
-    likelihood: bool = False,
-    truncate_gradient: int | None = None,
-) -> tuple[Any, History]:
-    """Run ``method`` through all observation times: forecast ``n_steps[k]`` model steps, then
-    ``method.step`` with that time's values and observation model.
-
-    Args:
-        key: PRNG key (split once per time into forecast and analysis keys).
-        method: any :class:`jaxda.core.Method` (a registered one, or wrapped).
-        model: the forecast model (stochastic models draw their noise from the key).
-        observations: the observation series.
-        initial: the initial ensemble ``(N, n)`` at the start time, or a state returned by an
-            earlier call (to continue a run chunk by chunk).
-        truth: optional ``(K, n)`` true states at the observation times (twin experiments).
-        record: optional ``record(state) -> pytree`` stored at every time (e.g. the analysis
-            mean, ``ensemble_mean``); without it nothing of size ``n`` is stored per time.
-        store_ensembles: also store the whole forecast and analysis ensembles at every time
-            (``K·N·n`` values each), e.g. for the ensemble RTS smoother.
-        likelihood: also record ``history.log_likelihood``, the per-time log-likelihood
-            estimate (see :class:`History` and :func:`log_likelihood`); needs ``N >= 2``
-            members. Off by default: it costs one more ``N×N`` (or ``m×m``) factorization
-            per time.
-        truncate_gradient: truncated back-propagation through time: the gradient of anything
-            the run returns flows back through at most ``truncate_gradient`` cycles (the state
-            is cut from the graph, ``lax.stop_gradient``, at every multiple of that many
-            cycles). The forward values are unchanged. For chaotic models whose exact
-            gradient over many cycles explodes (fast scales, long windows); ``None``: the
-            full gradient.
-
-    Returns:
-        ``(final_state, history)`` (:class:`History`). The values are cast to the ensemble's
-        dtype, so a float32 ensemble runs in float32.
-
-    Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> from jaxda.ensemble import etkf
-        >>> from jaxda.models import Lorenz63
-        >>> from jaxda.observations import identity, observation_model, observation_series
-        >>> model = Lorenz63()
-        >>> y = jnp.full((20, 3), 1.0).at[3, 1].set(jnp.nan)   # one missing value
-        >>> obs = observation_series(y, observation_model(identity(3), obs_std=2.0), n_steps=5)
-        >>> E0 = model.x0 + jax.random.normal(jax.random.key(0), (10, 3))
-        >>> final, hist = assimilate(jax.random.key(1), etkf(), model, obs, E0)
-        >>> hist.info.n_obs[3].item(), final.ensemble.shape
-        (2, (10, 3))
-    """
-    if hasattr(initial, "ensemble"):  # a state from an earlier run: continue it
-        state = initial
-        _validate(method, model, observations, state.ensemble, truth)
-    else:
-        _validate(method, model, observations, initial, truth)
-        state = method.init(initial, observations.fixed_obs())
-    if truncate_gradient is not None and (
-        not isinstance(truncate_gradient, int | np.integer)
-        or isinstance(truncate_gradient, bool)
-        or truncate_gradient < 1
+def _check_record_every(record_every, K, store_ensembles, record) -> int:
+    """Validate ``record_every`` eagerly (a positive int, at most ``K`` when something is
+    recorded)."""
+    if (
+        not isinstance(record_every, int | np.integer)
+        or isinstance(record_every, bool)
+        or record_every < 1
     ):
+        raise ValueError(f"record_every must be a positive int, got {record_every!r}")
+    if record_every > K and (record is not None or store_ensembles):
         raise ValueError(
-            f"truncate_gradient must be a positive int or None, got {truncate_gradient!r}"
+            f"record_every={record_every} exceeds the number of observation times K={K}: "
+            "nothing would be recorded"
         )
-    if likelihood and state.ensemble.shape[0] < 2:
-        raise ValueError(
-            "likelihood=True needs an ensemble of N >= 2 members (the innovation likelihood "
-            f"uses the forecast spread); got N={state.ensemble.shape[0]}"
-        )
-    dtype = state.ensemble.dtype
-    # One precision for the whole run: the ensemble's (float leaves of the model and the
-    # observation model are cast, so a float32 run stays float32 under jax_enable_x64).
-    model = _cast_floats(model, dtype)
-    observations = _cast_floats(observations, dtype)
-    K = len(observations)
-    ys = observations.y.astype(dtype)
-    obs_seq = observations.obs if observations.varying else None
-    steps = observations.steps
-    max_steps = observations.max_steps
+    return int(record_every)
 
-    def body(state, inp):
-        k, k_key, y, n_steps, obs_k, xt = inp
+
+def _make_cycle(method, model, *, steps, max_steps, truncate_gradient, likelihood, dtype):
+    """The one assimilation cycle (forecast, diagnostics, analysis) shared by
+    :func:`assimilate` and :func:`assimilate_stream`.
+
+    ``cycle(state, k, key, y, n_steps, obs, xt) -> (state, (history_k, Ef))``: ``history_k``
+    holds the per-time diagnostics (the ``record`` and ensemble fields are filled later by
+    :func:`_scan_cycles`), ``Ef`` is the forecast ensemble.
+    """
+
+    def cycle(state, k, k_key, y, n_steps, obs, xt):
         if truncate_gradient is not None:
             cut = k % truncate_gradient == 0
             state = jax.tree.map(
@@ -246,7 +197,6 @@ def assimilate(
                 ),
                 state,
             )
-        obs = observations.obs if obs_k is None else obs_k
         kf, ka = jax.random.split(k_key)
         n = steps if steps is not None else n_steps
         if method.forecast is not None:  # a window method propagates its own window
@@ -275,24 +225,343 @@ def assimilate(
             log_likelihood=log_lik,
             rmse_forecast=None if xt is None else rmse(mean_f, xt),
             rmse_analysis=None if xt is None else rmse(ensemble_mean(state), xt),
-            record=None if record is None else record(state),
-            ensemble_forecast=Ef if store_ensembles else None,
-            ensemble_analysis=state.ensemble if store_ensembles else None,
         )
-        return state, h
+        return state, (h, Ef)
 
-    keys = jax.random.split(key, K)
+    return cycle
+
+
+def _bulk_outputs(record, store_ensembles):
+    """``bulk(state, Ef) -> (record, ensemble_forecast, ensemble_analysis)``: the per-time
+    outputs of size ``n`` or more (``None`` where not asked for)."""
+
+    def bulk(state, Ef):
+        return (
+            None if record is None else record(state),
+            Ef if store_ensembles else None,
+            state.ensemble if store_ensembles else None,
+        )
+
+    return bulk
+
+
+def _scan_cycles(body, carry, xs, K, every, bulk, get_state, keep_forecast):
+    """Scan ``body(carry, x_k) -> (carry, (history_k, Ef))`` over the ``K`` times of ``xs``,
+    storing ``bulk(state, Ef)`` (``state = get_state(carry)``) at every ``every``-th time.
+
+    ``every == 1``: one scan. Else a nested scan: an outer scan over ``K // every`` blocks,
+    an inner scan over the ``every`` cycles of a block (per-time diagnostics stacked), the bulk
+    outputs taken once per block from the block's final carry (and the forecast ensemble of
+    its last cycle, carried only when ``keep_forecast``); then a plain scan over the
+    ``K % every`` remaining cycles with no bulk output. Returns ``(carry, History)``.
+    """
+
+    def with_bulk(h, b):
+        return h._replace(record=b[0], ensemble_forecast=b[1], ensemble_analysis=b[2])
+
+    if every == 1:
+
+        def step(c, x):
+            c, (h, Ef) = body(c, x)
+            return c, with_bulk(h, bulk(get_state(c), Ef))
+
+        return jax.lax.scan(step, carry, xs)
+
+    nb, rest = divmod(K, every)
+
+    def inner(c, x):
+        c, Ef_prev = c
+        c, (h, Ef) = body(c, x)
+        return (c, Ef if keep_forecast else Ef_prev), h
+
+    def block(c, xb):
+        Ef0 = jnp.zeros_like(get_state(c).ensemble) if keep_forecast else None
+        (c, Ef), hs = jax.lax.scan(inner, (c, Ef0), xb)
+        return c, (hs, bulk(get_state(c), Ef))
+
+    head = jax.tree.map(lambda a: a[: nb * every].reshape(nb, every, *a.shape[1:]), xs)
+    carry, (hs, b) = jax.lax.scan(block, carry, head)
+    hs = jax.tree.map(lambda a: a.reshape(nb * every, *a.shape[2:]), hs)
+    if rest:
+        tail = jax.tree.map(lambda a: a[nb * every :], xs)
+
+        def plain(c, x):
+            c, (h, _) = body(c, x)
+            return c, h
+
+        carry, ht = jax.lax.scan(plain, carry, tail)
+        hs = jax.tree.map(lambda a, t: jnp.concatenate([a, t]), hs, ht)
+    return carry, with_bulk(hs, b)
+
+
+def assimilate(
+    key: Array,
+    method: Method,
+    model: Model,
+    observations: ObservationSeries,
+    initial: Any,
+    *,
+    truth: Float[Array, "K n"] | None = None,
+    record: Callable[[Any], Any] | None = None,
+    store_ensembles: bool = False,
+    likelihood: bool = False,
+    truncate_gradient: int | None = None,
+    record_every: int = 1,
+) -> tuple[Any, History]:
+    """Run ``method`` through all observation times: forecast ``n_steps[k]`` model steps, then
+    ``method.step`` with that time's values and observation model.
+
+    Args:
+        key: PRNG key (split once per time into forecast and analysis keys).
+        method: any :class:`jaxda.core.Method` (a registered one, or wrapped).
+        model: the forecast model (stochastic models draw their noise from the key).
+        observations: the observation series.
+        initial: the initial ensemble ``(N, n)`` at the start time, or a state returned by an
+            earlier call (to continue a run chunk by chunk).
+        truth: optional ``(K, n)`` true states at the observation times (twin experiments).
+        record: optional ``record(state) -> pytree`` stored at every time (e.g. the analysis
+            mean, ``ensemble_mean``); without it nothing of size ``n`` is stored per time.
+        store_ensembles: also store the whole forecast and analysis ensembles at every time
+            (``K·N·n`` values each), e.g. for the ensemble RTS smoother.
+        likelihood: also record ``history.log_likelihood``, the per-time log-likelihood
+            estimate (see :class:`History` and :func:`log_likelihood`); needs ``N >= 2``
+            members. Off by default: it costs one more ``N×N`` (or ``m×m``) factorization
+            per time.
+        truncate_gradient: truncated back-propagation through time: the gradient of anything
+            the run returns flows back through at most ``truncate_gradient`` cycles (the state
+            is cut from the graph, ``lax.stop_gradient``, at every multiple of that many
+            cycles). The forward values are unchanged. For chaotic models whose exact
+            gradient over many cycles explodes (fast scales, long windows); ``None``: the
+            full gradient.
+        record_every: store ``record(state)`` and the stored ensembles only at every
+            ``record_every``-th time (see *Thinning* below); the scalar diagnostics stay per
+            time.
+
+    **Thinning** (``record_every = k``): the run is a nested ``lax.scan`` (``⌊K/k⌋`` blocks of
+    ``k`` cycles, then the ``K mod k`` remaining cycles). ``history.record``,
+    ``ensemble_forecast`` and ``ensemble_analysis`` then have ``⌊K/k⌋`` entries, those of
+    the times ``k-1, 2k-1, …`` (the end of each block: ``history.time[k-1::k]``); the
+    remaining ``K mod k`` times are assimilated but not recorded. Everything else in the
+    history (the scalar diagnostics and ``info``, ``O(K)`` values) is kept at every time, so
+    the time means and :func:`run_status` are unchanged. With ``k = 1`` (default) this is the
+    plain one-scan run; the forward values are the same for every ``k``.
+
+    Returns:
+        ``(final_state, history)`` (:class:`History`). The values are cast to the ensemble's
+        dtype, so a float32 ensemble runs in float32.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.ensemble import etkf
+        >>> from jaxda.models import Lorenz63
+        >>> from jaxda.observations import identity, observation_model, observation_series
+        >>> model = Lorenz63()
+        >>> y = jnp.full((20, 3), 1.0).at[3, 1].set(jnp.nan)   # one missing value
+        >>> obs = observation_series(y, observation_model(identity(3), obs_std=2.0), n_steps=5)
+        >>> E0 = model.x0 + jax.random.normal(jax.random.key(0), (10, 3))
+        >>> final, hist = assimilate(jax.random.key(1), etkf(), model, obs, E0)
+        >>> hist.info.n_obs[3].item(), final.ensemble.shape
+        (2, (10, 3))
+        >>> _, thin = assimilate(jax.random.key(1), etkf(), model, obs, E0,
+        ...                      record=ensemble_mean, record_every=5)
+        >>> thin.record.shape, thin.rmse_analysis, thin.spread_analysis.shape
+        ((4, 3), None, (20,))
+    """
+    if hasattr(initial, "ensemble"):  # a state from an earlier run: continue it
+        state = initial
+        _validate(method, model, observations, state.ensemble, truth)
+    else:
+        _validate(method, model, observations, initial, truth)
+        state = method.init(initial, observations.fixed_obs())
+    if truncate_gradient is not None and (
+        not isinstance(truncate_gradient, int | np.integer)
+        or isinstance(truncate_gradient, bool)
+        or truncate_gradient < 1
+    ):
+        raise ValueError(
+            f"truncate_gradient must be a positive int or None, got {truncate_gradient!r}"
+        )
+    if likelihood and state.ensemble.shape[0] < 2:
+        raise ValueError(
+            "likelihood=True needs an ensemble of N >= 2 members (the innovation likelihood "
+            f"uses the forecast spread); got N={state.ensemble.shape[0]}"
+        )
+    every = _check_record_every(record_every, len(observations), store_ensembles, record)
+    dtype = state.ensemble.dtype
+    # One precision for the whole run: the ensemble's (float leaves of the model and the
+    # observation model are cast, so a float32 run stays float32 under jax_enable_x64).
+    model = _cast_floats(model, dtype)
+    observations = _cast_floats(observations, dtype)
+    K = len(observations)
+    ys = observations.y.astype(dtype)
+    obs_seq = observations.obs if observations.varying else None
+    cycle = _make_cycle(
+        method,
+        model,
+        steps=observations.steps,
+        max_steps=observations.max_steps,
+        truncate_gradient=truncate_gradient,
+        likelihood=likelihood,
+        dtype=dtype,
+    )
+
+    def body(state, inp):
+        k, k_key, y, n_steps, obs_k, xt = inp
+        obs = observations.obs if obs_k is None else obs_k
+        return cycle(state, k, k_key, y, n_steps, obs, xt)
+
     xs = (
         jnp.arange(K),
-        keys,
+        jax.random.split(key, K),
         ys,
         observations.n_steps,
         obs_seq,
         None if truth is None else jnp.asarray(truth, dtype),
     )
+    bulk = _bulk_outputs(record, store_ensembles)
     with not_traceable_as_type_error("the model, the observation operator or the method"):
-        final, hist = jax.lax.scan(body, state, xs)
+        final, hist = _scan_cycles(body, state, xs, K, every, bulk, lambda s: s, store_ensembles)
     return final, hist._replace(time=observations.time.astype(dtype))
+
+
+def assimilate_stream(
+    key: Array,
+    method: Method,
+    model: Model,
+    obs: ObservationModel,
+    initial: Any,
+    generate: Callable[[Any, Any], tuple[Any, Array, Array | None]],
+    source: Any,
+    inputs: Any,
+    *,
+    n_steps: int = 1,
+    record: Callable[[Any], Any] | None = None,
+    record_every: int = 1,
+    store_ensembles: bool = False,
+    likelihood: bool = False,
+    truncate_gradient: int | None = None,
+) -> tuple[Any, History, Any]:
+    r""":func:`assimilate` with observations made *inside* the scan, one time at a time.
+
+    At each time ``k`` the generator advances its own state and returns that time's
+    observation values (and optionally the truth): ``source, y_k, x_k =
+    generate(source, inputs[k])``; then the cycle of :func:`assimilate` (the same code: forecast
+    ``n_steps`` model steps, analysis with ``obs``, diagnostics) runs on ``y_k``. Nothing of
+    size ``K × m`` or ``K × n`` is held unless asked for (``record``, thinned with
+    ``record_every``; see :func:`assimilate`), so a run of ``n = 10⁶`` variables over
+    thousands of cycles needs the memory of one cycle. This is the streaming twin experiment
+    (:func:`jaxda.experiments.twin_experiment` with ``streaming=True``: the truth is the
+    generator's state), and also the way to assimilate observations computed on the fly.
+
+    The filter's keys are those of :func:`assimilate` (``key`` split once per time), so when
+    ``generate`` yields the same ``y_k`` and ``x_k`` as stored arrays given to
+    :func:`assimilate`, the two runs agree.
+
+    Args:
+        key: PRNG key of the filter (the generator draws from its own keys, e.g. in
+            ``inputs``).
+        method, model: as in :func:`assimilate`.
+        obs: the observation model, the same at every time (its ``y`` may contain ``NaN``).
+        initial: initial ensemble ``(N, n)`` or a state of an earlier run.
+        generate: ``generate(source, input_k) -> (source, y_k (m,), truth_k (n,) or None)``.
+        source: the generator's initial state (e.g. the initial true state).
+        inputs: pytree whose leaves have a leading axis of length ``K`` (the number of
+            times), sliced per time for ``generate`` (e.g. per-time keys).
+        n_steps: model steps between two observation times (a positive int).
+        record, record_every, store_ensembles, likelihood, truncate_gradient: as in
+            :func:`assimilate`.
+
+    Returns:
+        ``(final_state, history, final_source)``; ``history.time`` is ``(k+1)·n_steps·dt``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxda.ensemble import etkf
+        >>> from jaxda.models import Lorenz63
+        >>> from jaxda.observations import identity, observation_model
+        >>> model = Lorenz63()
+        >>> om = observation_model(identity(3), obs_std=1.0)
+        >>> def generate(x, key):  # a truth run observed with noise, one time at a time
+        ...     for _ in range(5):
+        ...         x = model(x)
+        ...     return x, x + om.noise.sample(key), x
+        >>> E0 = model.x0 + jax.random.normal(jax.random.key(0), (10, 3))
+        >>> keys = jax.random.split(jax.random.key(2), 100)
+        >>> final, hist, x = assimilate_stream(jax.random.key(1), etkf(), model, om, E0,
+        ...                                    generate, model.x0, keys, n_steps=5)
+        >>> hist.rmse_analysis.shape, bool(hist.rmse_analysis[50:].mean() < 1.0)
+        ((100,), True)
+    """
+    leaves = jax.tree.leaves(inputs)
+    if not leaves or any(jnp.ndim(a) < 1 for a in leaves):
+        raise ValueError("inputs must be a pytree of arrays with a leading time axis of length K")
+    K = int(jnp.shape(leaves[0])[0])
+    if K < 1 or any(jnp.shape(a)[0] != K for a in leaves):
+        raise ValueError(
+            f"inputs leaves must share a leading time axis K >= 1, got shapes "
+            f"{[jnp.shape(a) for a in leaves]}"
+        )
+    if not isinstance(n_steps, int | np.integer) or isinstance(n_steps, bool) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    if not isinstance(obs, ObservationModel):
+        raise TypeError(
+            f"obs must be a jaxda.observations.ObservationModel, got {type(obs).__name__}"
+        )
+    # One validation path with assimilate: a one-time series stands for the whole stream.
+    probe = observation_series(jnp.zeros((1, obs.operator.dim)), obs, n_steps=int(n_steps))
+    if hasattr(initial, "ensemble"):
+        state = initial
+        _validate(method, model, probe, state.ensemble, None)
+    else:
+        _validate(method, model, probe, initial, None)
+        state = method.init(initial, obs)
+    if truncate_gradient is not None and (
+        not isinstance(truncate_gradient, int | np.integer)
+        or isinstance(truncate_gradient, bool)
+        or truncate_gradient < 1
+    ):
+        raise ValueError(
+            f"truncate_gradient must be a positive int or None, got {truncate_gradient!r}"
+        )
+    if likelihood and state.ensemble.shape[0] < 2:
+        raise ValueError(
+            f"likelihood=True needs an ensemble of N >= 2 members; got N={state.ensemble.shape[0]}"
+        )
+    every = _check_record_every(record_every, K, store_ensembles, record)
+    dtype = state.ensemble.dtype
+    model = _cast_floats(model, dtype)
+    obs = _cast_floats(obs, dtype)
+    cycle = _make_cycle(
+        method,
+        model,
+        steps=int(n_steps),
+        max_steps=int(n_steps),
+        truncate_gradient=truncate_gradient,
+        likelihood=likelihood,
+        dtype=dtype,
+    )
+
+    def body(carry, inp):
+        state, src = carry
+        k, k_key, x_in = inp
+        src, y, xt = generate(src, x_in)
+        y = jnp.asarray(y).astype(dtype)
+        if jnp.shape(y) != (obs.operator.dim,):
+            raise ValueError(
+                f"generate must return y of shape (m,) = ({obs.operator.dim},), got {jnp.shape(y)}"
+            )
+        xt = None if xt is None else jnp.asarray(xt).astype(dtype)
+        state, out = cycle(state, k, k_key, y, int(n_steps), obs, xt)
+        return (state, src), out
+
+    xs = (jnp.arange(K), jax.random.split(key, K), inputs)
+    bulk = _bulk_outputs(record, store_ensembles)
+    with not_traceable_as_type_error("the model, the generator or the method"):
+        (final, src), hist = _scan_cycles(
+            body, (state, source), xs, K, every, bulk, lambda c: c[0], store_ensembles
+        )
+    time = (jnp.arange(1, K + 1) * int(n_steps) * model.dt).astype(dtype)
+    return final, hist._replace(time=time), src
 
 
 def log_likelihood(

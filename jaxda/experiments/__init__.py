@@ -21,6 +21,7 @@ from ._twin import (
     simulate,
     time_mean,
     twin_experiment,
+    twin_stream,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "simulate",
     "time_mean",
     "twin_experiment",
+    "twin_stream",
     "wilks2005",
 ]

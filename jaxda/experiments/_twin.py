@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..assimilate import History, assimilate, run_status
+from ..assimilate import History, assimilate, assimilate_stream, run_status
 from ..core import Method, is_concrete
 from ..models import Lorenz63, Lorenz96, Model, trajectory
 from ..observations import ObservationModel, ObservationSeries, identity, observation_model
@@ -89,7 +89,8 @@ class TwinData(NamedTuple):
 
 class TwinResult(NamedTuple):
     """Outcome of :func:`twin_experiment`: the driver's final state and history, time means
-    after the burn-in, the run status (:func:`jaxda.assimilate.run_status`) and the data."""
+    after the burn-in, the run status (:func:`jaxda.assimilate.run_status`) and the data
+    (``None`` for a streaming run, which stores no truth or observations)."""
 
     state: Any
     history: History
@@ -97,7 +98,7 @@ class TwinResult(NamedTuple):
     spread_analysis: Float[Array, ""]
     rmse_forecast: Float[Array, ""]
     status: Array
-    data: TwinData
+    data: TwinData | None
 
 
 def simulate(key: Array, setup: TwinSetup) -> TwinData:
@@ -112,6 +113,48 @@ def simulate(key: Array, setup: TwinSetup) -> TwinData:
     ys = jax.vmap(setup.obs.operator)(truth) + noise
     series = _series(ys, setup.obs, n_steps=setup.obs_every, dt=setup.model.dt)
     return TwinData(truth0, truth, series)
+
+
+def twin_stream(key: Array, setup: TwinSetup):
+    r"""The truth and its observations of a twin experiment as a generator for
+    :func:`jaxda.assimilate.assimilate_stream`: one observation time per call, nothing stored.
+
+    Returns ``(generate, truth0, inputs)``: ``generate(x, input_k) -> (x_k, y_k, x_k)``
+    advances the truth ``obs_every`` steps of the truth model and observes it,
+    ``y_k = H(x_k) + ε_k``; ``truth0`` is the initial truth; ``inputs`` are the per-time keys
+    (``O(K)`` keys, no state-sized array).
+
+    Keys: ``k0, k_model, k_obs = split(key, 3)`` as in :func:`simulate`, so the initial truth
+    and the whole truth trajectory (model noise included: ``split(k_model, K·obs_every)``,
+    one key per model step) are those of :func:`simulate` with the same key. The observation
+    noise of time ``k`` is drawn from ``split(k_obs, K)[k]``, one key per time (a streaming
+    run cannot draw all ``K × m`` values at once as :func:`simulate` does), so the noise
+    values differ from :func:`simulate`'s draw while having the same distribution.
+
+    Examples:
+        >>> import jax
+        >>> setup = sakov2008(n=10, n_cycles=5, burn_in=0)
+        >>> generate, x0, inputs = twin_stream(jax.random.key(0), setup)
+        >>> x1, y1, _ = generate(x0, jax.tree.map(lambda a: a[0], inputs))
+        >>> bool(jnp.allclose(x1, simulate(jax.random.key(0), setup).truth[0])), y1.shape
+        (True, (10,))
+    """
+    k0, kmodel, kobs = jax.random.split(key, 3)
+    x0 = setup.center
+    truth0 = x0 + setup.init_std * jax.random.normal(k0, x0.shape, x0.dtype)
+    model = setup.model if setup.truth_model is None else setup.truth_model
+    K, s = setup.n_cycles, setup.obs_every
+    model_keys = jax.random.split(kmodel, K * s).reshape(K, s) if model.stochastic else None
+    inputs = (model_keys, jax.random.split(kobs, K))
+    obs = setup.obs
+
+    def generate(x, inp):
+        keys, k_obs = inp
+        x, _ = jax.lax.scan(lambda x, k: (model.step(k, x), None), x, keys, length=s)
+        y = obs.operator(x) + obs.noise.sample(k_obs).astype(x.dtype)
+        return x, y, x
+
+    return generate, truth0, inputs
 
 
 def initial_ensemble(key: Array, setup: TwinSetup, n_members: int) -> Float[Array, "N n"]:
@@ -136,6 +179,8 @@ def twin_experiment(
     record: Callable[[Any], Any] | None = None,
     data: TwinData | None = None,
     initial: Float[Array, "N n"] | None = None,
+    streaming: bool = False,
+    record_every: int = 1,
 ) -> TwinResult:
     """Simulate truth and observations, draw the initial ensemble, run
     :func:`jaxda.assimilate.assimilate` and score it.
@@ -144,6 +189,15 @@ def twin_experiment(
     ``jax.jit`` the whole call. ``data`` reuses a simulated truth (e.g. to compare methods on
     the same observations); ``initial`` is an initial ensemble of ``n_members`` drawn elsewhere
     (e.g. from a climatology) instead of :func:`initial_ensemble`.
+
+    ``streaming=True`` propagates the truth and draws each observation inside the filter's
+    scan (:func:`twin_stream`, :func:`jaxda.assimilate.assimilate_stream`): no ``(K, n)``
+    truth and no ``(K, m)`` observations are stored, so ``n = 10⁵``–``10⁶`` runs over
+    thousands of cycles fit in memory; ``result.data`` is then ``None``. The truth is that of
+    the stored run with the same key; the observation noise is drawn per time
+    (:func:`twin_stream`), so the scores differ from the stored run's by sampling error only.
+    ``record_every=k`` stores ``record(state)`` at every ``k``-th time only (see
+    :func:`jaxda.assimilate.assimilate`); the scores use every time.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -154,9 +208,15 @@ def twin_experiment(
         >>> res = jax.vmap(run, in_axes=(0, None))(jax.random.split(jax.random.key(0), 3), 1.05)
         >>> res.rmse_analysis.shape
         (3,)
+        >>> big = twin_experiment(jax.random.key(0), sakov2008(n_cycles=40, burn_in=10),
+        ...                       with_inflation(enkf(), 1.05), 20, streaming=True)
+        >>> big.data is None, big.history.rmse_analysis.shape
+        (True, (40,))
     """
     k_data, k_init, k_run = jax.random.split(key, 3)
-    if data is None:
+    if streaming and data is not None:
+        raise ValueError("data= is a stored truth: give it without streaming=True")
+    if data is None and not streaming:
         data = simulate(k_data, setup)
     if initial is None:
         E0 = initial_ensemble(k_init, setup, n_members)
@@ -164,9 +224,33 @@ def twin_experiment(
         raise ValueError(f"initial has {jnp.shape(initial)[0]} members, n_members={n_members}")
     else:
         E0 = initial
-    state, hist = assimilate(
-        k_run, method, setup.model, data.observations, E0, truth=data.truth, record=record
-    )
+    if streaming:
+        generate, truth0, inputs = twin_stream(k_data, setup)
+        state, hist, _ = assimilate_stream(
+            k_run,
+            method,
+            setup.model,
+            setup.obs,
+            E0,
+            generate,
+            truth0,
+            inputs,
+            n_steps=setup.obs_every,
+            record=record,
+            record_every=record_every,
+        )
+    else:
+        assert data is not None
+        state, hist = assimilate(
+            k_run,
+            method,
+            setup.model,
+            data.observations,
+            E0,
+            truth=data.truth,
+            record=record,
+            record_every=record_every,
+        )
     b = setup.burn_in
     assert hist.rmse_analysis is not None and hist.rmse_forecast is not None
     return TwinResult(
