@@ -25,6 +25,7 @@ import numpy as np
 
 from .assimilate import (
     assimilate,
+    assimilate_stream,
     available_methods,
     ensemble_mean,
     make_method,
@@ -43,6 +44,7 @@ from .experiments import (
     sakov2008,
     sakov2012,
     simulate,
+    twin_stream,
     wilks2005,
 )
 from .models import smoothed_record
@@ -302,6 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="assimilate observations from this .nc/.npz file (no truth) instead of a twin experiment",
     )
+    run.add_argument(
+        "--streaming",
+        action="store_true",
+        help="twin experiment with the truth and observations made inside the run, one time at "
+        "a time (no K×n truth in memory: n = 1e5-1e6 over thousands of cycles); scores as usual",
+    )
+    run.add_argument(
+        "--record-every",
+        type=int,
+        default=1,
+        help="store recorded fields (--output's analysis means) every K-th time only (the run is "
+        "then cut into chunks at multiples of K: a stochastic method draws other random numbers "
+        "than with --record-every 1, with the same statistics)",
+    )
     run.add_argument("--x64", action="store_true", help="run in float64")
     run.add_argument(
         "--compile-cache",
@@ -380,6 +396,14 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"{flag} does not apply to {method} (it applies to {', '.join(users)})"
             )
+    if args.streaming and args.observations is not None:
+        raise ValueError("--streaming makes its own observations: not with --observations")
+    if not (isinstance(args.record_every, int) and args.record_every >= 1):
+        raise ValueError(f"--record-every must be a positive integer, got {args.record_every}")
+    if args.record_every > args.cycles:
+        raise ValueError(
+            f"--record-every {args.record_every} exceeds --cycles {args.cycles}: nothing recorded"
+        )
     if args.observations is not None and not os.path.exists(args.observations):
         raise ValueError(f"--observations {args.observations}: file does not exist")
     _check_output_path("--plot", args.plot)
@@ -489,44 +513,97 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
     key = jax.random.key(args.seed)
     k_data, k_init, k_run = jax.random.split(key, 3)
     t0 = time.perf_counter()
+    stream = None
     if args.observations is not None:
         from .io import load_observations
 
         series = load_observations(args.observations, dt=setup.model.dt)
         truth = None
+        K = len(series)
+    elif args.streaming:  # truth and observations made inside the scan (twin_stream)
+        series = truth = None
+        stream = twin_stream(k_data, setup)
+        K = setup.n_cycles
     else:
         data = simulate(k_data, setup)
         series, truth = data.observations, data.truth
+        K = len(series)
     E = initial_ensemble(k_init, setup, N)
-    K = len(series)
     window = method.forecast is not None  # iEnKS, 4D-Var: also score the smoother
     record = ensemble_mean if args.output else None
     if record is None and window and truth is not None:
         record = smoothed_record
+    every = args.record_every
 
     def chunk_fn(key, state, s, xt):
         return assimilate(
-            key, method, setup.model, s, state, truth=xt, record=record, likelihood=args.likelihood
+            key,
+            method,
+            setup.model,
+            s,
+            state,
+            truth=xt,
+            record=record,
+            likelihood=args.likelihood,
+            record_every=every,
         )
 
-    chunk = jax.jit(chunk_fn)
-    n_chunks = min(50, K)  # the same chunks with or without the bar: same keys, same result
-    bounds = np.linspace(0, K, n_chunks + 1).astype(int)
+    def stream_fn(key, state, source, inputs):
+        assert stream is not None
+        return assimilate_stream(
+            key,
+            method,
+            setup.model,
+            setup.obs,
+            state,
+            stream[0],
+            source,
+            inputs,
+            n_steps=setup.obs_every,
+            record=record,
+            record_every=every,
+            likelihood=args.likelihood,
+        )
+
+    chunk = jax.jit(stream_fn if stream is not None else chunk_fn)
+    # the same chunks with or without the bar (same keys, same result); chunk boundaries are
+    # multiples of --record-every so that every chunk records at the same times
+    n_blocks = K // every
+    n_chunks = max(1, min(50, n_blocks))
+    bounds = np.linspace(0, n_blocks, n_chunks + 1).astype(int) * every
+    bounds[-1] = K
     keys = jax.random.split(k_run, n_chunks)
-    state = method.init(E, series.fixed_obs())
-    pieces = [
-        (series.slice(int(a), int(b)), None if truth is None else truth[a:b])
-        for a, b in itertools.pairwise(bounds)
-    ]
+    state = method.init(E, setup.obs if series is None else series.fixed_obs())
+    # each piece: (its number of times, the arguments after (key, state))
+    if stream is not None:
+        pieces = [
+            (int(b - a), (jax.tree.map(lambda v, a=a, b=b: v[a:b], stream[2]),))
+            for a, b in itertools.pairwise(bounds)
+        ]
+    else:
+        assert series is not None
+        pieces = [
+            (int(b - a), (series.slice(int(a), int(b)), None if truth is None else truth[a:b]))
+            for a, b in itertools.pairwise(bounds)
+        ]
 
     def signature(piece):  # chunks of the same length and static structure share an executable
-        return len(piece[0]), jax.tree.structure(piece[0])
+        return piece[0], jax.tree.structure(piece[1])
+
+    source = None if stream is None else stream[1]
+
+    def call(fn, i, state, source, piece):
+        if stream is None:
+            state, h = fn(keys[i], state, *piece[1])
+            return state, h, None
+        return fn(keys[i], state, source, *piece[1])
 
     t_compile = time.perf_counter()
     compiled = {}
     for piece in pieces:
         if signature(piece) not in compiled:
-            compiled[signature(piece)] = chunk.lower(keys[0], state, *piece).compile()
+            head = (keys[0], state) if stream is None else (keys[0], state, source)
+            compiled[signature(piece)] = chunk.lower(*head, *piece[1]).compile()
     compile_s = time.perf_counter() - t_compile
 
     parts = []
@@ -537,17 +614,21 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         bar = tqdm(total=K, unit="cycle", file=sys.stderr, desc=f"{args.method} {args.model}")
     t_run = time.perf_counter()
     for i, piece in enumerate(pieces):
-        state, h = compiled[signature(piece)](keys[i], state, *piece)
+        state, h, source = call(compiled[signature(piece)], i, state, source, piece)
         if bar is not None:
             jax.block_until_ready(state)
-            bar.update(len(piece[0]))
+            bar.update(piece[0])
         parts.append(h)
     jax.block_until_ready(state)
     run_s = time.perf_counter() - t_run
     if bar is not None:
         bar.close()
     hist = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-    b = setup.burn_in if truth is not None else 0
+    if stream is not None:  # each chunk counted its times from its own start
+        dt = setup.obs_every * setup.model.dt
+        hist = hist._replace(time=(jnp.arange(K) + 1.0) * dt)
+    scored = hist.rmse_analysis is not None  # a truth was known (stored or streamed)
+    b = setup.burn_in if scored else 0
     st = run_status(hist, burn_in=b)
     summary: dict[str, Any] = {
         "model": args.model,
@@ -570,13 +651,13 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
     }
     if hist.log_likelihood is not None:
         summary["log_likelihood"] = float(np.sum(np.asarray(hist.log_likelihood)))
-    if truth is not None:
+    if scored:
         summary["rmse_analysis"] = float(np.mean(np.asarray(hist.rmse_analysis)[b:]))
         summary["rmse_forecast"] = float(np.mean(np.asarray(hist.rmse_forecast)[b:]))
         summary["finite"] = summary["finite"] and bool(
             np.all(np.isfinite(np.asarray(hist.rmse_analysis)))
         )
-        if record is smoothed_record:
+        if record is smoothed_record and truth is not None:
             summary["rmse_smoother"] = smoother_rmse(hist.record, truth, b)
     return summary, (hist, state, series, truth)
 
@@ -663,6 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             observations=series,
             truth=truth,
             attrs={k: v for k, v in summary.items() if isinstance(v, int | float | str)},
+            record_every=args.record_every,
         )
     if outputs is not None and args.plot:
         try:

@@ -100,12 +100,18 @@ def history_to_dataset(
     observations: ObservationSeries | None = None,
     truth=None,
     attrs: dict | None = None,
+    record_every: int = 1,
 ):
     """An :class:`xarray.Dataset` of a run: every field of ``history`` (``info`` fields become
     ``info_<name>``, a recorded pytree ``record_<name>``), the final ensemble
-    (``ensemble`` (member, state)) and its mean, the observations and the truth when given."""
+    (``ensemble`` (member, state)) and its mean, the observations and the truth when given.
+
+    A run with ``record_every = k`` (:func:`jaxda.assimilate.assimilate`) stored its record and
+    ensembles at every ``k``-th time only: they get the dimension ``record_time``, whose
+    coordinate is those times."""
     xr = _xarray()
     K = int(np.shape(history.time)[0])
+    thinned = ("record", "ensemble_forecast", "ensemble_analysis")
     n = N = None
     data_vars: dict[str, Any] = {}
     if final_state is not None:
@@ -113,16 +119,23 @@ def history_to_dataset(
         N, n = E.shape
         data_vars["ensemble"] = (("member", "state"), E)
         data_vars["analysis_mean_final"] = (("state",), np.asarray(ensemble_mean(final_state)))
+    coords: dict[str, Any] = {"time": np.asarray(history.time)}
     for name, a in _flatten("", history._replace(time=None)).items():
         if a.dtype == bool:  # netCDF has no boolean type
             a = a.astype(np.int8)
-        data_vars[name] = (_dims(name, a, K, n, N), a)
+        if record_every > 1 and name.startswith(thinned):
+            every = np.asarray(history.time)[record_every - 1 :: record_every][: a.shape[0]]
+            coords["record_time"] = every
+            dims = ("record_time", *_dims(name, a, K, n, N)[1:])
+        else:
+            dims = _dims(name, a, K, n, N)
+        data_vars[name] = (dims, a)
     if observations is not None:
         data_vars["y"] = (("time", "obs"), np.asarray(observations.y))
         data_vars["n_steps"] = (("time",), np.asarray(observations.n_steps))
     if truth is not None:
         data_vars["truth"] = (("time", "state"), np.asarray(truth))
-    ds = xr.Dataset(data_vars, coords={"time": np.asarray(history.time)})
+    ds = xr.Dataset(data_vars, coords=coords)
     for k, v in (attrs or {}).items():
         keep = isinstance(v, int | float | str) and not isinstance(v, bool)
         ds.attrs[k] = v if keep else str(v)

@@ -51,6 +51,24 @@ def test_cli_table_plot_and_netcdf_output(tmp_path, capsys):
         assert ds.attrs["method"] == "enkf"
 
 
+def test_cli_streaming_twin_with_a_thinned_record(tmp_path, capsys):
+    """--streaming makes truth and observations inside the run; --record-every thins --output's
+    record (its times on their own axis); the scores are those of a twin experiment."""
+    xr = pytest.importorskip("xarray")
+    nc = tmp_path / "run.nc"
+    argv = ["run", "--model", "lorenz63", "--method", "enkf", "--cycles", "60", "--streaming"]
+    assert main([*argv, "--record-every", "7", "--output", str(nc), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "SUCCESS" and 0.2 < summary["rmse_analysis"] < 1.5
+    with xr.open_dataset(nc) as ds:
+        assert ds["record"].dims == ("record_time", "state") and ds["record"].shape == (8, 3)
+        assert "truth" not in ds  # nothing of size K × n was kept
+        time = ds["time"].values
+        np.testing.assert_allclose(np.diff(time), time[0])  # times continue across chunks
+        np.testing.assert_allclose(ds["record_time"].values, time[6::7][:8])
+        assert ds["rmse_analysis"].shape == (60,)
+
+
 def test_cli_runs_on_an_observation_file(tmp_path, capsys):
     """Real-observation mode: no truth, irregular times and missing values read from a file."""
     import jax.numpy as jnp
@@ -120,6 +138,9 @@ def test_cli_warns_on_divergence(capsys):
         (["run", "--observations", "/nonexistent.nc"], "file does not exist"),
         (["run", "--cycles", "10", "--burn-in", "10"], "--burn-in must be in [0, --cycles)"),
         (["run", "--method", "pf", "--reg", "-1", "--cycles", "5"], "reg must be in"),
+        (["run", "--record-every", "0"], "--record-every must be a positive integer"),
+        (["run", "--cycles", "5", "--record-every", "6"], "exceeds --cycles"),
+        (["run", "--streaming", "--observations", "x.nc"], "not with --observations"),
     ],
 )
 def test_cli_bad_input_gives_clear_errors(argv, message, capsys):
