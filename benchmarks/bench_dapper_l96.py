@@ -17,6 +17,11 @@ Usage::
     python benchmarks/bench_dapper_l96.py --quick         # a smoke run
     python benchmarks/bench_dapper_l96.py --single-thread # XLA:CPU without intra-op threads
     python benchmarks/bench_dapper_l96.py --prng rbg      # jaxda draws with jax's 'rbg' keys
+    python benchmarks/bench_dapper_l96.py --blas-threads 1 # one OpenBLAS thread (jaxda and DAPPER)
+
+On a machine shared with other processes, multi-threaded OpenBLAS (used by XLA:CPU's LAPACK
+calls, and by numpy for DAPPER) can make one small triangular solve take milliseconds instead
+of microseconds; ``--blas-threads 1`` (threadpoolctl) limits both libraries to one thread.
 
 DAPPER is slow per cycle (it also computes many statistics each cycle), so it
 runs ``--dapper-cycles`` cycles; cycles/s is a rate and is compared directly.
@@ -130,6 +135,13 @@ def main():
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--no-dapper", action="store_true")
     p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="limit OpenBLAS (numpy for DAPPER, scipy's for XLA:CPU's LAPACK calls) to this "
+        "many threads with threadpoolctl (default: leave as configured)",
+    )
+    p.add_argument(
         "--prng",
         choices=["threefry2x32", "rbg", "unsafe_rbg"],
         default=None,
@@ -145,6 +157,17 @@ def main():
     )
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "dapper_l96.json"))
     args = p.parse_args()
+    limiter = contextlib.nullcontext()
+    if args.blas_threads is not None:  # numpy's and scipy's (XLA:CPU's LAPACK) OpenBLAS
+        import scipy.linalg  # noqa: F401  (loads the OpenBLAS that XLA:CPU calls)
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(args.blas_threads)
+    with limiter:
+        _run(args)
+
+
+def _run(args):
     if args.single_thread:  # read when the CPU backend starts, i.e. at the first computation
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
@@ -178,7 +201,7 @@ def main():
         f"\nLorenz-96 Sakov 2008 | jaxda {args.cycles} cycles, DAPPER {args.dapper_cycles} cycles, "
         f"burn-in {args.burn_in} | {'float32' if args.float32 else 'float64'} | "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-        f"device {jax.devices()[0].platform}, prng {args.prng or jax.config.jax_default_prng_impl}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+        f"device {jax.devices()[0].platform}, prng {args.prng or jax.config.jax_default_prng_impl}, blas threads {args.blas_threads or 'default'}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     print(
         "| method | N | infl | published rmse.a | jaxda rmse.a (spread) | DAPPER rmse.a (spread) "
