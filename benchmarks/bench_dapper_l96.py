@@ -201,7 +201,7 @@ def _run(args):
         f"\nLorenz-96 Sakov 2008 | jaxda {args.cycles} cycles, DAPPER {args.dapper_cycles} cycles, "
         f"burn-in {args.burn_in} | {'float32' if args.float32 else 'float64'} | "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-        f"device {jax.devices()[0].platform}, prng {args.prng or jax.config.jax_default_prng_impl}, blas threads {args.blas_threads or 'default'}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+        f"device {jax.devices()[0].platform}, prng {args.prng or jax.random.key_impl(jax.random.key(0))}, blas threads {args.blas_threads or 'default'}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     print(
         "| method | N | infl | published rmse.a | jaxda rmse.a (spread) | DAPPER rmse.a (spread) "
