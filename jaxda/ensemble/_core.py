@@ -88,7 +88,10 @@ def _identity_plus_gram_solve(
     well conditioned; on CPU it costs about half of the eigen-decomposition used before, for
     the same solution up to rounding. Its derivative is that of a linear solve,
     ``-(I+G)^{-1} dG (I+G)^{-1} rhs``: finite for any spectrum of ``G`` (repeated eigenvalues
-    from missing observations included).
+    from missing observations included). XLA:CPU calls LAPACK/BLAS (scipy's OpenBLAS) for
+    both steps: with OpenBLAS threads on a machine whose cores are busy with other processes,
+    one such small triangular solve can take milliseconds; ``OPENBLAS_NUM_THREADS=1`` (or
+    ``threadpoolctl``) avoids that.
     """
     factor = cho_factor(jnp.eye(G.shape[0], dtype=G.dtype) + G, lower=True)
     return cho_solve(factor, rhs)
