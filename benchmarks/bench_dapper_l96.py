@@ -17,11 +17,12 @@ Usage::
     python benchmarks/bench_dapper_l96.py --quick         # a smoke run
     python benchmarks/bench_dapper_l96.py --single-thread # XLA:CPU without intra-op threads
     python benchmarks/bench_dapper_l96.py --prng rbg      # jaxda draws with jax's 'rbg' keys
-    python benchmarks/bench_dapper_l96.py --blas-threads 1 # one OpenBLAS thread (jaxda and DAPPER)
+    python benchmarks/bench_dapper_l96.py --blas-threads 0 # OpenBLAS threads as configured
 
 On a machine shared with other processes, multi-threaded OpenBLAS (used by XLA:CPU's LAPACK
 calls, and by numpy for DAPPER) can make one small triangular solve take milliseconds instead
-of microseconds; ``--blas-threads 1`` (threadpoolctl) limits both libraries to one thread.
+of microseconds; so by default (``--blas-threads 1``, threadpoolctl) both libraries use one
+OpenBLAS thread.
 
 DAPPER is slow per cycle (it also computes many statistics each cycle), so it
 runs ``--dapper-cycles`` cycles; cycles/s is a rate and is compared directly.
@@ -137,9 +138,10 @@ def main():
     p.add_argument(
         "--blas-threads",
         type=int,
-        default=None,
+        default=1,
         help="limit OpenBLAS (numpy for DAPPER, scipy's for XLA:CPU's LAPACK calls) to this "
-        "many threads with threadpoolctl (default: leave as configured)",
+        "many threads with threadpoolctl; 0: leave as configured (default 1: on a shared "
+        "machine a multi-threaded 40x40 triangular solve can take milliseconds)",
     )
     p.add_argument(
         "--prng",
@@ -158,7 +160,7 @@ def main():
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "dapper_l96.json"))
     args = p.parse_args()
     limiter = contextlib.nullcontext()
-    if args.blas_threads is not None:  # numpy's and scipy's (XLA:CPU's LAPACK) OpenBLAS
+    if args.blas_threads:  # numpy's and scipy's (XLA:CPU's LAPACK) OpenBLAS
         import scipy.linalg  # noqa: F401  (loads the OpenBLAS that XLA:CPU calls)
         from threadpoolctl import threadpool_limits
 
