@@ -15,6 +15,14 @@ Usage::
     pip install -e ".[bench]"
     python benchmarks/bench_dapper_l96.py                 # full: 10,400 jaxda cycles, 1,000 DAPPER cycles
     python benchmarks/bench_dapper_l96.py --quick         # a smoke run
+    python benchmarks/bench_dapper_l96.py --single-thread # XLA:CPU without intra-op threads
+    python benchmarks/bench_dapper_l96.py --prng rbg      # jaxda draws with jax's 'rbg' keys
+    python benchmarks/bench_dapper_l96.py --blas-threads 0 # OpenBLAS threads as configured
+
+On a machine shared with other processes, multi-threaded OpenBLAS (used by XLA:CPU's LAPACK
+calls, and by numpy for DAPPER) can make one small triangular solve take milliseconds instead
+of microseconds; so by default (``--blas-threads 1``, threadpoolctl) both libraries use one
+OpenBLAS thread.
 
 DAPPER is slow per cycle (it also computes many statistics each cycle), so it
 runs ``--dapper-cycles`` cycles; cycles/s is a rate and is compared directly.
@@ -55,7 +63,7 @@ def jaxda_method(method, options, infl):
     return with_inflation(m, infl)
 
 
-def run_jaxda(method, options, N, infl, cycles, burn_in, seed, n_seeds):
+def run_jaxda(method, options, N, infl, cycles, burn_in, seed, n_seeds, prng=None):
     from jaxda.experiments import sakov2008, twin_experiment
 
     setup = sakov2008(n_cycles=cycles, burn_in=burn_in)
@@ -65,20 +73,22 @@ def run_jaxda(method, options, N, infl, cycles, burn_in, seed, n_seeds):
         r = twin_experiment(key, setup, m, N)
         return r.rmse_analysis, r.spread_analysis
 
-    key = jax.random.key(seed)
+    key = jax.random.key(seed, impl=prng)
     t0 = time.perf_counter()
     compiled = jax.jit(one).lower(key).compile()
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(compiled(key))  # warm-up run
     t0 = time.perf_counter()
-    rmse, spread = jax.block_until_ready(compiled(jax.random.key(seed + 1)))
+    rmse, spread = jax.block_until_ready(compiled(jax.random.key(seed + 1, impl=prng)))
     run_s = time.perf_counter() - t0
 
     keys = jax.random.split(key, n_seeds)
     batched = jax.jit(jax.vmap(one)).lower(keys).compile()
     jax.block_until_ready(batched(keys))
     t0 = time.perf_counter()
-    rmses, _ = jax.block_until_ready(batched(jax.random.split(jax.random.key(seed + 2), n_seeds)))
+    rmses, _ = jax.block_until_ready(
+        batched(jax.random.split(jax.random.key(seed + 2, impl=prng), n_seeds))
+    )
     batch_s = time.perf_counter() - t0
     return {
         "compile_s": compile_s,
@@ -125,8 +135,44 @@ def main():
     p.add_argument("--float32", action="store_true", help="run jaxda in float32 (default float64)")
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--no-dapper", action="store_true")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="limit OpenBLAS (numpy for DAPPER, scipy's for XLA:CPU's LAPACK calls) to this "
+        "many threads with threadpoolctl; 0: leave as configured (default 1: on a shared "
+        "machine a multi-threaded 40x40 triangular solve can take milliseconds)",
+    )
+    p.add_argument(
+        "--prng",
+        choices=["threefry2x32", "rbg", "unsafe_rbg"],
+        default=None,
+        help="jax.random key implementation of the jaxda runs (default: jax's default, "
+        "threefry2x32); another one draws other (equally distributed) random numbers",
+    )
+    p.add_argument(
+        "--single-thread",
+        action="store_true",
+        help="run XLA:CPU without intra-op threads (XLA_FLAGS --xla_cpu_multi_thread_eigen=false "
+        "intra_op_parallelism_threads=1): the ensemble-space operations are too small to gain "
+        "from threads, and on a loaded machine the hand-off between threads costs more",
+    )
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "dapper_l96.json"))
     args = p.parse_args()
+    limiter = contextlib.nullcontext()
+    if args.blas_threads:  # numpy's and scipy's (XLA:CPU's LAPACK) OpenBLAS
+        import scipy.linalg  # noqa: F401  (loads the OpenBLAS that XLA:CPU calls)
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(args.blas_threads)
+    with limiter:
+        _run(args)
+
+
+def _run(args):
+    if args.single_thread:  # read when the CPU backend starts, i.e. at the first computation
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
     if args.quick:
         args.cycles, args.dapper_cycles, args.burn_in, args.seeds = 800, 500, 200, 4
     if not args.float32:
@@ -134,7 +180,9 @@ def main():
 
     rows = []
     for name, method, opts, N, infl, (upd_a, extra), published in CONFIGS:
-        j = run_jaxda(method, opts, N, infl, args.cycles, args.burn_in, args.seed, args.seeds)
+        j = run_jaxda(
+            method, opts, N, infl, args.cycles, args.burn_in, args.seed, args.seeds, args.prng
+        )
         d = (
             None
             if args.no_dapper
@@ -155,7 +203,7 @@ def main():
         f"\nLorenz-96 Sakov 2008 | jaxda {args.cycles} cycles, DAPPER {args.dapper_cycles} cycles, "
         f"burn-in {args.burn_in} | {'float32' if args.float32 else 'float64'} | "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-        f"device {jax.devices()[0].platform}"
+        f"device {jax.devices()[0].platform}, prng {args.prng or jax.random.key_impl(jax.random.key(0))}, blas threads {args.blas_threads or 'default'}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     print(
         "| method | N | infl | published rmse.a | jaxda rmse.a (spread) | DAPPER rmse.a (spread) "
