@@ -10,7 +10,7 @@ The Kalman gain ``K = P Hᵀ (H P Hᵀ + R)^{-1}`` is never formed as ``n×n`` (
 
 .. math:: K\,d = Xᵀ (I_N + S Sᵀ)^{-1} S\, R^{-1/2} d,
 
-so an analysis costs ``O(N²(n+m) + N³)`` time (one Cholesky factorization) and ``O(N(n+m))`` memory.
+so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Bool, Float
 
 from ..observations import ObservationModel, observed, whitened_residual
+from ._spectral import gram_functions
 
 
 class ObsSpace(NamedTuple):
@@ -83,18 +83,13 @@ def _identity_plus_gram_solve(
 ) -> Float[Array, "k r"]:
     """Solve ``(I + G) Z = rhs`` for a symmetric positive semi-definite Gram matrix ``G``.
 
-    One Cholesky factorization ``I + G = L Lᵀ`` (LAPACK ``potrf``) and two triangular solves
-    (``trsm``). ``I + G`` has eigenvalues ``>= 1``, so the factorization always exists and is
-    well conditioned; on CPU it costs about half of the eigen-decomposition used before, for
-    the same solution up to rounding. Its derivative is that of a linear solve,
-    ``-(I+G)^{-1} dG (I+G)^{-1} rhs``: finite for any spectrum of ``G`` (repeated eigenvalues
-    from missing observations included). XLA:CPU calls LAPACK/BLAS (scipy's OpenBLAS) for
-    both steps: with OpenBLAS threads on a machine whose cores are busy with other processes,
-    one such small triangular solve can take milliseconds; ``OPENBLAS_NUM_THREADS=1`` (or
-    ``threadpoolctl``) avoids that.
+    Uses the eigen-decomposition ``G = V Λ Vᵀ``: ``Z = V (I+Λ)^{-1} Vᵀ rhs``. ``I + G`` has
+    eigenvalues ``>= 1`` so this is well conditioned, and on CPU XLA's eigh (LAPACK) is
+    much faster than its triangular solves for these small ensemble-space systems. The
+    derivative does not go through the eigenvectors (:func:`gram_functions`), so it stays
+    finite when ``G`` has repeated eigenvalues (missing observations).
     """
-    factor = cho_factor(jnp.eye(G.shape[0], dtype=G.dtype) + G, lower=True)
-    return cho_solve(factor, rhs)
+    return gram_functions(G, (rhs,), ("inverse_1p",))[0]
 
 
 def innovation_spectrum(
