@@ -83,11 +83,12 @@ def _identity_plus_gram_solve(
 ) -> Float[Array, "k r"]:
     """Solve ``(I + G) Z = rhs`` for a symmetric positive semi-definite Gram matrix ``G``.
 
-    Uses the eigen-decomposition ``G = V Λ Vᵀ``: ``Z = V (I+Λ)^{-1} Vᵀ rhs``. ``I + G`` has
-    eigenvalues ``>= 1`` so this is well conditioned, and on CPU XLA's eigh (LAPACK) is
-    much faster than its triangular solves for these small ensemble-space systems. The
-    derivative does not go through the eigenvectors (:func:`gram_functions`), so it stays
-    finite when ``G`` has repeated eigenvalues (missing observations).
+    ``Z = (I+G)^{-1} rhs`` by :func:`gram_functions`: a Chebyshev expansion in matrix products
+    when ``G``'s spectrum is narrow, else ``G = V Λ Vᵀ`` and ``Z = V (I+Λ)^{-1} Vᵀ rhs``.
+    ``I + G`` has eigenvalues ``>= 1``, so either is well conditioned; not a Cholesky solve:
+    XLA:CPU's triangular solves go through multi-threaded OpenBLAS and can stall by a factor
+    of 1000 on a loaded machine. The derivative does not go through the eigenvectors, so it
+    stays finite when ``G`` has repeated eigenvalues (missing observations).
     """
     return gram_functions(G, (rhs,), ("inverse_1p",))[0]
 
