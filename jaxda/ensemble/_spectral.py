@@ -199,11 +199,13 @@ def _chebyshev_degree(C, L, dtype):
 
 
 def _spectral_bound(G):
-    """An upper bound of ``λ_max`` of each PSD ``G``: the smaller of its trace and its largest
-    absolute row sum (Gershgorin); the bound of the whole batch."""
+    """An upper bound of ``λ_max`` of each PSD ``G``: the smallest of its trace, its Frobenius
+    norm ``(Σ λ_i²)^{1/2}`` and its largest absolute row sum (Gershgorin); the bound of the
+    whole batch."""
     trace = jnp.einsum("bii->b", G)
+    frobenius = jnp.sqrt(jnp.sum(G * G, axis=(-2, -1)))
     rows = jnp.max(jnp.sum(jnp.abs(G), axis=-1), axis=-1)
-    return jnp.max(jnp.minimum(trace, rows))
+    return jnp.max(jnp.minimum(jnp.minimum(trace, frobenius), rows))
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
