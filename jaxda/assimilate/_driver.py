@@ -294,6 +294,34 @@ def _scan_cycles(body, carry, xs, K, every, bulk, get_state, keep_forecast):
     return carry, with_bulk(hs, b)
 
 
+def _initial_state(
+    method, model, observations, initial, truth, init_obs, truncate_gradient, likelihood
+):
+    """Validate a run's inputs eagerly; the method's initial state (or ``initial`` itself when it
+    is a state from an earlier run: the run continues it)."""
+    if hasattr(initial, "ensemble"):
+        state = initial
+        _validate(method, model, observations, state.ensemble, truth)
+    else:
+        _validate(method, model, observations, initial, truth)
+        # init_obs None: the observation series' own network when it is fixed
+        state = method.init(initial, observations.fixed_obs() if init_obs is None else init_obs)
+    if truncate_gradient is not None and (
+        not isinstance(truncate_gradient, int | np.integer)
+        or isinstance(truncate_gradient, bool)
+        or truncate_gradient < 1
+    ):
+        raise ValueError(
+            f"truncate_gradient must be a positive int or None, got {truncate_gradient!r}"
+        )
+    if likelihood and state.ensemble.shape[0] < 2:
+        raise ValueError(
+            "likelihood=True needs an ensemble of N >= 2 members (the innovation likelihood "
+            f"uses the forecast spread); got N={state.ensemble.shape[0]}"
+        )
+    return state
+
+
 def assimilate(
     key: Array,
     method: Method,
@@ -367,25 +395,9 @@ def assimilate(
         >>> thin.record.shape, thin.rmse_analysis, thin.spread_analysis.shape
         ((4, 3), None, (20,))
     """
-    if hasattr(initial, "ensemble"):  # a state from an earlier run: continue it
-        state = initial
-        _validate(method, model, observations, state.ensemble, truth)
-    else:
-        _validate(method, model, observations, initial, truth)
-        state = method.init(initial, observations.fixed_obs())
-    if truncate_gradient is not None and (
-        not isinstance(truncate_gradient, int | np.integer)
-        or isinstance(truncate_gradient, bool)
-        or truncate_gradient < 1
-    ):
-        raise ValueError(
-            f"truncate_gradient must be a positive int or None, got {truncate_gradient!r}"
-        )
-    if likelihood and state.ensemble.shape[0] < 2:
-        raise ValueError(
-            "likelihood=True needs an ensemble of N >= 2 members (the innovation likelihood "
-            f"uses the forecast spread); got N={state.ensemble.shape[0]}"
-        )
+    state = _initial_state(
+        method, model, observations, initial, truth, None, truncate_gradient, likelihood
+    )
     every = _check_record_every(record_every, len(observations), store_ensembles, record)
     dtype = state.ensemble.dtype
     # One precision for the whole run: the ensemble's (float leaves of the model and the
@@ -509,24 +521,7 @@ def assimilate_stream(
         )
     # One validation path with assimilate: a one-time series stands for the whole stream.
     probe = observation_series(jnp.zeros((1, obs.operator.dim)), obs, n_steps=int(n_steps))
-    if hasattr(initial, "ensemble"):
-        state = initial
-        _validate(method, model, probe, state.ensemble, None)
-    else:
-        _validate(method, model, probe, initial, None)
-        state = method.init(initial, obs)
-    if truncate_gradient is not None and (
-        not isinstance(truncate_gradient, int | np.integer)
-        or isinstance(truncate_gradient, bool)
-        or truncate_gradient < 1
-    ):
-        raise ValueError(
-            f"truncate_gradient must be a positive int or None, got {truncate_gradient!r}"
-        )
-    if likelihood and state.ensemble.shape[0] < 2:
-        raise ValueError(
-            f"likelihood=True needs an ensemble of N >= 2 members; got N={state.ensemble.shape[0]}"
-        )
+    state = _initial_state(method, model, probe, initial, None, obs, truncate_gradient, likelihood)
     every = _check_record_every(record_every, K, store_ensembles, record)
     dtype = state.ensemble.dtype
     model = _cast_floats(model, dtype)

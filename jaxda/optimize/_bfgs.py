@@ -85,7 +85,6 @@ def bfgs(
     Returns:
         :class:`OptimizeResult` with ``hess_inv`` the final inverse-Hessian approximation.
     """
-    check_iterations(max_steps, gtol)
     x_flat, unravel, fun = flatten_problem(objective, x0, args)
     qn = bfgs_method(
         fun,

@@ -95,9 +95,6 @@ def lbfgs(
         max_linesearch: evaluations allowed per line search.
         throw: raise (eagerly, or via ``equinox.error_if`` under jit) unless ``SUCCESS``.
     """
-    check_iterations(max_steps, gtol)
-    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
-        raise ValueError(f"memory must be a positive int, got {memory!r}")
     x_flat, unravel, fun = flatten_problem(objective, x0, args)
     qn = lbfgs_method(
         fun,
