@@ -63,7 +63,7 @@ from ._localization import (
     obs_coordinates,
     resolve_geometry,
 )
-from ._spectral import SOLVERS, batched_gram_functions, gram_functions
+from ._spectral import batched_gram_functions, check_solver, gram_functions
 
 
 class LocalObs(NamedTuple):
@@ -349,11 +349,6 @@ def _check_local(local: LocalObs, n: int, m: int) -> None:
             )
 
 
-def _check_solver(solver) -> None:
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-
-
 def _check_batch_size(batch_size) -> None:
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -408,7 +403,7 @@ def letkf_analysis(
     check_vector(y, "y", obs.dim)
     _check_local(local, ensemble.shape[1], obs.dim)
     _check_batch_size(batch_size)
-    _check_solver(solver)
+    check_solver(solver)
     mean, A, S, dw = _analysis_inputs(ensemble, y, obs)
     if mesh is not None:
         return _sharded_local_update(S, dw, local, A, mean, mesh, batch_size, solver)
@@ -520,7 +515,7 @@ def letkf(
     check_taper(taper)
     check_geometry(geometry, sphere_radius)
     _check_batch_size(batch_size)
-    _check_solver(solver)
+    check_solver(solver)
     if max_local_obs is not None and (
         not isinstance(max_local_obs, int | np.integer)
         or isinstance(max_local_obs, bool)

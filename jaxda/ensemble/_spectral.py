@@ -143,6 +143,12 @@ SOLVERS = ("auto", "eigh", "chebyshev")
 _CHEB_NODES = 128  # Chebyshev interpolation nodes: the largest degree the expansion may use
 
 
+def check_solver(solver) -> None:
+    """Raise a ``ValueError`` unless ``solver`` is one of :data:`SOLVERS` (eager)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+
 def _cheb_coefficients(fun, L, dtype):
     """Chebyshev coefficients of ``fun`` on ``[0, L]`` from its values at ``_CHEB_NODES`` nodes."""
     D = _CHEB_NODES
@@ -247,9 +253,7 @@ def batched_gram_functions(
         >>> bool(jnp.allclose(x, ref, atol=1e-5))
         True
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-
+    check_solver(solver)
     return _batched_primal(G, Bs, kinds, solver)
 
 
