@@ -231,7 +231,7 @@ def route_augmented_q(cfg: dict, data: dict) -> dict:
     n, N, K = cfg["n"], cfg["N_filter"], cfg["n_cycles"]
     q_prior = cfg["prior_q"]
     model = with_noise(Lorenz96(n=n, forcing=cfg["prior_F"][0], dt=cfg["dt"]), q_prior[0])
-    aug = augmented(model, lambda m: (m.model.forcing, m.std),
+    aug = augmented(model, lambda m: (m.model.forcing, m.noise.std),
                     transform=bounded(lower=np.array([-np.inf, 0.0])),  # pyright: ignore[reportArgumentType]
                     param_std=np.array([cfg["param_std"], 0.0]))  # fmt: skip
     X, F = prior_draws(jax.random.key(cfg["seed"] + 2), cfg, data, N)

@@ -188,11 +188,21 @@ def test_bad_input_errors(problem):
 
 
 # ---------------------------------------------------------------- cycled, large ensemble
-def _linear_setup(n_cycles=12):
+# a correlated model-error covariance (per time unit; dt = 0.5)
+Q_FULL = np.array(
+    [[0.2, 0.1, 0.0, 0.05], [0.1, 0.3, 0.1, 0.0], [0.0, 0.1, 0.2, 0.1], [0.05, 0.0, 0.1, 0.4]]
+)
+
+
+def _linear_setup(n_cycles=12, q="scalar"):
     theta = 0.3
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     M = 0.97 * np.block([[rot, np.zeros((2, 2))], [np.zeros((2, 2)), rot.T]])
-    model = with_noise(LinearModel(jnp.asarray(M), jnp.array([1.0, 0, -1, 0.5])), 0.3)
+    linear_model = LinearModel(jnp.asarray(M), jnp.array([1.0, 0, -1, 0.5]), dt=0.5)
+    if q == "scalar":
+        model = with_noise(linear_model, 0.3)
+    else:
+        model = with_noise(linear_model, cov=jnp.asarray(Q_FULL), per="time")
     obs = observation_model(subset([0, 3], 4), obs_std=jnp.array([0.7, 0.4]))
     setup = TwinSetup(model, obs, n_cycles=n_cycles, init_std=1.0)
     return setup, M
@@ -202,7 +212,7 @@ def _exact_kalman(setup, M, data):
     n = setup.model.dim
     H = np.eye(n)[[0, 3]]
     R = np.diag([0.49, 0.16])
-    Q = 0.09 * np.eye(n)
+    Q = np.asarray(setup.model.noise.cov())
     m, P = np.asarray(setup.center), np.eye(n)
     means, covs = [], []
     for y in np.asarray(data.observations.y):
@@ -213,9 +223,15 @@ def _exact_kalman(setup, M, data):
     return np.array(means), np.array(covs)
 
 
-@pytest.mark.parametrize(("method", "N"), [("enkf", 2000), ("etkf", 400)])
-def test_cycled_filter_matches_exact_kalman_filter(method, N):
-    setup, M = _linear_setup()
+@pytest.mark.parametrize(
+    ("method", "N", "q"), [("enkf", 2000, "scalar"), ("etkf", 400, "scalar"), ("etkf", 400, "full")]
+)
+def test_cycled_filter_matches_exact_kalman_filter(method, N, q):
+    """Stochastic forecasts with a scalar or a full model-error Q (per time unit, scaled by
+    dt) against the exact Kalman filter with that Q."""
+    setup, M = _linear_setup(q=q)
+    if q == "full":  # the per-step covariance is Q·dt
+        np.testing.assert_allclose(setup.model.noise.cov(), Q_FULL * 0.5, rtol=1e-12)
     data = simulate(jax.random.key(10), setup)
     E0 = initial_ensemble(jax.random.key(11), setup, N)
     filt = enkf() if method == "enkf" else etkf()

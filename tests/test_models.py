@@ -141,8 +141,16 @@ def test_bad_model_arguments():
         with_noise(lorenz63(), -1.0)
     with pytest.raises(ValueError, match="model-noise std must be non-negative"):
         with_noise(lorenz63(), jnp.array([0.1, jnp.nan, 0.1]))
-    with pytest.raises(ValueError, match="length n=3"):
+    with pytest.raises(ValueError, match="must have length 3"):
         with_noise(lorenz63(), jnp.ones(4))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        with_noise(lorenz63(), cov=-jnp.eye(3))
+    with pytest.raises(ValueError, match="exactly one of"):
+        with_noise(lorenz63(), 0.1, cov=jnp.eye(3))
+    with pytest.raises(ValueError, match='per must be "step" or "time"'):
+        with_noise(lorenz63(), 0.1, per="cycle")
+    with pytest.raises(ValueError, match="3 rows"):
+        with_noise(lorenz63(), sqrt=jnp.ones((2, 1)))
     with pytest.raises(ValueError, match="same shape"):
         from_callable(lambda x: x[:2], jnp.ones(3))
     with pytest.raises(TypeError, match=r"jaxda\.models\.Model"):

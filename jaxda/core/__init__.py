@@ -11,6 +11,16 @@ from ._black_box import (
     not_traceable_error,
 )
 from ._checks import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
+from ._noise import (
+    DiagonalNoise,
+    FactorNoise,
+    FullNoise,
+    GaussianNoise,
+    Noise,
+    ScalarNoise,
+    full_noise_from_cholesky,
+    gaussian_noise,
+)
 from ._protocol import AnalysisInfo, EnsembleState, Method, analysis_info, ensemble_init
 from ._status import (
     Status,
@@ -24,8 +34,14 @@ from ._transforms import Transform, bounded, identity_transform, positive
 __all__ = [
     "TRACER_ERRORS",
     "AnalysisInfo",
+    "DiagonalNoise",
     "EnsembleState",
+    "FactorNoise",
+    "FullNoise",
+    "GaussianNoise",
     "Method",
+    "Noise",
+    "ScalarNoise",
     "Status",
     "Transform",
     "analysis_info",
@@ -37,6 +53,8 @@ __all__ = [
     "check_vector",
     "ensemble_init",
     "first_failure",
+    "full_noise_from_cholesky",
+    "gaussian_noise",
     "identity_transform",
     "is_concrete",
     "not_traceable_as_type_error",

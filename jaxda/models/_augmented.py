@@ -162,7 +162,7 @@ def augmented(
             ``Lorenz96(...)`` or ``with_noise(Lorenz96(...), q)``).
         where: ``where(model)`` returns the estimated leaf or a tuple of leaves, as in
             ``equinox.tree_at`` (``lambda m: m.forcing``; for an additive-noise model
-            ``lambda m: (m.model.forcing, m.std)``). Their flattened values, in that order,
+            ``lambda m: (m.model.forcing, m.noise.std)``). Their flattened values, in that order,
             are the ``p`` parameters.
         theta0: the parameters' initial (constrained) values, ``(p,)`` or the structure
             ``where`` returns; default the model's current values. The initial ensemble is
@@ -186,7 +186,7 @@ def augmented(
         >>> from jaxda.core import bounded
         >>> from jaxda.models import Lorenz96, with_noise
         >>> noisy = with_noise(Lorenz96(n=8), 0.1)
-        >>> aug = augmented(noisy, lambda m: (m.model.forcing, m.std), jnp.array([7.0, 0.2]),
+        >>> aug = augmented(noisy, lambda m: (m.model.forcing, m.noise.std), jnp.array([7.0, 0.2]),
         ...                 transform=bounded(lower=jnp.array([-jnp.inf, 0.0])))
         >>> aug.n_params, aug.stochastic, [round(v, 6) for v in aug.parameters(aug.x0).tolist()]
         (2, True, [7.0, 0.2])

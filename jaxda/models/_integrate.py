@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete, not_traceable_as_type_error
+from ..core import GaussianNoise, is_concrete, not_traceable_as_type_error
 
 Rhs = Callable[[Array], Array]
 
@@ -130,33 +130,25 @@ class LinearModel(Model):
 
 
 class AdditiveNoise(Model):
-    r"""A stochastic model ``x_{k+1} = M(x_k) + η_k``, ``η_k ~ N(0, diag(std²))``.
+    r"""A stochastic model ``x_{k+1} = M(x_k) + η_k``, ``η_k ~ N(0, Q)`` per model step.
 
-    ``std`` is a scalar or a vector of length ``n`` (a pytree leaf: differentiable).
+    ``noise`` is a :class:`jaxda.core.DiagonalNoise`, :class:`jaxda.core.FullNoise` or
+    :class:`jaxda.core.FactorNoise` holding the per-step ``Q`` (a pytree: its leaves are
+    differentiable). Build it with :func:`with_noise`.
     """
 
     model: Model
-    std: Array
+    noise: GaussianNoise
     stochastic: ClassVar[bool] = True
     name: ClassVar[str] = "noisy"
 
-    def __init__(self, model: Model, std):
+    def __init__(self, model: Model, noise: GaussianNoise):
         if model.stochastic:
             raise ValueError("AdditiveNoise wraps a deterministic model")
+        if noise.dim != model.dim:
+            raise ValueError(f"model noise has dimension {noise.dim}, the model {model.dim}")
         self.model = model
-        std = jnp.asarray(std)
-        if std.ndim > 1 or (std.ndim == 1 and std.shape[0] != model.dim):
-            raise ValueError(
-                f"model-noise std must be a scalar or a vector of length n={model.dim}, "
-                f"got shape {std.shape}"
-            )
-        bad_msg = "model-noise std must be non-negative and finite"
-        if is_concrete(std):
-            if not np.all(np.isfinite(np.asarray(std))) or np.any(np.asarray(std) < 0):
-                raise ValueError(f"{bad_msg}, got {np.asarray(std)}")
-            self.std = std
-        else:
-            self.std = eqx.error_if(std, jnp.any(std < 0) | ~jnp.all(jnp.isfinite(std)), bad_msg)
+        self.noise = noise
 
     @property
     def dt(self) -> float | Array:  # pyright: ignore[reportIncompatibleVariableOverride]
@@ -166,19 +158,74 @@ class AdditiveNoise(Model):
     def x0(self) -> Array:  # pyright: ignore[reportIncompatibleVariableOverride]
         return self.model.x0
 
+    @property
+    def std(self) -> Array:
+        """Per-step model-noise standard deviations ``√diag(Q)`` (a scalar for an isotropic
+        ``Q``)."""
+        return self.noise.std
+
     def deterministic(self, x):
         return self.model(x)
 
     def step(self, key, x):
-        return self.model(x) + self.std * jax.random.normal(key, x.shape, x.dtype)
+        return self.model(x) + self.noise.sample(key).astype(x.dtype)
 
 
-def with_noise(model: Model, std) -> Model:
-    """``model`` plus additive Gaussian model noise of standard deviation ``std`` per step;
-    ``std = 0`` returns the model unchanged (a perfect model)."""
-    if is_concrete(std) and np.all(np.asarray(std) == 0):
+def with_noise(
+    model: Model,
+    std=None,
+    *,
+    cov=None,
+    sqrt=None,
+    per: str = "step",
+) -> Model:
+    r"""``model`` plus additive Gaussian model error ``η ~ N(0, Q)`` at every model step.
+
+    ``Q`` is given by exactly one of ``std`` (a scalar or an ``(n,)`` vector:
+    ``Q = diag(std²)``), ``cov`` (a full ``(n, n)`` positive semi-definite matrix) or ``sqrt``
+    (a factor ``F`` of shape ``(n, r)``, ``Q = F Fᵀ``: the form for large ``n``, nothing
+    ``n×n`` is formed). ``per="step"`` (default): ``Q`` is the covariance added at each model
+    step. ``per="time"``: ``Q`` is a covariance per model time unit, as DAPPER states it
+    (``Dyn.noise``), so each step of length ``dt`` adds ``Q·dt`` (a Wiener increment:
+    ``std·√dt``). A zero ``std`` returns the model unchanged (a perfect model).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> m = LinearModel(jnp.eye(2), jnp.zeros(2), dt=0.01)
+        >>> noisy = with_noise(m, cov=jnp.array([[1.0, 0.5], [0.5, 1.0]]), per="time")
+        >>> noisy.noise.cov().round(4).tolist()
+        [[0.01, 0.005], [0.005, 0.01]]
+        >>> with_noise(m, 0.0) is m
+        True
+    """
+    from ..core import gaussian_noise
+
+    if per not in ("step", "time"):
+        raise ValueError(f'per must be "step" or "time", got {per!r}')
+    if model.stochastic:
+        raise ValueError("with_noise wraps a deterministic model")
+    if sum(a is not None for a in (std, cov, sqrt)) != 1:
+        raise ValueError("model noise: give exactly one of std=, cov= or sqrt=")
+    if std is not None and is_concrete(std) and np.all(np.asarray(std) == 0):
         return model
-    return AdditiveNoise(model, std)
+    scale = 1.0
+    if per == "time":
+        _check_dt(model.dt)
+        scale = model.dt
+    if std is not None:
+        s = jnp.asarray(std)
+        if not is_concrete(s):
+            bad = jnp.any(s < 0) | ~jnp.all(jnp.isfinite(s))
+            s = eqx.error_if(s, bad, "model-noise std must be non-negative and finite")
+        std = s * jnp.sqrt(scale)
+    elif cov is not None:
+        cov = jnp.asarray(cov) * scale
+    else:
+        sqrt = jnp.asarray(sqrt) * jnp.sqrt(scale)
+    noise = gaussian_noise(
+        std=std, cov=cov, sqrt=sqrt, dim=model.dim, singular=True, name="model-noise"
+    )
+    return AdditiveNoise(model, noise)
 
 
 def _check_dt(dt) -> None:

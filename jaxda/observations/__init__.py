@@ -1,6 +1,7 @@
 """Observation operators (pytrees), Gaussian observation noise, missing values, and time series
 of observations for the driver."""
 
+from ..core import DiagonalNoise, FullNoise, Noise, full_noise_from_cholesky, gaussian_noise
 from ._missing import (
     fill_missing,
     log_likelihood,
@@ -8,7 +9,6 @@ from ._missing import (
     whitened_residual,
     whitened_residual_per_time,
 )
-from ._noise import DiagonalNoise, FullNoise, Noise, full_noise_from_cholesky, gaussian_noise
 from ._operators import (
     FromCallable,
     Identity,

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ._noise import FullNoise, Noise
+from ..core import FullNoise, Noise
 
 
 def observed(y: Float[Array, "... m"]) -> Bool[Array, "... m"]:

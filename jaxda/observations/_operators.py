@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete, not_traceable_as_type_error
-from ._noise import Noise, gaussian_noise
+from ..core import Noise, gaussian_noise, is_concrete, not_traceable_as_type_error
 
 
 class ObsOperator(eqx.Module):

@@ -19,8 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import is_concrete
-from ._noise import DiagonalNoise
+from ..core import DiagonalNoise, is_concrete
 from ._operators import Identity, Linear, ObservationModel, Subset
 
 
