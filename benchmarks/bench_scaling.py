@@ -62,8 +62,8 @@ def worker_jaxda(spec: dict) -> dict:
 
     from jaxda.assimilate import assimilate, make_method, with_inflation
     from jaxda.ensemble import letkf
-    from jaxda.experiments import TwinSetup, initial_ensemble, simulate
-    from jaxda.models import lorenz96
+    from jaxda.experiments import TwinSetup, chronology, initial_ensemble, simulate
+    from jaxda.models import gaussian, lorenz96
     from jaxda.observations import identity, observation_model
 
     n, N, K, method = spec["n"], spec["N"], spec["cycles"], spec["method"]
@@ -73,10 +73,8 @@ def worker_jaxda(spec: dict) -> dict:
     setup = TwinSetup(
         model=lorenz96(n=n, forcing=8.0, dt=0.05),
         obs=observation_model(identity(n), obs_std=1.0),
-        n_cycles=K,
-        burn_in=0,
-        init_std=spec.get("init_std", 1.0),
-        x0=x0,
+        chronology=chronology(0.05, obs_every=1, n_cycles=K),
+        initial=gaussian(x0, spec.get("init_std", 1.0)),
     )
     mesh = None
     if devices:

@@ -300,7 +300,7 @@ def make_score(cfg, setup, method):
     def score(key, data):
         k_init, k_run = jax.random.split(key)
         if N == 1:  # 4D-Var: the first background is the centre of X0 (DAPPER's X0.mu)
-            E0 = setup.center[None]
+            E0 = setup.initial.mean[None]
         else:
             E0 = initial_ensemble(k_init, setup, N)
         run = dict(truth=data.truth)
@@ -501,7 +501,7 @@ def fourdenvar_curve(args, sizes=(5, 10, 20, 40)):
         def one(key):
             k_data, k_init, k_run = jax.random.split(key, 3)
             data = simulate(k_data, setup)
-            E0 = initial_ensemble(k_init, setup, N) if N > 1 else setup.center[None]
+            E0 = initial_ensemble(k_init, setup, N) if N > 1 else setup.initial.mean[None]
             _, h = assimilate(k_run, method, model, data.observations, E0, truth=data.truth)
             return jnp.mean(h.rmse_analysis[b:])
 

@@ -74,8 +74,8 @@ def main(argv=None):
 
     from jaxda.assimilate import assimilate, with_inflation
     from jaxda.ensemble import letkf
-    from jaxda.experiments import TwinSetup, initial_ensemble, simulate
-    from jaxda.models import lorenz96, trajectory
+    from jaxda.experiments import TwinSetup, chronology, initial_ensemble, simulate
+    from jaxda.models import gaussian, lorenz96, trajectory
     from jaxda.observations import identity, observation_model
     from jaxda.sharding import ensemble_sharding, make_mesh
 
@@ -88,10 +88,10 @@ def main(argv=None):
     setup = TwinSetup(
         model=model,
         obs=observation_model(identity(n), obs_std=1.0),
-        n_cycles=args.cycles,
-        burn_in=args.cycles // 5,
-        init_std=1.0,
-        x0=x_spun,
+        chronology=chronology(
+            model.dt, obs_every=1, n_cycles=args.cycles, burn_in=args.cycles // 5
+        ),
+        initial=gaussian(x_spun, 1.0),
     )
     kd, ki, kr = jax.random.split(jax.random.key(0), 3)
     data = jax.tree.map(np.asarray, simulate(kd, setup))  # host copies, same in every process

@@ -40,6 +40,7 @@ from .core import Status, status_message
 from .experiments import (
     TwinSetup,
     bocquet2019,
+    chronology,
     initial_ensemble,
     sakov2008,
     sakov2012,
@@ -436,13 +437,14 @@ def make_setup(args: argparse.Namespace) -> TwinSetup:
     else:
         setup = wilks2005(n_cycles=args.cycles, burn_in=burn)
     if args.obs_every:
-        setup = TwinSetup(**{**setup.__dict__, "obs_every": args.obs_every})
+        chron = chronology(
+            setup.chronology.dt, obs_every=args.obs_every, n_cycles=setup.n_cycles, burn_in=burn
+        )
+        setup = setup.replace(chronology=chron)
     if args.obs_operator == "arctan":
         n = setup.model.dim
         op = from_callable(jnp.arctan, n, n=n, locations=jnp.arange(n))
-        setup = TwinSetup(
-            **{**setup.__dict__, "obs": observation_model(op, obs_std=setup.obs.noise.std)}
-        )
+        setup = setup.replace(obs=observation_model(op, obs_std=setup.obs.noise.std))
     return setup
 
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .assimilate import History, ensemble_mean
+from .models import Empirical, empirical
 from .observations import (
     DiagonalNoise,
     ObservationModel,
@@ -247,3 +248,42 @@ def load_observations(
     if dt is None:
         raise ValueError(f"{path} stores times but no n_steps: pass the model time step dt=")
     return observation_series(y, obs, times=np.asarray(data["time"]), dt=dt)
+
+
+def load_sample(path: str | os.PathLike, variable: str | None = None) -> Empirical:
+    """An initial distribution from a file of states: the empirical distribution
+    (:func:`jaxda.models.empirical`) of the rows of a ``(K, n)`` array in ``.npy``, ``.npz``
+    or netCDF (``.nc``); ``variable`` names the array in ``.npz``/``.nc`` files (default: the
+    only one, or ``"ensemble"``).
+
+    Examples:
+        >>> import os, tempfile, numpy as np
+        >>> path = os.path.join(tempfile.mkdtemp(), "clim.npy")
+        >>> np.save(path, np.arange(12.0).reshape(4, 3))
+        >>> load_sample(path).states.shape
+        (4, 3)
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"sample file {path} does not exist")
+    if path.endswith(".npy"):
+        if variable is not None:
+            raise ValueError("a .npy file holds one array: do not pass variable=")
+        return empirical(np.load(path))
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            data = {k: f[k] for k in f.files}
+    else:
+        xr = _xarray()
+        with xr.open_dataset(path, engine=_engine(path)) as ds:
+            data = {k: ds[k].values for k in ds.data_vars}
+    if variable is None:
+        if len(data) == 1:
+            variable = next(iter(data))
+        elif "ensemble" in data:
+            variable = "ensemble"
+        else:
+            raise ValueError(f"{path} holds {sorted(data)}: pass variable= to choose one")
+    if variable not in data:
+        raise ValueError(f"{path} has no variable {variable!r} (it has {sorted(data)})")
+    return empirical(np.asarray(data[variable], dtype=float))

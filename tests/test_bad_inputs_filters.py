@@ -30,9 +30,9 @@ from jaxda.ensemble import (
     particle_filter,
     rtps,
 )
-from jaxda.experiments import TwinSetup, sakov2008, twin_experiment
+from jaxda.experiments import TwinSetup, chronology, sakov2008, twin_experiment
 from jaxda.io import load_observations, save_observations
-from jaxda.models import Lorenz96, forecast, from_callable, trajectory, with_noise
+from jaxda.models import Lorenz96, forecast, from_callable, gaussian, trajectory, with_noise
 from jaxda.observations import (
     from_callable as obs_from_callable,
 )
@@ -141,7 +141,7 @@ def series(y, obs=OBS5, **kw):
             ValueError,
             "model-noise std must be non-negative",
         ),
-        (lambda: with_noise(Lorenz96(n=8), jnp.ones(3)), ValueError, "vector of length n=8"),
+        (lambda: with_noise(Lorenz96(n=8), jnp.ones(3)), ValueError, "must have length 8"),
         (
             lambda: trajectory(jax.random.key(0), jnp.sin, jnp.ones(3), 2),
             TypeError,
@@ -260,16 +260,59 @@ def series(y, obs=OBS5, **kw):
             "declares dim=5",
         ),
         # twin setups
-        (lambda: TwinSetup(MODEL5, OBS5, n_cycles=0), ValueError, "n_cycles must be >= 1"),
         (
-            lambda: TwinSetup(MODEL5, OBS5, n_cycles=5, burn_in=5),
+            lambda: chronology(MODEL5.dt, obs_every=1, n_cycles=0),
+            ValueError,
+            "n_cycles must be a positive int",
+        ),
+        (
+            lambda: chronology(MODEL5.dt, obs_every=1, n_cycles=5, burn_in=5),
             ValueError,
             "burn_in must be in [0, n_cycles)",
         ),
         (
-            lambda: TwinSetup(MODEL5, observation_model(identity(4), obs_std=1.0), n_cycles=5),
+            lambda: TwinSetup(
+                MODEL5,
+                observation_model(identity(4), obs_std=1.0),
+                chronology(MODEL5.dt, obs_every=1, n_cycles=5),
+                gaussian(MODEL5.x0, 1.0),
+            ),
             ValueError,
             "identity operator of size 4",
+        ),
+        (
+            lambda: TwinSetup(
+                MODEL5, OBS5, chronology(0.01, obs_every=1, n_cycles=5), gaussian(MODEL5.x0, 1.0)
+            ),
+            ValueError,
+            "differs from the model's dt",
+        ),
+        (
+            lambda: TwinSetup(
+                MODEL5, OBS5, chronology(MODEL5.dt, obs_every=1, n_cycles=5), gaussian(jnp.ones(4))
+            ),
+            ValueError,
+            "exactly one of std",
+        ),
+        (
+            lambda: TwinSetup(
+                MODEL5,
+                OBS5,
+                chronology(MODEL5.dt, obs_every=1, n_cycles=5),
+                gaussian(jnp.ones(4), 1.0),
+            ),
+            ValueError,
+            "initial has dimension 4, the model 5",
+        ),
+        (
+            lambda: chronology(0.05, obs_interval=0.07, n_cycles=5),
+            ValueError,
+            "not a positive multiple of dt",
+        ),
+        (
+            lambda: chronology(0.05, obs_times=[0.1, 0.05]),
+            ValueError,
+            "strictly increasing",
         ),
         (
             lambda: twin_experiment(jax.random.key(0), sakov2008(n_cycles=5, burn_in=0), etkf(), 0),

@@ -7,8 +7,8 @@ import pytest
 
 from jaxda.assimilate import assimilate
 from jaxda.ensemble import enkf, enkf_analysis, etkf, etkf_analysis, gain_taper, inflate, rtps
-from jaxda.experiments import TwinSetup, initial_ensemble, simulate
-from jaxda.models import LinearModel, with_noise
+from jaxda.experiments import TwinSetup, chronology, initial_ensemble, simulate
+from jaxda.models import LinearModel, gaussian, with_noise
 from jaxda.observations import linear, observation_model, subset
 
 
@@ -204,7 +204,9 @@ def _linear_setup(n_cycles=12, q="scalar"):
     else:
         model = with_noise(linear_model, cov=jnp.asarray(Q_FULL), per="time")
     obs = observation_model(subset([0, 3], 4), obs_std=jnp.array([0.7, 0.4]))
-    setup = TwinSetup(model, obs, n_cycles=n_cycles, init_std=1.0)
+    setup = TwinSetup(
+        model, obs, chronology(0.5, obs_every=1, n_cycles=n_cycles), gaussian(model.x0, 1.0)
+    )
     return setup, M
 
 
@@ -213,7 +215,7 @@ def _exact_kalman(setup, M, data):
     H = np.eye(n)[[0, 3]]
     R = np.diag([0.49, 0.16])
     Q = np.asarray(setup.model.noise.cov())
-    m, P = np.asarray(setup.center), np.eye(n)
+    m, P = np.asarray(setup.initial.mean), np.eye(n)
     means, covs = [], []
     for y in np.asarray(data.observations.y):
         m, P = M @ m, M @ P @ M.T + Q

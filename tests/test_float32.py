@@ -12,7 +12,8 @@ import numpy as np
 
 from jaxda.assimilate import with_inflation
 from jaxda.ensemble import enkf, etkf, letkf
-from jaxda.experiments import TwinSetup, sakov2008, twin_experiment
+from jaxda.experiments import sakov2008, twin_experiment
+from jaxda.models import gaussian
 from jaxda.observations import DiagonalNoise, ObservationModel
 
 N_SEEDS = 3
@@ -22,15 +23,8 @@ def setup_in(dtype, n_cycles=500, burn_in=100):
     base = sakov2008(n_cycles=n_cycles, burn_in=burn_in)
     n = base.model.dim
     obs = ObservationModel(base.obs.operator, DiagonalNoise(jnp.ones(n, dtype)))
-    return TwinSetup(
-        model=base.model,
-        obs=obs,
-        n_cycles=n_cycles,
-        obs_every=1,
-        burn_in=burn_in,
-        init_std=base.init_std,
-        x0=jnp.zeros(n, dtype).at[0].set(1.0),
-    )
+    initial = gaussian(jnp.zeros(n, dtype).at[0].set(1.0), base.initial.noise.std.astype(dtype))
+    return base.replace(obs=obs, initial=initial)
 
 
 # DAPPER references: EnKF('PertObs', N=28, infl=1.08) -> 0.24; EnKF('Sqrt', N=20, infl=1.04, rot) -> 0.20

@@ -158,7 +158,7 @@ def test_lorenz_uv_grad_and_shapes():
 def test_literature_setups():
     s = bocquet2019(n_cycles=10, burn_in=2)
     assert (s.model.dim, s.model.dt, s.obs_every, s.obs.dim) == (128, 0.5, 2, 128)
-    np.testing.assert_allclose(s.init_std**2, 0.001)
+    np.testing.assert_allclose(s.initial.noise.std**2, 0.001)
     assert bocquet2019().n_cycles == 20_000 and bocquet2019().burn_in == 2_000
     w = wilks2005()
     assert (w.model.dim, w.obs.dim, w.obs_every, w.n_cycles, w.burn_in) == (264, 8, 10, 1280, 120)

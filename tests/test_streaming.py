@@ -24,12 +24,13 @@ from jaxda.ensemble import enkf, etkf
 from jaxda.experiments import (
     TwinData,
     TwinSetup,
+    chronology,
     initial_ensemble,
     simulate,
     twin_experiment,
     twin_stream,
 )
-from jaxda.models import Lorenz96, with_noise
+from jaxda.models import Lorenz96, gaussian, with_noise
 from jaxda.observations import observation_model, observation_series, subset
 
 N_VAR, K, EVERY = 10, 37, 2
@@ -37,13 +38,12 @@ OBS_IDX = np.array([0, 2, 3, 5, 7, 8])
 
 
 def _setup(n_cycles=K):
+    model = Lorenz96(n=N_VAR, forcing=8.0, dt=0.05)
     return TwinSetup(
-        model=Lorenz96(n=N_VAR, forcing=8.0, dt=0.05),
+        model=model,
         obs=observation_model(subset(OBS_IDX, n=N_VAR), obs_std=0.7),
-        n_cycles=n_cycles,
-        obs_every=EVERY,
-        burn_in=5,
-        init_std=1.0,
+        chronology=chronology(0.05, obs_every=EVERY, n_cycles=n_cycles, burn_in=5),
+        initial=gaussian(model.x0, 1.0),
         # imperfect twin with a stochastic truth: the model-noise keys must line up too
         truth_model=with_noise(Lorenz96(n=N_VAR, forcing=8.0, dt=0.05), 0.05),
     )

@@ -10,13 +10,14 @@ from jaxda.core import Status
 from jaxda.ensemble import enkf, etkf
 from jaxda.experiments import (
     TwinSetup,
+    chronology,
     initial_ensemble,
     sakov2008,
     sakov2012,
     simulate,
     twin_experiment,
 )
-from jaxda.models import lorenz96, with_noise
+from jaxda.models import gaussian, lorenz96, with_noise
 from jaxda.observations import identity, observation_model
 
 
@@ -97,7 +98,12 @@ def test_experiment_is_differentiable_in_inflation():
 def test_perfect_observations_pin_the_filter_to_the_truth():
     # Independent sanity check: with tiny obs noise the analysis follows the truth.
     model = lorenz96(n=12)
-    setup = TwinSetup(model, observation_model(identity(12), obs_std=1e-3), n_cycles=50, burn_in=10)
+    setup = TwinSetup(
+        model,
+        observation_model(identity(12), obs_std=1e-3),
+        chronology(model.dt, obs_every=1, n_cycles=50, burn_in=10),
+        gaussian(model.x0, 0.03),
+    )
     res = twin_experiment(jax.random.key(5), setup, etkf(), 16)
     assert float(res.rmse_analysis) < 5e-3
 
@@ -108,7 +114,7 @@ def test_sakov2012_lorenz63_etkf_with_rotation():
     the seed spread of the shorter time mean (a diverged filter scores about 8)."""
     setup = sakov2012(n_cycles=600, burn_in=100)
     assert float(setup.obs.noise.std[0]) ** 2 == pytest.approx(2.0)
-    assert float(setup.init_std) ** 2 == pytest.approx(2.0)
+    assert float(setup.initial.noise.std) ** 2 == pytest.approx(2.0)
     method = with_rotation(with_inflation(etkf(), 1.02))
     res = jax.jit(lambda k: twin_experiment(k, setup, method, 10))(jax.random.key(7))
     assert float(res.rmse_analysis) < 0.9, float(res.rmse_analysis)
@@ -119,8 +125,8 @@ def test_imperfect_model_twin_uses_the_truth_model():
     # the truth from a stochastic model, the forecast from the deterministic one
     base = sakov2008(n=8, n_cycles=20, burn_in=0)
     noisy = with_noise(base.model, 0.5)
-    setup = TwinSetup(base.model, base.obs, n_cycles=20, truth_model=noisy)
-    perfect = TwinSetup(base.model, base.obs, n_cycles=20)
+    setup = base.replace(truth_model=noisy)
+    perfect = base
     key = jax.random.key(8)
     a, b = simulate(key, setup), simulate(key, perfect)
     np.testing.assert_allclose(a.truth0, b.truth0)
@@ -139,7 +145,12 @@ def test_driver_errors():
     with pytest.raises(ValueError, match="burn_in"):
         sakov2008(n_cycles=10, burn_in=10)
     with pytest.raises(ValueError, match="state of size 40"):
-        TwinSetup(lorenz96(40), observation_model(identity(12), obs_std=1.0), n_cycles=5)
+        TwinSetup(
+            lorenz96(40),
+            observation_model(identity(12), obs_std=1.0),
+            chronology(0.05, obs_every=1, n_cycles=5),
+            gaussian(jnp.zeros(40), 1.0),
+        )
     setup = sakov2008(n_cycles=10, burn_in=0)
     data = simulate(jax.random.key(0), setup)
     with pytest.raises(ValueError, match="inflation"):

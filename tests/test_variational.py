@@ -1,7 +1,5 @@
 """3D-Var / 4D-Var: costs, analyses against exact Gaussian conditioning, L96 twin experiments."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,11 +177,11 @@ def test_4dvar_beats_3dvar_on_sparse_observations(clim_cov):
     """Observations every 4 model steps: 4D-Var (non-overlapping windows of 4 observation
     times, ``lag = shift = 4``) beats 3D-Var at the same (window-end) analysis times on the
     same truth and observations, and its smoother beats its forecast."""
-    setup = dataclasses.replace(sakov2008(n_cycles=150, burn_in=50), obs_every=4)
+    setup = sakov2008(n_cycles=150, burn_in=50, obs_every=4)
     key = jax.random.key(1)
     data = simulate(key, setup)
     B = background_covariance(cov=0.05 * clim_cov)
-    E0 = jnp.broadcast_to(setup.center, (1, 40))
+    E0 = jnp.broadcast_to(setup.initial.mean, (1, 40))
 
     def run(method, record=None):
         return jax.jit(

@@ -20,6 +20,7 @@ from ._noise import (
     ScalarNoise,
     full_noise_from_cholesky,
     gaussian_noise,
+    singular_noise,
 )
 from ._protocol import AnalysisInfo, EnsembleState, Method, analysis_info, ensemble_init
 from ._status import (
@@ -62,6 +63,7 @@ __all__ = [
     "positive",
     "positive_or_error",
     "raise_on_failure",
+    "singular_noise",
     "status_array",
     "status_message",
 ]

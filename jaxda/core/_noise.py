@@ -191,61 +191,7 @@ def _float_array(a) -> Array:
     return a
 
 
-def gaussian_noise(
-    std: Float[Array, " m"] | float | None = None,
-    cov: Float[Array, "m m"] | None = None,
-    dim: int | None = None,
-    *,
-    sqrt: Float[Array, "m r"] | None = None,
-    singular: bool = False,
-    name: str = "obs",
-) -> GaussianNoise:
-    r"""Gaussian noise ``N(0, C)`` from exactly one of a std vector ``θ`` (``C = diag(θ²)``; a
-    scalar needs ``dim``), a covariance ``cov``, or a square-root factor ``sqrt`` (``C = F Fᵀ``,
-    ``F`` of shape ``(m, r)``: :class:`FactorNoise`).
-
-    Observation noise (the default, ``singular=False``) must be non-degenerate: a positive std,
-    a symmetric positive-definite ``cov``. Model noise may be singular (``singular=True``): a
-    std with zeros (a scalar std then stays one scalar leaf, :class:`ScalarNoise`), a positive semi-definite ``cov`` (then stored as the factor
-    ``V diag(√λ)`` of its eigen-decomposition, dropping null directions). ``name`` prefixes
-    the error messages (``"obs"``, ``"model-noise"``...).
-
-    Examples:
-        >>> noise = gaussian_noise(std=[1.0, 2.0])
-        >>> noise.cov().tolist()
-        [[1.0, 0.0], [0.0, 4.0]]
-        >>> gaussian_noise(sqrt=[[1.0], [1.0]]).cov().tolist()
-        [[1.0, 1.0], [1.0, 1.0]]
-    """
-    if sum(a is not None for a in (std, cov, sqrt)) != 1:
-        raise ValueError(f"{name} noise: give exactly one of std=, cov= or sqrt=")
-    if std is not None:
-        s = _float_array(std)
-        if s.ndim == 0:
-            if dim is None:
-                raise ValueError(f"a scalar {name} std needs dim= (the vector size)")
-            if singular:  # one scalar leaf (ScalarNoise)
-                if is_concrete(s) and not (np.isfinite(float(s)) and float(s) >= 0):
-                    raise ValueError(f"{name} std must be non-negative and finite, got {s}")
-                return ScalarNoise(s, dim)
-            s = jnp.full((dim,), s)
-        check_vector(s, f"{name} std", dim)
-        if not singular:
-            return DiagonalNoise(positive_or_error(f"{name} std", s))
-        if is_concrete(s):
-            sn = np.asarray(s)
-            if not (np.all(np.isfinite(sn)) and np.all(sn >= 0)):
-                raise ValueError(f"{name} std must be non-negative and finite, got {sn}")
-        return DiagonalNoise(s)
-    if sqrt is not None:
-        F = _float_array(sqrt)
-        if F.ndim != 2:
-            raise ValueError(f"{name} sqrt must be an (m, r) factor, got shape {F.shape}")
-        if dim is not None and F.shape[0] != dim:
-            raise ValueError(f"{name} sqrt must have {dim} rows, got shape {F.shape}")
-        if is_concrete(F) and not np.all(np.isfinite(np.asarray(F))):
-            raise ValueError(f"{name} sqrt must be finite")
-        return FactorNoise(F)
+def _float_matrix(cov, name: str, dim: int | None) -> Array:
     c = _float_array(cov)
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"{name} cov must be a square (m, m) matrix, got shape {c.shape}")
@@ -257,15 +203,98 @@ def gaussian_noise(
             raise ValueError(f"{name} cov must be finite")
         if not np.allclose(cn, cn.T):
             raise ValueError(f"{name} cov must be symmetric")
-        lam, V = np.linalg.eigh(cn)
+    return c
+
+
+def gaussian_noise(
+    std: Float[Array, " m"] | float | None = None,
+    cov: Float[Array, "m m"] | None = None,
+    dim: int | None = None,
+    *,
+    name: str = "obs",
+) -> Noise:
+    r"""Non-degenerate Gaussian noise (observation noise ``R``) from a std vector ``θ`` (or a
+    scalar with ``dim``) or a symmetric positive-definite covariance.
+
+    Raises ``ValueError`` for non-positive std, a non-square or non-positive-definite
+    covariance, or when both/neither of ``std`` and ``cov`` are given. ``name`` prefixes the
+    error messages. For a covariance that may be singular (model error) see
+    :func:`singular_noise`.
+
+    Examples:
+        >>> noise = gaussian_noise(std=[1.0, 2.0])
+        >>> noise.cov().tolist()
+        [[1.0, 0.0], [0.0, 4.0]]
+    """
+    if (std is None) == (cov is None):
+        raise ValueError(f"{name} noise: give exactly one of std= or cov=")
+    if std is not None:
+        s = _float_array(std)
+        if s.ndim == 0:
+            if dim is None:
+                raise ValueError(f"a scalar {name} std needs dim= (the vector size)")
+            s = jnp.full((dim,), s)
+        check_vector(s, f"{name} std", dim)
+        return DiagonalNoise(positive_or_error(f"{name} std", s))
+    c = _float_matrix(cov, name, dim)
+    if is_concrete(c) and np.any(np.linalg.eigvalsh(np.asarray(c)) <= 0):
+        raise ValueError(f"{name} cov must be positive definite")
+    return full_noise_from_cholesky(jnp.linalg.cholesky(c))
+
+
+def singular_noise(
+    std: Float[Array, " n"] | float | None = None,
+    cov: Float[Array, "n n"] | None = None,
+    dim: int | None = None,
+    *,
+    sqrt: Float[Array, "n r"] | None = None,
+    name: str = "model-noise",
+) -> GaussianNoise:
+    r"""Gaussian noise ``N(0, Q)`` that may be singular (model error ``Q``, an initial spread)
+    from exactly one of ``std`` (a scalar: :class:`ScalarNoise`, one leaf; an ``(n,)`` vector
+    with zeros allowed: :class:`DiagonalNoise`), ``cov`` (symmetric positive semi-definite;
+    stored as its Cholesky factor when definite, else as the factor ``V diag(√λ)`` of its
+    eigen-decomposition without the null directions) or ``sqrt`` (a factor ``F`` of shape
+    ``(n, r)``, ``Q = F Fᵀ``: :class:`FactorNoise`, nothing ``n×n`` formed).
+
+    Examples:
+        >>> singular_noise(sqrt=[[1.0], [1.0]]).cov().tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
+        >>> singular_noise(std=[0.0, 2.0]).variance().tolist()
+        [0.0, 4.0]
+    """
+    if sum(a is not None for a in (std, cov, sqrt)) != 1:
+        raise ValueError(f"{name}: give exactly one of std=, cov= or sqrt=")
+    if std is not None:
+        s = _float_array(std)
+        if is_concrete(s):
+            sn = np.asarray(s)
+            if not (np.all(np.isfinite(sn)) and np.all(sn >= 0)):
+                raise ValueError(f"{name} std must be non-negative and finite, got {sn}")
+        if s.ndim == 0:
+            if dim is None:
+                raise ValueError(f"a scalar {name} std needs dim= (the vector size)")
+            return ScalarNoise(s, dim)
+        check_vector(s, f"{name} std", dim)
+        return DiagonalNoise(s)
+    if sqrt is not None:
+        F = _float_array(sqrt)
+        if F.ndim != 2:
+            raise ValueError(f"{name} sqrt must be an (n, r) factor, got shape {F.shape}")
+        if dim is not None and F.shape[0] != dim:
+            raise ValueError(f"{name} sqrt must have {dim} rows, got shape {F.shape}")
+        if is_concrete(F) and not np.all(np.isfinite(np.asarray(F))):
+            raise ValueError(f"{name} sqrt must be finite")
+        return FactorNoise(F)
+    c = _float_matrix(cov, name, dim)
+    if is_concrete(c):
+        lam, V = np.linalg.eigh(np.asarray(c))
         tol = 1e-10 * max(float(np.max(np.abs(lam))), 1e-300)
-        if singular and np.any(lam < -tol):
+        if np.any(lam < -tol):
             raise ValueError(f"{name} cov must be positive semi-definite")
-        if singular and np.any(lam <= tol):
+        if np.any(lam <= tol):
             keep = lam > tol
             return FactorNoise(jnp.asarray(V[:, keep] * np.sqrt(lam[keep]), c.dtype))
-        if not singular and np.any(lam <= 0):
-            raise ValueError(f"{name} cov must be positive definite")
     return full_noise_from_cholesky(jnp.linalg.cholesky(c))
 
 

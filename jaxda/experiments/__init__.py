@@ -1,5 +1,6 @@
 """Twin experiments from the literature (truth simulation, scoring) on top of the driver."""
 
+from ._chronology import Chronology, chronology
 from ._literature import bocquet2019, lorenz1996_uv, wilks2005
 from ._qg import (
     linspace_int,
@@ -25,10 +26,12 @@ from ._twin import (
 )
 
 __all__ = [
+    "Chronology",
     "TwinData",
     "TwinResult",
     "TwinSetup",
     "bocquet2019",
+    "chronology",
     "initial_ensemble",
     "linspace_int",
     "lorenz1996_uv",

@@ -21,8 +21,9 @@ import math
 
 import numpy as np
 
-from ..models import kuramoto_sivashinsky, lorenz_uv
+from ..models import gaussian, kuramoto_sivashinsky, lorenz_uv
 from ..observations import identity, observation_model, subset
+from ._chronology import chronology
 from ._twin import TwinSetup
 
 
@@ -74,13 +75,12 @@ def bocquet2019(
         >>> s.model.dim, s.model.dt, s.obs_every, s.obs.dim
         (128, 0.5, 2, 128)
     """
+    model = kuramoto_sivashinsky(n=n, dt=0.5)
     return TwinSetup(
-        model=kuramoto_sivashinsky(n=n, dt=0.5),
+        model=model,
         obs=observation_model(identity(n), obs_std=obs_std),
-        n_cycles=n_cycles,
-        obs_every=2,
-        burn_in=burn_in,
-        init_std=math.sqrt(0.001),
+        chronology=chronology(0.5, obs_every=2, n_cycles=n_cycles, burn_in=burn_in),
+        initial=gaussian(model.x0, math.sqrt(0.001)),
     )
 
 
@@ -111,10 +111,8 @@ def wilks2005(n_cycles: int = 1_280, burn_in: int = 120) -> TwinSetup:
     return TwinSetup(
         model=model,
         obs=observation_model(subset(np.arange(n_slow), model.dim), obs_std=math.sqrt(0.1)),
-        n_cycles=n_cycles,
-        obs_every=10,
-        burn_in=burn_in,
-        init_std=0.1,
+        chronology=chronology(0.005, obs_every=10, n_cycles=n_cycles, burn_in=burn_in),
+        initial=gaussian(model.x0, 0.1),
     )
 
 
@@ -136,8 +134,6 @@ def lorenz1996_uv(n_cycles: int = 1_280, burn_in: int = 120) -> TwinSetup:
     return TwinSetup(
         model=model,
         obs=observation_model(subset(np.arange(model.n_slow), model.dim), obs_std=1.0),
-        n_cycles=n_cycles,
-        obs_every=10,
-        burn_in=burn_in,
-        init_std=0.1,
+        chronology=chronology(0.005, obs_every=10, n_cycles=n_cycles, burn_in=burn_in),
+        initial=gaussian(model.x0, 0.1),
     )

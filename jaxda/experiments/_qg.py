@@ -32,8 +32,9 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..core import Method
-from ..models import QG, trajectory
+from ..models import QG, gaussian, trajectory
 from ..observations import ObservationSeries, observation_model, observation_series, subset
+from ._chronology import chronology
 from ._twin import TwinData, TwinResult, TwinSetup, twin_experiment
 
 
@@ -113,10 +114,8 @@ def qg_sakov2008(
     return TwinSetup(
         model=model,
         obs=observation_model(subset(jj, n=model.dim), obs_std=obs_std),
-        n_cycles=n_cycles,
-        obs_every=1,
-        burn_in=burn_in,
-        init_std=0.0,
+        chronology=chronology(float(model.dt), obs_every=1, n_cycles=n_cycles, burn_in=burn_in),
+        initial=gaussian(model.x0, 0.0),
     )
 
 

@@ -21,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -28,55 +29,90 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ..assimilate import History, assimilate, assimilate_stream, run_status
 from ..core import Method, is_concrete
-from ..models import Lorenz63, Lorenz96, Model, trajectory
+from ..models import (
+    Distribution,
+    Lorenz63,
+    Lorenz96,
+    Model,
+    check_distribution,
+    gaussian,
+    trajectory,
+)
 from ..observations import ObservationModel, ObservationSeries, identity, observation_model
 from ..observations import observation_series as _series
+from ._chronology import Chronology, chronology
 
 
 class TwinSetup(eqx.Module):
-    """A twin experiment (a pytree: its model and observation parameters are leaves).
+    """A twin experiment (a pytree: its model, noise and initial-distribution parameters are
+    leaves; the chronology is static).
 
     Attributes:
-        model: the forecast model (one state; stochastic models add their noise).
+        model: the forecast model (one state; a stochastic model adds its noise ``Q``).
         obs: observation model ``y = H(x) + ε``.
-        n_cycles: number of observation times ``K`` (static).
-        obs_every: model steps between two observation times (static).
-        burn_in: observation times discarded from time averages (static).
-        init_std: std of the initial truth and ensemble around ``x0`` (DAPPER's ``X0``).
-        x0: centre of the initial distribution (defaults to ``model.x0``).
+        chronology: the observation times and burn-in (:func:`chronology`, in model time).
+        initial: the distribution of the initial truth (DAPPER's ``X0``;
+            :func:`jaxda.models.gaussian`, :func:`jaxda.models.empirical`).
+        ensemble_initial: the distribution the initial ensemble is drawn from (defaults to
+            ``initial``; set it for a misspecified initial uncertainty).
         truth_model: the model that generates the truth (defaults to ``model``; set it for an
-            imperfect-model twin).
+            imperfect-model twin: other parameters, other model noise ``Q``).
+
+    The derived counts ``n_cycles``, ``obs_every`` and ``burn_in`` are the chronology's.
     """
 
     model: Model
     obs: ObservationModel
-    n_cycles: int = eqx.field(static=True)
-    obs_every: int = eqx.field(static=True, default=1)
-    burn_in: int = eqx.field(static=True, default=0)
-    init_std: float | Array = math.sqrt(0.001)
-    x0: Array | None = None
+    chronology: Chronology = eqx.field(static=True)
+    initial: Distribution
+    ensemble_initial: Distribution | None = None
     truth_model: Model | None = None
 
     def __check_init__(self):
-        if self.n_cycles < 1:
-            raise ValueError(f"n_cycles must be >= 1, got {self.n_cycles}")
-        if self.obs_every < 1:
-            raise ValueError(f"obs_every must be >= 1, got {self.obs_every}")
-        if not 0 <= self.burn_in < self.n_cycles:
-            raise ValueError(
-                f"burn_in must be in [0, n_cycles), got {self.burn_in} with n_cycles={self.n_cycles}"
+        if not isinstance(self.chronology, Chronology):
+            raise TypeError(
+                "chronology must be a jaxda.experiments.Chronology (see chronology()), got "
+                f"{type(self.chronology).__name__}"
             )
-        if is_concrete(self.init_std) and not float(self.init_std) >= 0:
-            raise ValueError(f"init_std must be >= 0, got {self.init_std}")
-        self.obs.operator.check(self.model.dim)
+        n = self.model.dim
+        if is_concrete(self.model.dt) and not math.isclose(
+            float(self.model.dt), self.chronology.dt, rel_tol=1e-9
+        ):
+            raise ValueError(
+                f"the chronology's dt={self.chronology.dt} differs from the model's "
+                f"dt={float(self.model.dt)}"
+            )
+        check_distribution(self.initial, n, "initial")
+        if self.ensemble_initial is not None:
+            check_distribution(self.ensemble_initial, n, "ensemble_initial")
+        if self.truth_model is not None and self.truth_model.dim != n:
+            raise ValueError(f"truth_model has dimension {self.truth_model.dim}, the model {n}")
+        self.obs.operator.check(n)
 
     @property
-    def center(self) -> Float[Array, " n"]:
-        return self.model.x0 if self.x0 is None else jnp.asarray(self.x0)
+    def n_cycles(self) -> int:
+        return self.chronology.n_cycles
+
+    @property
+    def obs_every(self) -> int:
+        return self.chronology.obs_every
+
+    @property
+    def burn_in(self) -> int:
+        return self.chronology.burn_in
+
+    def replace(self, **changes) -> TwinSetup:
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_cycles(self, n_cycles: int, burn_in: int | None = None) -> TwinSetup:
+        """The same setup over ``n_cycles`` observation times (a regular chronology)."""
+        return self.replace(chronology=self.chronology.with_cycles(n_cycles, burn_in))
 
 
 class TwinData(NamedTuple):
@@ -102,16 +138,18 @@ class TwinResult(NamedTuple):
 
 
 def simulate(key: Array, setup: TwinSetup) -> TwinData:
-    """Draw the initial truth, run the truth model and observe every ``obs_every`` steps."""
+    """Draw the initial truth from ``setup.initial``, run the truth model and observe it at
+    the chronology's observation times (regular or not)."""
     k0, kmodel, kobs = jax.random.split(key, 3)
-    x0 = setup.center
-    truth0 = x0 + setup.init_std * jax.random.normal(k0, x0.shape, x0.dtype)
+    truth0 = setup.initial.sample(k0)
     model = setup.model if setup.truth_model is None else setup.truth_model
-    states = trajectory(kmodel, model, truth0, setup.n_cycles * setup.obs_every)
-    truth = states[setup.obs_every - 1 :: setup.obs_every]
-    noise = setup.obs.noise.sample(kobs, (setup.n_cycles,)).astype(truth.dtype)
+    chron = setup.chronology
+    states = trajectory(kmodel, model, truth0, chron.n_steps)
+    truth = states[np.cumsum(chron.obs_steps) - 1]
+    noise = setup.obs.noise.sample(kobs, (chron.n_cycles,)).astype(truth.dtype)
     ys = jax.vmap(setup.obs.operator)(truth) + noise
-    series = _series(ys, setup.obs, n_steps=setup.obs_every, dt=setup.model.dt)
+    n_steps = chron.obs_every if chron.regular else np.asarray(chron.obs_steps)
+    series = _series(ys, setup.obs, n_steps=n_steps, dt=setup.model.dt)
     return TwinData(truth0, truth, series)
 
 
@@ -139,9 +177,13 @@ def twin_stream(key: Array, setup: TwinSetup):
         >>> bool(jnp.allclose(x1, simulate(jax.random.key(0), setup).truth[0])), y1.shape
         (True, (10,))
     """
+    if not setup.chronology.regular:
+        raise ValueError(
+            "a streaming twin needs regular observation times (the chronology is irregular): "
+            "use simulate()"
+        )
     k0, kmodel, kobs = jax.random.split(key, 3)
-    x0 = setup.center
-    truth0 = x0 + setup.init_std * jax.random.normal(k0, x0.shape, x0.dtype)
+    truth0 = setup.initial.sample(k0)
     model = setup.model if setup.truth_model is None else setup.truth_model
     K, s = setup.n_cycles, setup.obs_every
     model_keys = jax.random.split(kmodel, K * s).reshape(K, s) if model.stochastic else None
@@ -158,11 +200,12 @@ def twin_stream(key: Array, setup: TwinSetup):
 
 
 def initial_ensemble(key: Array, setup: TwinSetup, n_members: int) -> Float[Array, "N n"]:
-    """Members drawn from ``N(x0, init_std² I)`` (DAPPER's ``X0.sample(N)``)."""
+    """``n_members`` members drawn from ``setup.ensemble_initial`` (default: the truth's
+    ``setup.initial``; DAPPER's ``X0.sample(N)``)."""
     if not isinstance(n_members, int) or n_members < 1:
         raise ValueError(f"n_members must be a positive int, got {n_members!r}")
-    x0 = setup.center
-    return x0 + setup.init_std * jax.random.normal(key, (n_members, *x0.shape), x0.dtype)
+    dist = setup.initial if setup.ensemble_initial is None else setup.ensemble_initial
+    return dist.sample(key, (n_members,))
 
 
 def time_mean(series: Float[Array, " K"], burn_in: int) -> Float[Array, ""]:
@@ -281,13 +324,12 @@ def sakov2008(
     infl 1.2 rot about 0.46; with ``obs_every=4`` (``dto = 0.2``): 4D-Var lag 1/2/4 with
     ``xB`` 0.2/0.1/0.02 about 0.46/0.39/0.37.
     """
+    model = Lorenz96(n=n, forcing=8.0, dt=0.05)
     return TwinSetup(
-        model=Lorenz96(n=n, forcing=8.0, dt=0.05),
+        model=model,
         obs=observation_model(identity(n), obs_std=obs_std),
-        n_cycles=n_cycles,
-        obs_every=obs_every,
-        burn_in=burn_in,
-        init_std=math.sqrt(0.001),
+        chronology=chronology(0.05, obs_every=obs_every, n_cycles=n_cycles, burn_in=burn_in),
+        initial=gaussian(model.x0, math.sqrt(0.001)),
     )
 
 
@@ -298,11 +340,10 @@ def sakov2012(
     ``obs_every=25`` steps (``dtObs = 0.25``) with ``R = 2 I``, initial truth and ensemble from
     ``N(x0, 2 I)``. Documented scores (DAPPER): EnKF N=10 infl 1.02 rot about 0.6-0.7 (ETKF),
     iEnKS about 0.31."""
+    model = Lorenz63(dt=0.01)
     return TwinSetup(
-        model=Lorenz63(dt=0.01),
+        model=model,
         obs=observation_model(identity(3), obs_std=obs_std),
-        n_cycles=n_cycles,
-        obs_every=obs_every,
-        burn_in=burn_in,
-        init_std=math.sqrt(2.0),
+        chronology=chronology(0.01, obs_every=obs_every, n_cycles=n_cycles, burn_in=burn_in),
+        initial=gaussian(model.x0, math.sqrt(2.0)),
     )

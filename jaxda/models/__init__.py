@@ -5,6 +5,14 @@ parameters are fields, so ``jax.vmap``/``jax.grad`` act on them.
 """
 
 from ._augmented import Augmented, augmented
+from ._distributions import (
+    Distribution,
+    Empirical,
+    Gaussian,
+    check_distribution,
+    empirical,
+    gaussian,
+)
 from ._integrate import (
     AdditiveNoise,
     FunctionModel,
@@ -39,7 +47,10 @@ __all__ = [
     "QG",
     "AdditiveNoise",
     "Augmented",
+    "Distribution",
+    "Empirical",
     "FunctionModel",
+    "Gaussian",
     "KuramotoSivashinsky",
     "LinearModel",
     "Lorenz63",
@@ -51,10 +62,13 @@ __all__ = [
     "WindowState",
     "arakawa_jacobian",
     "augmented",
+    "check_distribution",
     "check_window_options",
+    "empirical",
     "empty_window",
     "forecast",
     "from_callable",
+    "gaussian",
     "helmholtz_solve",
     "kuramoto_sivashinsky",
     "laplacian",

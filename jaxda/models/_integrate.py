@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core import GaussianNoise, is_concrete, not_traceable_as_type_error
+from ..core import GaussianNoise, is_concrete, not_traceable_as_type_error, singular_noise
 
 Rhs = Callable[[Array], Array]
 
@@ -198,14 +198,10 @@ def with_noise(
         >>> with_noise(m, 0.0) is m
         True
     """
-    from ..core import gaussian_noise
-
     if per not in ("step", "time"):
         raise ValueError(f'per must be "step" or "time", got {per!r}')
     if model.stochastic:
         raise ValueError("with_noise wraps a deterministic model")
-    if sum(a is not None for a in (std, cov, sqrt)) != 1:
-        raise ValueError("model noise: give exactly one of std=, cov= or sqrt=")
     if std is not None and is_concrete(std) and np.all(np.asarray(std) == 0):
         return model
     scale = 1.0
@@ -222,9 +218,7 @@ def with_noise(
         cov = jnp.asarray(cov) * scale
     else:
         sqrt = jnp.asarray(sqrt) * jnp.sqrt(scale)
-    noise = gaussian_noise(
-        std=std, cov=cov, sqrt=sqrt, dim=model.dim, singular=True, name="model-noise"
-    )
+    noise = singular_noise(std=std, cov=cov, sqrt=sqrt, dim=model.dim, name="model-noise")
     return AdditiveNoise(model, noise)
 
 
