@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["plot_assimilation", "plot_rank_histogram", "plot_scores"]
 
 MAX_ROWS = 400
-"""Default cap on the number of time rows of a Hovmöller panel (see :func:`thin`)."""
+"""Default cap on the number of time rows of a Hovmöller panel."""
 MAX_COLUMNS = 1000
 """Default cap on the number of state columns of a Hovmöller panel."""
 
@@ -95,6 +95,14 @@ def thin(n_rows: int, max_rows: int) -> slice:
         (slice(None, None, 25), slice(None, None, 1))
     """
     return slice(None, None, max(1, math.ceil(n_rows / max_rows)))
+
+
+def _rows(n_rows: int, max_rows: int, how: str) -> slice:
+    """The Hovmöller rows shown of ``n_rows``: all when at most ``max_rows``, else the last
+    ``max_rows`` (``how="last"``) or every ``s``-th (``how="stride"``, :func:`thin`)."""
+    if n_rows <= max_rows:
+        return slice(None)
+    return slice(n_rows - max_rows, None) if how == "last" else thin(n_rows, max_rows)
 
 
 def _burn_in_time(t: np.ndarray, burn_in: int) -> float:
@@ -310,6 +318,7 @@ def plot_assimilation(
     forecast: bool = False,
     log_scale: bool = True,
     max_rows: int = MAX_ROWS,
+    rows: str = "last",
     title: str | None = None,
     path: str | None = None,
     dpi: int = 120,
@@ -321,10 +330,17 @@ def plot_assimilation(
     ``mean − truth``. The truth and the mean share one colour scale; the error uses a diverging
     map (``RdBu_r``) centred at 0 whose range is the 99th percentile of ``|error|`` after the
     burn-in (larger burn-in errors saturate; the colour bar's arrows say so). A dashed line
-    marks the end of the burn-in. Long runs are thinned to at most ``max_rows`` time rows by
-    keeping every ``s``-th time (:func:`thin`), states with more than 1000 variables to at most
-    1000 columns the same way. For a 2-D field (a flattened grid) the state index runs over the
-    flattened grid, which is not what a Hovmöller diagram is for.
+    marks the end of the burn-in.
+
+    A long run shows at most ``max_rows`` time rows, so that the travelling waves stay visible:
+    by default (``rows="last"``) the last ``max_rows`` times, a contiguous window of the
+    settled filter (400 Lorenz-96 times at ``dt = 0.05`` are 20 time units, about 15 waves
+    passing); with ``rows="stride"`` every ``s``-th time over the whole run (:func:`thin`),
+    an overview in which the waves alias into noise once ``s·dt`` exceeds the model's
+    decorrelation time (Lorenz-96: ``s ≳ 5``). The panels' heading says which times are shown.
+    States with more than 1000 variables show every ``s``-th variable (at most 1000 columns).
+    For a 2-D field (a flattened grid) the state index runs over the flattened grid, which is
+    not what a Hovmöller diagram is for.
 
     Bottom row: :func:`plot_scores` (RMSE and spread over model time, burn-in shaded) and, with
     ``ranks``, :func:`plot_rank_histogram`.
@@ -347,6 +363,8 @@ def plot_assimilation(
         forecast: also plot the forecast RMSE and spread.
         log_scale: log-scale y axis of the RMSE/spread panel (see :func:`plot_scores`).
         max_rows: at most this many time rows per Hovmöller panel.
+        rows: ``"last"`` (the last ``max_rows`` times) or ``"stride"`` (every ``s``-th time),
+            for runs longer than ``max_rows``.
         title: figure title.
         path: save the figure there (PNG, PDF, SVG... from the extension); no GUI needed.
         dpi: resolution of a saved raster image.
@@ -374,6 +392,8 @@ def plot_assimilation(
     burn_in = _check_burn_in(burn_in, K)
     every = _positive_int("record_every", record_every)
     max_rows = _positive_int("max_rows", max_rows, low=2)
+    if rows not in ("last", "stride"):
+        raise ValueError(f'rows must be "last" or "stride", got {rows!r}')
     _positive_int("dpi", dpi)
     if every > K:
         raise ValueError(f"record_every={every} exceeds the number of times K={K}")
@@ -405,29 +425,31 @@ def plot_assimilation(
     # the Hovmöller rows: the mean's times (and the truth at them) when a mean is given
     panels = []
     if mean is not None:
-        rows = thin(t_mean.size, max_rows)
-        th = t_mean[rows]
+        n_rows = t_mean.size
+        shown = _rows(n_rows, max_rows, rows)
+        th = t_mean[shown]
         if truth is not None:
-            truth_rows = truth[every - 1 :: every][: t_mean.size]
-            panels.append(("truth", truth_rows[rows]))
-        panels.append(("analysis mean", mean[rows]))
+            truth_rows = truth[every - 1 :: every][:n_rows]
+            panels.append(("truth", truth_rows[shown]))
+        panels.append(("analysis mean", mean[shown]))
         if truth is not None:
-            panels.append(("analysis error", (mean - truth_rows)[rows]))
+            panels.append(("analysis error", (mean - truth_rows)[shown]))
             # the error colour range from the scored times (burn-in errors may saturate)
-            scored = np.abs(mean - truth_rows)[t_mean > _burn_in_time(t, burn_in)]
+            after = (np.arange(n_rows) + 1) * every - 1 >= burn_in
+            scored = np.abs(mean - truth_rows)[after]
             scored = scored[np.isfinite(scored)]
     elif truth is not None:
-        rows = thin(K, max_rows)
-        th = t[rows]
-        panels.append(("truth", truth[rows]))
-
+        n_rows = K
+        shown = _rows(K, max_rows, rows)
+        th = t[shown]
+        panels.append(("truth", truth[shown]))
     n_top = len(panels)
     fig = _figure((13.0, 8.0 if n_top else 3.8))
     # two subfigures, each with its own layout: the Hovmöller row's colour bars and the
     # scores' legend (outside its axes) do not push each other's columns around
     if n_top:
-        rows = fig.add_gridspec(2, 1, height_ratios=[1.5, 1.0])
-        top, low = fig.add_subfigure(rows[0]), fig.add_subfigure(rows[1])
+        split = fig.add_gridspec(2, 1, height_ratios=[1.5, 1.0])
+        top, low = fig.add_subfigure(split[0]), fig.add_subfigure(split[1])
     else:
         top, low = None, fig
     if top is not None:
@@ -435,6 +457,14 @@ def plot_assimilation(
         finite = np.concatenate([f[np.isfinite(f)] for f in fields])
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         t_burn = _burn_in_time(t, burn_in) if burn_in > 0 else None
+        if t_burn is not None and not th[0] <= t_burn <= th[-1]:
+            t_burn = None  # the burn-in is not in the rows shown
+        if th.size < n_rows:
+            times = "recorded" if mean is not None and every > 1 else "observation"
+            which = f"the last {th.size}" if rows == "last" else f"one in {shown.step}"
+            top.suptitle(
+                f"Hovmöller panels: {which} of the {n_rows} {times} times", fontsize="medium"
+            )
         first = None
         for i, (name, field) in enumerate(panels):
             ax = top.add_subplot(1, n_top, i + 1, sharex=first, sharey=first)

@@ -176,8 +176,16 @@ def test_plot_panels_only_for_given_data_and_thinning(run):
     assert not by_title["ensemble spread"].patches  # no burn-in to shade
     mesh = by_title["analysis mean"].collections[0]
     assert np.asarray(mesh.get_array()).size == (K // every) * n
-    # a long run is thinned to at most max_rows time rows (every s-th time kept)
+    # a long run shows at most max_rows time rows: the last ones, or every s-th time
     fig = plot_assimilation(hist, truth=truth, mean=hist.record, burn_in=BURN_IN, max_rows=7)
+    by_title, _, _ = _panels(fig)
+    mesh = by_title["truth"].collections[0]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(-1, n), truth[-7:])
+    assert not by_title["truth"].get_lines()  # the burn-in is not in the window shown
+    assert fig.subfigs[0].get_suptitle() == (
+        f"Hovmöller panels: the last 7 of the {K} observation times"
+    )
+    fig = plot_assimilation(hist, truth=truth, max_rows=7, rows="stride")
     by_title, _, _ = _panels(fig)
     stride = int(np.ceil(K / 7))
     mesh = by_title["truth"].collections[0]
@@ -210,5 +218,7 @@ def test_plot_assimilation_validates_inputs(run):
         plot_assimilation(hist, mean=hist.record, record_every=2)
     with pytest.raises(ValueError, match="ranks"):
         plot_assimilation(hist, ranks=ranks[1:])
+    with pytest.raises(ValueError, match="rows"):
+        plot_assimilation(hist, truth=truth, rows="first")
     with pytest.raises(TypeError, match="History"):
         plot_assimilation(truth)
