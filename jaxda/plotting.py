@@ -194,7 +194,8 @@ def _scores(ax: Axes, t: np.ndarray, series: list, burn_in: int, log_scale: bool
     ax.set_xlabel("model time")
     ax.set_ylabel("RMSE, spread" if has_rmse else "spread")
     ax.set_title("RMSE of the mean and ensemble spread" if has_rmse else "ensemble spread")
-    ax.set_xlim(t[0], t[-1])
+    if t[-1] > t[0]:
+        ax.set_xlim(t[0], t[-1])
     # outside the axes, right: a legend inside would hide part of the series
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(True, which="major", alpha=0.3)
