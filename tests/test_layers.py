@@ -21,6 +21,7 @@ LAYER = {
     "experiments": 5,
     "io": 5,
     "cli": 5,
+    "plotting": 5,
 }
 FILES = sorted(p for p in ROOT.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))
 
