@@ -10,9 +10,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -38,21 +39,20 @@ from .assimilate import (
 )
 from .core import Status, status_message
 from .experiments import (
+    DEFAULT_SETUP,
+    SETUPS,
     TwinSetup,
-    bocquet2019,
     chronology,
     initial_ensemble,
-    sakov2008,
-    sakov2012,
     simulate,
     twin_stream,
-    wilks2005,
 )
 from .models import smoothed_record
 from .observations import from_callable, observation_model
 
-# --model -> its setup: lorenz96 = DAPPER Lorenz96/sakov2008, lorenz63 = Lorenz63/sakov2012,
-# ks = KS/bocquet2019 (Kuramoto–Sivashinsky), lorenz_uv = LorenzUV/wilks05 (two-scale Lorenz-96)
+# --model -> its default setup (DEFAULT_SETUP): lorenz96 = DAPPER Lorenz96/sakov2008,
+# lorenz63 = Lorenz63/sakov2012, ks = KS/bocquet2019 (Kuramoto–Sivashinsky),
+# lorenz_uv = LorenzUV/wilks05 (two-scale Lorenz-96); --setup names any of SETUPS
 MODELS = ("lorenz63", "lorenz96", "ks", "lorenz_uv")
 
 # JAX's persistent compilation cache for the CLI's programs (--compile-cache).
@@ -73,37 +73,6 @@ _METHOD_FLAGS = {
     "ordering": "--ordering",
 }
 
-# Defaults per (model, method): the published tunings of DAPPER's benchmark setups
-# (ensf and pf: choices measured with jaxda, see the README).
-_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("lorenz96", "enkf"): {"N": 40, "inflation": 1.06},
-    ("lorenz96", "etkf"): {"N": 24, "inflation": 1.013, "rotate": True},
-    ("lorenz96", "letkf"): {"N": 7, "inflation": 1.04, "localization_radius": 4.0},
-    ("lorenz96", "denkf"): {"N": 40, "inflation": 1.01},
-    ("lorenz96", "ensrf"): {"N": 28, "inflation": 1.02, "rotate": True},
-    ("lorenz96", "enkf_n"): {"N": 24, "rotate": True},
-    ("lorenz96", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
-    ("lorenz96", "3dvar"): {"N": 1, "xb": 0.02},
-    ("lorenz96", "ienks"): {"N": 25, "inflation": 1.2, "rotate": True},
-    ("lorenz96", "4dvar"): {"N": 1, "xb": 0.2},
-    ("lorenz96", "4denvar"): {"N": 10, "inflation": 1.05, "localization_radius": 4.0},
-    ("lorenz63", "enkf"): {"N": 10, "inflation": 1.02},
-    ("lorenz63", "etkf"): {"N": 10, "inflation": 1.02, "rotate": True},
-    ("lorenz63", "letkf"): {"N": 10, "inflation": 1.02, "localization_radius": 1e9},
-    ("lorenz63", "enkf_n"): {"N": 10, "rotate": True},
-    ("lorenz63", "ensf"): {"N": 20, "standardize": True, "eps_alpha": 0.5, "eps_beta": 0.5},
-    ("lorenz63", "pf"): {"N": 100, "reg": 2.4, "resample_threshold": 0.3},
-    ("lorenz63", "3dvar"): {"N": 1, "xb": 0.02},
-    ("lorenz63", "ienks"): {"N": 10, "inflation": 1.02, "rotate": True},
-    ("lorenz63", "4dvar"): {"N": 1, "xb": 0.1},
-    ("lorenz63", "4denvar"): {"N": 10, "inflation": 1.02},
-    # KS LETKF: DAPPER's infl 1.02 loses track on some seeds (so does DAPPER), 1.04 holds
-    ("ks", "letkf"): {"N": 16, "inflation": 1.04, "rotate": True, "localization_radius": 51 / 1.82},
-    ("ks", "etkf"): {"N": 20, "inflation": 1.03, "rotate": True},
-    ("lorenz_uv", "3dvar"): {"N": 1, "xb": 2.0},
-    ("lorenz_uv", "etkf"): {"N": 20, "inflation": 1.02, "rotate": True},
-    ("lorenz_uv", "enkf_n"): {"N": 20},
-}
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
 
 
@@ -159,7 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     methods = available_methods()
-    run.add_argument("--model", default="lorenz96", choices=MODELS, help="forecast model")
+    run.add_argument(
+        "--model",
+        default=None,
+        choices=MODELS,
+        help="forecast model, run on its default literature setup (default lorenz96)",
+    )
+    run.add_argument(
+        "--setup",
+        default=None,
+        choices=sorted(SETUPS),
+        help="a named literature setup (DAPPER's mods), run with the tuning documented for "
+        "the method (see jaxda.experiments.SETUPS)",
+    )
     run.add_argument("--method", default="enkf", choices=methods, help="assimilation method")
     run.add_argument(
         "--ensemble-size",
@@ -200,13 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the published tuning)",
     )
     run.add_argument(
-        "--cycles", type=_positive_int("cycles"), default=2000, help="observation times"
+        "--cycles",
+        type=_positive_int("cycles"),
+        default=None,
+        help="observation times (default 2000)",
+    )
+    run.add_argument(
+        "--duration",
+        type=_positive_float("duration"),
+        default=None,
+        help="model time of the last observation (DAPPER's T), instead of --cycles",
     )
     run.add_argument(
         "--burn-in",
         type=int,
         default=None,
-        help="times excluded from time means (default: min(400 L96 / 200 L63, cycles/5))",
+        help="observation times excluded from time means (default: the setup's, at most cycles/5)",
+    )
+    run.add_argument(
+        "--burn-in-time",
+        type=float,
+        default=None,
+        help="model time up to which the scores leave observation times out (DAPPER's BurnIn), "
+        "instead of --burn-in",
     )
     run.add_argument("--seed", type=int, default=0, help="PRNG seed")
     run.add_argument(
@@ -214,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int("obs-every"),
         default=None,
         help="model steps per observation time (default: the setup's, 1 L96, 25 L63, 2 KS, 10 UV)",
+    )
+    run.add_argument(
+        "--obs-interval",
+        type=_positive_float("obs-interval"),
+        default=None,
+        help="model time between observations (DAPPER's dto), instead of --obs-every",
     )
     run.add_argument(
         "--obs-std",
@@ -341,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report the filter's log-likelihood log p(y_1..y_K) (EnKF innovation "
         "likelihood, PF evidence; needs N >= 2)",
     )
-    run.add_argument("--plot", default=None, help="save RMSE/spread time series to this PNG")
+    run.add_argument(
+        "--plot",
+        default=None,
+        help="save a figure to this PNG: Hovmöller panels of truth, analysis mean and error, "
+        "RMSE and spread over time (burn-in marked), the rank histogram",
+    )
     run.add_argument(
         "--output", default=None, help="write history and final ensemble to this netCDF file"
     )
@@ -364,12 +372,33 @@ def _check_output_path(flag: str, path: str | None) -> None:
         raise ValueError(f"{flag} {path}: directory {d} is not writable")
 
 
+def _setup_name(args: argparse.Namespace) -> str:
+    """The named setup the command line runs: ``--setup``, else ``--model``'s default one."""
+    if args.setup is not None:
+        family = SETUPS[args.setup].model
+        if args.model is not None and args.model != family:
+            raise ValueError(
+                f"--setup {args.setup} runs the {family} model, not --model {args.model}"
+            )
+        return args.setup
+    return DEFAULT_SETUP[args.model or "lorenz96"]
+
+
 def _validate(args: argparse.Namespace) -> None:
     method = args.method
-    if args.model not in ("lorenz96", "ks") and args.dim is not None:
-        raise ValueError(f"--dim applies to lorenz96 and ks only, not {args.model}")
-    if args.model == "lorenz_uv" and args.obs_std is not None:
-        raise ValueError("--obs-std does not apply to lorenz_uv (Wilks 2005: R = 0.1 I)")
+    name = _setup_name(args)
+    params = inspect.signature(SETUPS[name].build).parameters
+    if args.dim is not None and "n" not in params:
+        raise ValueError(f"--dim does not apply to the setup {name} (its size is fixed)")
+    if args.obs_std is not None and "obs_std" not in params:
+        raise ValueError(f"--obs-std does not apply to the setup {name} (its R is fixed)")
+    for a, b in (
+        ("--cycles", "--duration"),
+        ("--burn-in", "--burn-in-time"),
+        ("--obs-every", "--obs-interval"),
+    ):
+        if _flag_value(args, a) is not None and _flag_value(args, b) is not None:
+            raise ValueError(f"give {a} or {b}, not both")
     if method in _ENSEMBLE_FREE:
         for flag, v in (
             ("--ensemble-size", args.ensemble_size),
@@ -401,46 +430,48 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError("--streaming makes its own observations: not with --observations")
     if not (isinstance(args.record_every, int) and args.record_every >= 1):
         raise ValueError(f"--record-every must be a positive integer, got {args.record_every}")
-    if args.record_every > args.cycles:
-        raise ValueError(
-            f"--record-every {args.record_every} exceeds --cycles {args.cycles}: nothing recorded"
-        )
+
     if args.observations is not None and not os.path.exists(args.observations):
         raise ValueError(f"--observations {args.observations}: file does not exist")
     _check_output_path("--plot", args.plot)
     _check_output_path("--output", args.output)
-    if args.burn_in is not None and not 0 <= args.burn_in < args.cycles:
-        raise ValueError(f"--burn-in must be in [0, --cycles), got {args.burn_in}")
 
 
 def make_setup(args: argparse.Namespace) -> TwinSetup:
-    """The literature setup of ``--model`` (DAPPER's name in brackets in ``MODELS``) with the
-    command line's cycles, burn-in and observation options."""
-    default_burn = {"lorenz96": 400, "lorenz63": 200, "ks": 2000, "lorenz_uv": 120}
-    burn = (
-        args.burn_in
-        if args.burn_in is not None
-        else min(default_burn[args.model], args.cycles // 5)
+    """The named setup of ``--setup`` (or ``--model``'s default one) with the command line's
+    chronology (cycles or duration, burn-in as a count or a model time, observation interval)
+    and observation options."""
+    name = _setup_name(args)
+    named = SETUPS[name]
+    kwargs: dict[str, Any] = {}
+    if args.dim is not None:
+        kwargs["n"] = args.dim
+    if args.obs_std is not None:
+        kwargs["obs_std"] = args.obs_std
+    base = named.build(n_cycles=1, burn_in=0, **kwargs)
+    dt = base.chronology.dt
+    every = args.obs_every
+    if every is None and args.obs_interval is None:
+        every = base.obs_every
+    cycles = args.cycles if args.cycles is not None or args.duration is not None else 2000
+    chron = chronology(
+        dt,
+        obs_every=every,
+        obs_interval=args.obs_interval,
+        n_cycles=cycles,
+        duration=args.duration,
     )
-    if args.model == "lorenz96":
-        setup = sakov2008(
-            n=args.dim or 40, n_cycles=args.cycles, burn_in=burn, obs_std=args.obs_std or 1.0
-        )
-    elif args.model == "lorenz63":
-        setup = sakov2012(
-            n_cycles=args.cycles, burn_in=burn, obs_std=args.obs_std or math.sqrt(2.0)
-        )
-    elif args.model == "ks":
-        setup = bocquet2019(
-            n_cycles=args.cycles, burn_in=burn, n=args.dim or 128, obs_std=args.obs_std or 1.0
-        )
+    if args.burn_in_time is not None:
+        burn = chronology(dt, obs_times=chron.obs_times, burn_in_time=args.burn_in_time).burn_in
+    elif args.burn_in is not None:
+        burn = args.burn_in
     else:
-        setup = wilks2005(n_cycles=args.cycles, burn_in=burn)
-    if args.obs_every:
-        chron = chronology(
-            setup.chronology.dt, obs_every=args.obs_every, n_cycles=setup.n_cycles, burn_in=burn
+        burn = min(named.burn_in, chron.n_cycles // 5)
+    if not 0 <= burn < chron.n_cycles:
+        raise ValueError(
+            f"the burn-in must be in [0, {chron.n_cycles}) observation times, got {burn}"
         )
-        setup = setup.replace(chronology=chron)
+    setup = base.replace(chronology=dataclasses.replace(chron, burn_in=burn))
     if args.obs_operator == "arctan":
         n = setup.model.dim
         op = from_callable(jnp.arctan, n, n=n, locations=jnp.arange(n))
@@ -450,7 +481,8 @@ def make_setup(args: argparse.Namespace) -> TwinSetup:
 
 def build_method(args: argparse.Namespace, setup: TwinSetup):
     """The registered method with the CLI's options and wrappers; returns ``(method, settings)``."""
-    defaults = dict(_DEFAULTS.get((args.model, args.method), {}))
+    tuning = SETUPS[_setup_name(args)].tunings.get(args.method)
+    defaults = dict(tuning.settings) if tuning is not None else {}
     N = args.ensemble_size or defaults.pop("N", 20)
     defaults.pop("N", None)
     inflation = args.inflation if args.inflation is not None else defaults.pop("inflation", 1.0)
@@ -509,6 +541,11 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         jax.config.update("jax_enable_x64", True)
     use_compile_cache(args.compile_cache)
     setup = make_setup(args)
+    if args.record_every > setup.n_cycles:
+        raise ValueError(
+            f"--record-every {args.record_every} exceeds the {setup.n_cycles} observation "
+            "times: nothing recorded"
+        )
     method, settings = build_method(args, setup)
     N = settings["ensemble_size"]
 
@@ -532,7 +569,9 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         K = len(series)
     E = initial_ensemble(k_init, setup, N)
     window = method.forecast is not None  # iEnKS, 4D-Var: also score the smoother
-    record = ensemble_mean if args.output else None
+    # --plot draws Hovmöller panels of the analysis means and a rank histogram
+    record = ensemble_mean if (args.output or (args.plot and not window)) else None
+    ranks = bool(args.plot) and not window
     if record is None and window and truth is not None:
         record = smoothed_record
     every = args.record_every
@@ -548,6 +587,7 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
             record=record,
             likelihood=args.likelihood,
             record_every=every,
+            ranks=ranks,
         )
 
     def stream_fn(key, state, source, inputs):
@@ -565,6 +605,7 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
             record=record,
             record_every=every,
             likelihood=args.likelihood,
+            ranks=ranks,
         )
 
     chunk = jax.jit(stream_fn if stream is not None else chunk_fn)
@@ -613,7 +654,9 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=K, unit="cycle", file=sys.stderr, desc=f"{args.method} {args.model}")
+        bar = tqdm(
+            total=K, unit="cycle", file=sys.stderr, desc=f"{args.method} {_setup_name(args)}"
+        )
     t_run = time.perf_counter()
     for i, piece in enumerate(pieces):
         state, h, source = call(compiled[signature(piece)], i, state, source, piece)
@@ -633,7 +676,8 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
     b = setup.burn_in if scored else 0
     st = run_status(hist, burn_in=b)
     summary: dict[str, Any] = {
-        "model": args.model,
+        "model": SETUPS[_setup_name(args)].model,
+        "setup": _setup_name(args),
         "method": args.method,
         "dim": setup.model.dim,
         "obs_operator": args.obs_operator,
@@ -673,29 +717,24 @@ def smoother_rmse(record, truth, burn_in: int) -> float:
     return float(np.mean(np.sqrt(np.mean(err**2, axis=1))))
 
 
-def plot_history(path: str, hist, summary: dict) -> None:
-    """RMSE (when a truth is known) and spread time series, burn-in marked, labelled axes."""
-    import matplotlib
+def plot_run(args: argparse.Namespace, outputs, summary: dict):
+    """The ``--plot`` figure of a run (:func:`jaxda.plotting.plot_assimilation`: Hovmöller
+    panels of truth, analysis mean and error, RMSE and spread with the burn-in marked, rank
+    histogram), saved to ``args.plot``; returns the matplotlib Figure."""
+    from .plotting import plot_assimilation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    t = np.asarray(hist.time)
-    if hist.rmse_analysis is not None:
-        ax.plot(t, np.asarray(hist.rmse_analysis), lw=0.7, label="analysis RMSE")
-    ax.plot(t, np.asarray(hist.spread_analysis), lw=0.7, label="analysis spread")
-    if summary["burn_in"] > 0:
-        ax.axvline(float(t[summary["burn_in"]]), color="k", ls=":", lw=0.8, label="end of burn-in")
-    ax.set_xlabel("model time")
-    ax.set_ylabel("RMSE / spread")
-    ax.set_yscale("log")
-    score = f": mean RMSE {summary['rmse_analysis']:.3f}" if "rmse_analysis" in summary else ""
-    ax.set_title(f"{summary['method']} on {summary['model']} (N={summary['ensemble_size']}){score}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    hist, _, _, truth = outputs
+    return plot_assimilation(
+        hist,
+        truth=truth,
+        mean=hist.record if isinstance(hist.record, jax.Array) else None,
+        burn_in=summary["burn_in"],
+        ranks=hist.rank_counts,
+        record_every=args.record_every,
+        forecast=True,
+        title=f"{summary['method']} on {summary['setup']} (N={summary['ensemble_size']})",
+        path=args.plot,
+    )
 
 
 def _table(summary: dict) -> str:
@@ -750,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if outputs is not None and args.plot:
         try:
-            plot_history(args.plot, outputs[0], summary)
+            plot_run(args, outputs, summary)
         except Exception as e:  # the results are already printed/saved; say why the plot failed
             print(
                 f"jaxda: warning: the plot could not be written ({type(e).__name__}: {e})",

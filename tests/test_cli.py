@@ -51,6 +51,37 @@ def test_cli_table_plot_and_netcdf_output(tmp_path, capsys):
         assert ds.attrs["method"] == "enkf"
 
 
+def test_cli_plot_figure_for_lorenz96_has_hovmoller_panels_and_labelled_axes(tmp_path):
+    """The --plot figure of a Lorenz-96 run: Hovmöller panels of truth, analysis mean and error
+    (state index × model time), RMSE/spread over model time with the burn-in marked, and the
+    rank histogram of the N members, every axes labelled."""
+    from jaxda.cli import build_parser, plot_run, run_experiment
+
+    png = tmp_path / "l96.png"
+    argv = ["run", "--model", "lorenz96", "--method", "etkf", "--cycles", "60", "--burn-in"]
+    args = build_parser().parse_args([*argv, "12", "--plot", str(png), "--no-compile-cache"])
+    summary, outputs = run_experiment(args, progress=False)
+    fig = plot_run(args, outputs, summary)
+    assert png.stat().st_size > 10_000
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    for title in ("truth", "analysis mean", "analysis error"):
+        assert axes[title].get_xlabel() == "state index"
+        assert axes[title].get_ylabel() == "model time"
+        image = axes[title].collections[0].get_array()
+        assert image is not None and image.shape[-1] == 40  # one column per variable
+    series = next(ax for t, ax in axes.items() if "RMSE" in t)
+    assert series.get_xlabel() == "model time" and "RMSE" in series.get_ylabel()
+    labels = series.get_legend_handles_labels()[1]
+    assert "burn-in" in labels and any("analysis spread" in lab for lab in labels)
+    ranks = next(ax for t, ax in axes.items() if "rank" in t)
+    assert ranks.get_xlabel() == "rank of the truth among 24 members"
+    assert ranks.get_ylabel() == "frequency" and len(ranks.patches) == 25
+    # the histogram counts every (time, variable) pair after the burn-in
+    assert sum(p.get_height() for p in ranks.patches) == (60 - 12) * 40
+    colorbars = [ax.get_ylabel() for ax in fig.axes if not ax.get_title()]
+    assert "state value" in colorbars and "mean − truth" in colorbars
+
+
 def test_cli_streaming_twin_with_a_thinned_record(tmp_path, capsys):
     """--streaming makes truth and observations inside the run; --record-every thins --output's
     record (its times on their own axis); the scores are those of a twin experiment."""
@@ -96,7 +127,7 @@ def test_cli_plot_failure_keeps_results(tmp_path, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(cli, "plot_history", broken)
+    monkeypatch.setattr(cli, "plot_run", broken)
     nc = tmp_path / "run.nc"
     argv = ["run", "--model", "lorenz63", "--method", "etkf", "--cycles", "50", "--json"]
     code = main([*argv, "--plot", str(tmp_path / "x.png"), "--output", str(nc)])
@@ -126,7 +157,14 @@ def test_cli_warns_on_divergence(capsys):
         (["run", "--inflation", "0"], "inflation must be positive"),
         (["run", "--cycles", "-5"], "cycles must be >= 1"),
         (["run", "--rtps", "5"], "rtps must be in [0, 1]"),
-        (["run", "--model", "lorenz63", "--dim", "5"], "--dim applies to lorenz96 and ks only"),
+        (
+            ["run", "--model", "lorenz63", "--dim", "5"],
+            "--dim does not apply to the setup sakov2012",
+        ),
+        (["run", "--setup", "bocquet2010", "--obs-std", "2"], "--obs-std does not apply"),
+        (["run", "--setup", "bocquet2019", "--model", "lorenz96"], "runs the ks model"),
+        (["run", "--cycles", "10", "--duration", "5"], "give --cycles or --duration, not both"),
+        (["run", "--obs-interval", "0.07"], "obs_interval=0.07 is not a positive multiple"),
         (["run", "--method", "enkf", "--eps-beta", "0.1"], "--eps-beta does not apply to enkf"),
         (["run", "--method", "enkf", "--reg", "0.5"], "--reg does not apply to enkf"),
         (["run", "--method", "3dvar", "-N", "5"], "--ensemble-size does not apply to 3dvar"),
@@ -136,10 +174,10 @@ def test_cli_warns_on_divergence(capsys):
         (["run", "--plot", "/nonexistent/dir/x.png"], "directory /nonexistent/dir does not exist"),
         (["run", "--output", "/nonexistent/dir/x.nc"], "directory /nonexistent/dir does not exist"),
         (["run", "--observations", "/nonexistent.nc"], "file does not exist"),
-        (["run", "--cycles", "10", "--burn-in", "10"], "--burn-in must be in [0, --cycles)"),
+        (["run", "--cycles", "10", "--burn-in", "10"], "the burn-in must be in [0, 10)"),
         (["run", "--method", "pf", "--reg", "-1", "--cycles", "5"], "reg must be in"),
         (["run", "--record-every", "0"], "--record-every must be a positive integer"),
-        (["run", "--cycles", "5", "--record-every", "6"], "exceeds --cycles"),
+        (["run", "--cycles", "5", "--record-every", "6"], "exceeds the 5 observation times"),
         (["run", "--streaming", "--observations", "x.nc"], "not with --observations"),
     ],
 )
@@ -163,9 +201,13 @@ def test_cli_help_documents_every_option_with_its_default(capsys):
         "--output",
         "--observations",
         "--rotate",
+        "--setup",
+        "--duration",
+        "--burn-in-time",
+        "--obs-interval",
     ):
         assert flag in text
-    assert "(default: lorenz96)" in text and "letkf" in text
+    assert "(default lorenz96)" in text and "letkf" in text and "spantini2019" in text
 
 
 @pytest.mark.parametrize(

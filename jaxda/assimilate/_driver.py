@@ -42,7 +42,7 @@ from ..core import (
     not_traceable_as_type_error,
 )
 from ..ensemble import innovation_log_likelihood
-from ..metrics import rmse, spread
+from ..metrics import rank_counts, rmse, spread
 from ..models import Model, forecast
 from ..observations import (
     ObservationModel,
@@ -76,6 +76,10 @@ class History(NamedTuple):
         ensemble_forecast, ensemble_analysis: ``(K, N, n)`` ensembles before and after each
             analysis (``None`` unless ``store_ensembles=True``; e.g. for
             :func:`jaxda.ensemble.ensemble_rts`); thinned like ``record``.
+        rank_counts: ``(K, N+1)`` per-time counts, over the variables, of the rank of the
+            truth among the analysis members (:func:`jaxda.metrics.rank_counts`; ``None``
+            unless ``ranks=True`` and a truth is known). Summed after the burn-in they are
+            the rank histogram (Anderson 1996; Hamill 2001), with no ensemble stored.
     """
 
     time: Float[Array, " K"]
@@ -90,6 +94,7 @@ class History(NamedTuple):
     record: Any = None
     ensemble_forecast: Float[Array, "K N n"] | None = None
     ensemble_analysis: Float[Array, "K N n"] | None = None
+    rank_counts: Int[Array, "K N1"] | None = None
 
 
 def ensemble_mean(state: Any) -> Float[Array, " n"]:
@@ -177,7 +182,7 @@ def _check_record_every(record_every, K, store_ensembles, record) -> int:
     return int(record_every)
 
 
-def _make_cycle(method, model, *, steps, max_steps, truncate_gradient, likelihood, dtype):
+def _make_cycle(method, model, *, steps, max_steps, truncate_gradient, likelihood, ranks, dtype):
     """The one assimilation cycle (forecast, diagnostics, analysis) shared by
     :func:`assimilate` and :func:`assimilate_stream`.
 
@@ -225,6 +230,7 @@ def _make_cycle(method, model, *, steps, max_steps, truncate_gradient, likelihoo
             log_likelihood=log_lik,
             rmse_forecast=None if xt is None else rmse(mean_f, xt),
             rmse_analysis=None if xt is None else rmse(ensemble_mean(state), xt),
+            rank_counts=None if (xt is None or not ranks) else rank_counts(xt, state.ensemble),
         )
         return state, (h, Ef)
 
@@ -335,6 +341,7 @@ def assimilate(
     likelihood: bool = False,
     truncate_gradient: int | None = None,
     record_every: int = 1,
+    ranks: bool = False,
 ) -> tuple[Any, History]:
     """Run ``method`` through all observation times: forecast ``n_steps[k]`` model steps, then
     ``method.step`` with that time's values and observation model.
@@ -364,6 +371,8 @@ def assimilate(
         record_every: store ``record(state)`` and the stored ensembles only at every
             ``record_every``-th time (see *Thinning* below); the scalar diagnostics stay per
             time.
+        ranks: with a truth, also record ``history.rank_counts`` (the per-time rank
+            histogram counts of the truth among the analysis members).
 
     **Thinning** (``record_every = k``): the run is a nested ``lax.scan`` (``⌊K/k⌋`` blocks of
     ``k`` cycles, then the ``K mod k`` remaining cycles). ``history.record``,
@@ -414,6 +423,7 @@ def assimilate(
         max_steps=observations.max_steps,
         truncate_gradient=truncate_gradient,
         likelihood=likelihood,
+        ranks=ranks,
         dtype=dtype,
     )
 
@@ -452,6 +462,7 @@ def assimilate_stream(
     store_ensembles: bool = False,
     likelihood: bool = False,
     truncate_gradient: int | None = None,
+    ranks: bool = False,
 ) -> tuple[Any, History, Any]:
     r""":func:`assimilate` with observations made *inside* the scan, one time at a time.
 
@@ -480,7 +491,7 @@ def assimilate_stream(
         inputs: pytree whose leaves have a leading axis of length ``K`` (the number of
             times), sliced per time for ``generate`` (e.g. per-time keys).
         n_steps: model steps between two observation times (a positive int).
-        record, record_every, store_ensembles, likelihood, truncate_gradient: as in
+        record, record_every, store_ensembles, likelihood, truncate_gradient, ranks: as in
             :func:`assimilate`.
 
     Returns:
@@ -533,6 +544,7 @@ def assimilate_stream(
         max_steps=int(n_steps),
         truncate_gradient=truncate_gradient,
         likelihood=likelihood,
+        ranks=ranks,
         dtype=dtype,
     )
 

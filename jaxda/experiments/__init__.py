@@ -1,7 +1,14 @@
 """Twin experiments from the literature (truth simulation, scoring) on top of the driver."""
 
 from ._chronology import Chronology, chronology
-from ._literature import bocquet2019, lorenz1996_uv, wilks2005
+from ._literature import (
+    bocquet2010,
+    bocquet2019,
+    lorenz1996_uv,
+    pinheiro2019,
+    spantini2019,
+    wilks2005,
+)
 from ._qg import (
     linspace_int,
     qg_climatology,
@@ -12,6 +19,7 @@ from ._qg import (
     qg_simulate,
     qg_twin_experiment,
 )
+from ._setups import DEFAULT_SETUP, SETUPS, NamedSetup, Tuning, get_setup
 from ._twin import (
     TwinData,
     TwinResult,
@@ -26,15 +34,22 @@ from ._twin import (
 )
 
 __all__ = [
+    "DEFAULT_SETUP",
+    "SETUPS",
     "Chronology",
+    "NamedSetup",
+    "Tuning",
     "TwinData",
     "TwinResult",
     "TwinSetup",
+    "bocquet2010",
     "bocquet2019",
     "chronology",
+    "get_setup",
     "initial_ensemble",
     "linspace_int",
     "lorenz1996_uv",
+    "pinheiro2019",
     "qg_climatology",
     "qg_initial_ensemble",
     "qg_observation_network",
@@ -45,6 +60,7 @@ __all__ = [
     "sakov2008",
     "sakov2012",
     "simulate",
+    "spantini2019",
     "time_mean",
     "twin_experiment",
     "twin_stream",

@@ -224,6 +224,7 @@ def twin_experiment(
     initial: Float[Array, "N n"] | None = None,
     streaming: bool = False,
     record_every: int = 1,
+    ranks: bool = False,
 ) -> TwinResult:
     """Simulate truth and observations, draw the initial ensemble, run
     :func:`jaxda.assimilate.assimilate` and score it.
@@ -240,7 +241,8 @@ def twin_experiment(
     the stored run with the same key; the observation noise is drawn per time
     (:func:`twin_stream`), so the scores differ from the stored run's by sampling error only.
     ``record_every=k`` stores ``record(state)`` at every ``k``-th time only (see
-    :func:`jaxda.assimilate.assimilate`); the scores use every time.
+    :func:`jaxda.assimilate.assimilate`); the scores use every time. ``ranks=True`` also
+    records the per-time rank histogram counts (``history.rank_counts``).
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -281,6 +283,7 @@ def twin_experiment(
             n_steps=setup.obs_every,
             record=record,
             record_every=record_every,
+            ranks=ranks,
         )
     else:
         assert data is not None
@@ -293,6 +296,7 @@ def twin_experiment(
             truth=data.truth,
             record=record,
             record_every=record_every,
+            ranks=ranks,
         )
     b = setup.burn_in
     assert hist.rmse_analysis is not None and hist.rmse_forecast is not None
