@@ -5,10 +5,9 @@ On DAPPER's ``Lorenz96/sakov2008`` (documented rmse.a: Climatology 3.6, OptInter
 
 * jaxda with its default climatology, a free run of the model (``model=``: 20,000 steps after a
   1,000-step spin-up), independent of the truth;
-* jaxda with DAPPER's choice, the climatology of the experiment's own true trajectory (at the
-  observation times)
-  (``sample=truth``), which is optimistic on short runs (the prior is fitted to the states
-  being scored);
+* jaxda with DAPPER's choice, the climatology of the experiment's own true trajectory at the
+  observation times (``sample=truth``), which is optimistic on short runs (the prior is fitted
+  to the states being scored);
 * DAPPER's ``Climatology`` and ``OptInterp`` (truth climatology). DAPPER's OptInterp spread is a
   sigmoid model of the error growth, not the analysis covariance: only its RMSE is comparable.
   jaxda's spread is the exact ``√(tr P / n)`` of the climatology and of ``(I - KH) P_C``.
