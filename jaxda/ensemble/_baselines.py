@@ -30,7 +30,8 @@ methods returns the climatology (the prior of the next analysis) without running
 **Cost.** These are static baselines for moderate ``n``: they store the dense ``n×n`` square
 root of :math:`P_C`. One OI analysis with ``m`` observations costs ``O(n²m + m³)`` (products
 of ``n×n`` by ``n×m``, one ``m×m`` symmetric eigendecomposition; no ``n×n`` factorization and
-no inverse). The gain is computed at every time from that time's observation model, so
+no inverse), plus the Jacobian of the observation operator at :math:`μ_C` (``n`` forward-mode
+passes of ``H``). The gain is computed at every time from that time's observation model, so
 missing values (``NaN``) and networks that change in time are exact.
 
 Reference: DAPPER's ``da_methods/baseline.py`` (Raanes); Kalnay (2003), *Atmospheric
@@ -137,7 +138,7 @@ def _baseline_init(mu, L):
         check_ensemble(ensemble, "ensemble", min_members=1)
         if ensemble.shape[1] != n:
             raise ValueError(f"the ensemble has {ensemble.shape[1]} variables, the climatology {n}")
-        dt = ensemble.dtype
+        dt = ensemble.dtype if jnp.issubdtype(ensemble.dtype, jnp.floating) else mu.dtype
         return EnsembleState(_sigma_points(mu.astype(dt), L.astype(dt)))
 
     def forecast(key, state, n_steps, max_steps):  # the climatology, in the state's dtype
