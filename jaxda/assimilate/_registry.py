@@ -21,6 +21,7 @@ from typing import Any
 from ..core import Method
 from ..diffusion import ensf
 from ..ensemble import (
+    climatology,
     denkf,
     enkf,
     enkf_n,
@@ -30,6 +31,7 @@ from ..ensemble import (
     fourdenvar,
     ienks,
     letkf,
+    optimal_interpolation,
     particle_filter,
 )
 from ..variational import var3d, var4d
@@ -116,3 +118,5 @@ register("4denvar", fourdenvar)
 register("enkf_n", enkf_n)
 register("denkf", denkf)
 register("ensrf", ensrf)
+register("climatology", climatology)
+register("oi", optimal_interpolation)

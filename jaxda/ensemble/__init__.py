@@ -18,6 +18,7 @@ from ._ask_tell import (
     ies_result,
     ies_tell,
 )
+from ._baselines import climatology, oi_analysis, optimal_interpolation
 from ._core import (
     ObsSpace,
     ensemble_solve,
@@ -146,6 +147,7 @@ __all__ = [
     "batched_gram_functions",
     "bootstrap_particle_filter",
     "check_adaptive_options",
+    "climatology",
     "covariance_localization",
     "denkf",
     "denkf_analysis",
@@ -212,6 +214,8 @@ __all__ = [
     "obs_space",
     "obs_space_from_predictions",
     "obs_space_solve",
+    "oi_analysis",
+    "optimal_interpolation",
     "pairwise_distances",
     "particle_filter",
     "periodic_distance",

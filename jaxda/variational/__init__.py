@@ -15,6 +15,7 @@ of the forecast ensemble's perturbations, no adjoint, optionally localized with
 from ._analysis import (
     Var3DInfo,
     climatological_covariance,
+    climatological_sample,
     fourdvar_analysis,
     static_background,
     threedvar_analysis,
@@ -42,6 +43,7 @@ __all__ = [
     "as_background",
     "background_covariance",
     "climatological_covariance",
+    "climatological_sample",
     "fourdenvar_analysis",
     "fourdvar_analysis",
     "fourdvar_cost",

@@ -43,6 +43,43 @@ from ._costs import (
 )
 
 
+def climatological_sample(
+    model: Model,
+    n_steps: int = 20_000,
+    spinup: int = 1_000,
+    thin: int = 1,
+    x0: Float[Array, " n"] | None = None,
+    *,
+    key: Array | None = None,
+) -> Float[Array, "K n"]:
+    r"""The states of a long free model run (a sample of the "climatology"), ``(K, n)``.
+
+    Runs ``spinup + n_steps`` steps from ``x0`` (default ``model.x0``), drops the
+    spin-up and keeps every ``thin``-th state (``K = ⌈n_steps / thin⌉``). A stochastic model
+    needs ``key`` (its model noise); a deterministic one ignores it. The sample mean and
+    covariance of these states are the climatological mean and covariance used by
+    :func:`climatological_covariance` (3D-Var's ``B``) and by the baselines
+    :func:`jaxda.ensemble.climatology` and :func:`jaxda.ensemble.optimal_interpolation`.
+
+    Examples:
+        >>> import jax
+        >>> from jaxda.models import Lorenz63
+        >>> climatological_sample(Lorenz63(), n_steps=100, spinup=10, thin=10).shape
+        (10, 3)
+    """
+    if n_steps < 2 or spinup < 0 or thin < 1:
+        raise ValueError(
+            f"need n_steps >= 2, spinup >= 0, thin >= 1; got {n_steps}, {spinup}, {thin}"
+        )
+    x0 = model.x0 if x0 is None else jnp.asarray(x0)
+    if model.stochastic and key is None:
+        raise ValueError(
+            "the free run of a stochastic model needs key= (the key of its model noise)"
+        )
+    key = jax.random.key(0) if key is None else key  # unused by a deterministic model
+    return trajectory(key, model, x0, spinup + n_steps)[spinup::thin]
+
+
 def climatological_covariance(
     model: Model,
     n_steps: int = 20_000,
@@ -53,18 +90,12 @@ def climatological_covariance(
     r"""Sample covariance of a long free model run (the "climatology").
 
     Runs ``spinup + n_steps`` steps from ``x0`` (default ``model.x0``), drops the
-    spin-up and keeps every ``thin``-th state. DAPPER's ``Var3D(xB=...)`` uses
-    :math:`B = x_B \cdot \mathrm{cov}(\text{free run})`.
+    spin-up and keeps every ``thin``-th state (:func:`climatological_sample`). DAPPER's
+    ``Var3D(xB=...)`` uses :math:`B = x_B \cdot \mathrm{cov}(\text{free run})`.
     """
-    if n_steps < 2 or spinup < 0 or thin < 1:
-        raise ValueError(
-            f"need n_steps >= 2, spinup >= 0, thin >= 1; got {n_steps}, {spinup}, {thin}"
-        )
-    x0 = model.x0 if x0 is None else jnp.asarray(x0)
     if model.stochastic:
         raise ValueError("climatological_covariance needs a deterministic model")
-    xs = trajectory(jax.random.key(0), model, x0, spinup + n_steps)[spinup::thin]
-    return jnp.cov(xs, rowvar=False)
+    return jnp.cov(climatological_sample(model, n_steps, spinup, thin, x0), rowvar=False)
 
 
 def static_background(
