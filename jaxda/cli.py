@@ -74,6 +74,8 @@ _METHOD_FLAGS = {
 }
 
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
+# baselines (DAPPER's Climatology, OptInterp): a climatology of a free run, no ensemble to tune
+_BASELINES = ("climatology", "oi")
 
 
 def _flag_value(args: argparse.Namespace, flag: str):
@@ -399,16 +401,19 @@ def _validate(args: argparse.Namespace) -> None:
     ):
         if _flag_value(args, a) is not None and _flag_value(args, b) is not None:
             raise ValueError(f"give {a} or {b}, not both")
-    if method in _ENSEMBLE_FREE:
+    if method in _ENSEMBLE_FREE + _BASELINES:
+        kind = (
+            "a baseline from the climatology"
+            if method in _BASELINES
+            else "a deterministic single-state method"
+        )
         for flag, v in (
             ("--ensemble-size", args.ensemble_size),
             ("--inflation", args.inflation),
             ("--rtps", args.rtps),
         ):
             if v is not None:
-                raise ValueError(
-                    f"{flag} does not apply to {method} (a deterministic single-state method)"
-                )
+                raise ValueError(f"{flag} does not apply to {method} ({kind})")
         if args.rotate:
             raise ValueError(f"--rotate does not apply to {method}")
         if args.adaptive_inflation:
@@ -503,6 +508,9 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
         options["inflation"] = inflation
         if "rotate" in valid:
             options["rotate"] = rotate
+    if args.method in _BASELINES:  # the climatology of a free run; a noisy model needs a key
+        options["key"] = jax.random.fold_in(jax.random.key(args.seed), 1)
+        N = 2 * setup.model.dim  # the method's sigma points, whatever the initial ensemble
     method = make_method(args.method, context={"model": setup.model}, **options)
     if inflation != 1.0 and not own:
         method = with_inflation(method, inflation)
@@ -513,14 +521,14 @@ def build_method(args: argparse.Namespace, setup: TwinSetup):
         method = with_rtps(method, args.rtps)
     if rotate and "rotate" not in valid:
         method = with_rotation(method)
-    if N < 2 and args.method not in _ENSEMBLE_FREE:
+    if N < 2 and args.method not in _ENSEMBLE_FREE + _BASELINES:
         raise ValueError(f"--ensemble-size must be >= 2 for ensemble methods, got {N}")
     settings = {
         "ensemble_size": N,
         "inflation": "adaptive" if args.adaptive_inflation else inflation,
         "rtps": args.rtps or 0.0,
         "rotate": rotate,
-        **options,
+        **{k: v for k, v in options.items() if k != "key"},
     }
     return method, settings
 
@@ -568,7 +576,8 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         series, truth = data.observations, data.truth
         K = len(series)
     E = initial_ensemble(k_init, setup, N)
-    window = method.forecast is not None  # iEnKS, 4D-Var: also score the smoother
+    # iEnKS, 4D-Var: also score the smoother (the baselines' forecast only keeps their prior)
+    window = method.forecast is not None and args.method not in _BASELINES
     # --plot draws Hovmöller panels of the analysis means and a rank histogram
     record = ensemble_mean if (args.output or (args.plot and not window)) else None
     ranks = bool(args.plot) and not window
