@@ -190,6 +190,20 @@ def save_observations(path: str | os.PathLike, series: ObservationSeries) -> Non
     ds.to_netcdf(path, engine=_engine(path))
 
 
+def _read_arrays(path: str, what: str, *, coords: bool) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` or netCDF file (netCDF: data variables, and coordinates when
+    ``coords``)."""
+    if not os.path.exists(path):
+        raise ValueError(f"{what} file {path} does not exist")
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    xr = _xarray()
+    with xr.open_dataset(path, engine=_engine(path)) as ds:
+        names = ds.variables if coords else ds.data_vars
+        return {k: ds[k].values for k in names}
+
+
 def load_observations(
     path: str | os.PathLike, *, dt: Any = None, obs_std=None
 ) -> ObservationSeries:
@@ -200,15 +214,7 @@ def load_observations(
     ``locations`` (integer state indices) define subset operators, per time when 2-D.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"observation file {path} does not exist")
-    if path.endswith(".npz"):
-        with np.load(path) as f:
-            data = {k: f[k] for k in f.files}
-    else:
-        xr = _xarray()
-        with xr.open_dataset(path, engine=_engine(path)) as ds:
-            data = {k: ds[k].values for k in ds.variables}
+    data = _read_arrays(path, "observation", coords=True)
     for key in ("y", "locations"):
         if key not in data:
             raise ValueError(f"{path} has no variable {key!r}")
@@ -264,19 +270,13 @@ def load_sample(path: str | os.PathLike, variable: str | None = None) -> Empiric
         (4, 3)
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"sample file {path} does not exist")
     if path.endswith(".npy"):
+        if not os.path.exists(path):
+            raise ValueError(f"sample file {path} does not exist")
         if variable is not None:
             raise ValueError("a .npy file holds one array: do not pass variable=")
         return empirical(np.load(path))
-    if path.endswith(".npz"):
-        with np.load(path) as f:
-            data = {k: f[k] for k in f.files}
-    else:
-        xr = _xarray()
-        with xr.open_dataset(path, engine=_engine(path)) as ds:
-            data = {k: ds[k].values for k in ds.data_vars}
+    data = _read_arrays(path, "sample", coords=False)
     if variable is None:
         if len(data) == 1:
             variable = next(iter(data))

@@ -86,3 +86,21 @@ def test_truth_and_ensemble_from_different_distributions():
     assert (
         float(jnp.max(jnp.abs(truth0 - base.initial.mean))) < 0.2
     )  # from the truth's N(e0, 0.001)
+
+
+def test_initial_distribution_from_a_file(tmp_path):
+    xr = pytest.importorskip("xarray")
+    from jaxda.io import load_sample
+
+    clim = np.arange(24.0).reshape(8, 3)
+    np.savez(tmp_path / "c.npz", ensemble=clim, other=np.zeros(2))
+    xr.Dataset({"states": (("sample", "state"), clim)}).to_netcdf(tmp_path / "c.nc")
+    for dist in (load_sample(tmp_path / "c.npz"), load_sample(tmp_path / "c.nc")):
+        np.testing.assert_allclose(dist.states, clim)
+        E = np.asarray(dist.sample(jax.random.key(0), (8,)))
+        assert sorted(map(tuple, E)) == sorted(map(tuple, clim))
+    np.savez(tmp_path / "two.npz", a=clim, b=clim)
+    with pytest.raises(ValueError, match="pass variable="):
+        load_sample(tmp_path / "two.npz")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_sample(tmp_path / "missing.nc")
