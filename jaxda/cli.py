@@ -71,6 +71,7 @@ _METHOD_FLAGS = {
     "lag": "--lag",
     "shift": "--shift",
     "ordering": "--ordering",
+    "n_climatology": "--n-climatology",
 }
 
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
@@ -249,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float("xb"),
         default=None,
         help="3D/4D-Var: B = xb * C_clim (default 0.02 3D-Var, 0.05 4D-Var)",
+    )
+    run.add_argument(
+        "--n-climatology",
+        type=_positive_int("n-climatology"),
+        default=None,
+        help="3dvar, oi, climatology: model steps of the free run whose statistics are the "
+        "climatology (default 20000)",
     )
     run.add_argument(
         "--lag",
