@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxda.ensemble import etkf_analysis, etkf_update
+from jaxda.ensemble import denkf_analysis, enkf_analysis, etkf_analysis, etkf_update
 from jaxda.observations import linear, observation_model
 
 N = 12
@@ -126,8 +126,9 @@ def _shapes_in(jaxpr, out):
 
 
 def test_observation_space_forms_nothing_ensemble_by_ensemble():
-    """With ``m < N`` no ``N×N`` array appears in the analysis nor in its gradient; with
-    ``m >= N`` the ``N×N`` Gram matrix does (the test would notice the branch not taken)."""
+    """With ``m < N`` no ``N×N`` array appears in the ETKF analysis nor in its gradient, nor in
+    the EnKF's and DEnKF's analyses; with ``m >= N`` the ``N×N`` Gram matrix does (the test
+    would notice the branch not taken)."""
     Nb, n, m = 50, 7, 3
     E = jax.random.normal(jax.random.key(0), (Nb, n))
     obs = observation_model(linear(jnp.eye(n)[:m]), obs_std=1.0)
@@ -137,6 +138,13 @@ def test_observation_space_forms_nothing_ensemble_by_ensemble():
         return jnp.sum(etkf_analysis(E, y, obs) ** 2)
 
     for f in (lambda E: etkf_analysis(E, y, obs), jax.grad(loss)):
+        shapes = _shapes_in(jax.make_jaxpr(f)(E).jaxpr, set())
+        assert not any(sum(s == Nb for s in shape) >= 2 for shape in shapes), shapes
+    # the stochastic EnKF and the DEnKF (gain in observation space, kalman_increments) neither
+    for f in (
+        lambda E: enkf_analysis(jax.random.key(1), E, y, obs),
+        lambda E: denkf_analysis(E, y, obs),
+    ):
         shapes = _shapes_in(jax.make_jaxpr(f)(E).jaxpr, set())
         assert not any(sum(s == Nb for s in shape) >= 2 for shape in shapes), shapes
     obs_big = observation_model(linear(jnp.ones((Nb, n))), obs_std=1.0)
