@@ -76,18 +76,18 @@ def _apply_functions(G, v, B, kinds):
 
 def etkf_update(
     S: Float[Array, "N m"], dw: Float[Array, " m"], A: Float[Array, "N n"]
-) -> tuple[Float[Array, " N"], Float[Array, "N n"]]:
-    r"""The ETKF's mean weights ``w = (I+SSᵀ)^{-1} S dw`` and transformed anomalies ``T A``,
-    ``T = (I+SSᵀ)^{-1/2}``, without forming ``T``.
+) -> tuple[Float[Array, " n"], Float[Array, "N n"]]:
+    r"""The ETKF applied to anomalies ``A`` without forming ``T``: returns ``(Aᵀw, T A)`` with
+    the mean weights ``w = (I+SSᵀ)^{-1} S dw`` and ``T = (I+SSᵀ)^{-1/2}``.
 
-    When ``m < N`` (fewer observations than members) everything comes from the ``m×m`` Gram
-    matrix ``G = SᵀS``: ``w = S (I+G)^{-1} dw`` and ``T A = A + S g(G) Sᵀ A`` with
-    ``g(λ) = ((1+λ)^{-1/2} - 1)/λ`` (the ``"sqrt_correction"`` of
+    For the unscaled anomalies ``A = E - x̄`` the analysis is ``E^a = x̄ + Aᵀw/√(N-1) + T A``
+    (:func:`etkf_analysis`). When ``m < N`` (fewer observations than members) everything comes
+    from the ``m×m`` Gram matrix ``G = SᵀS`` and ``U = SᵀA``: ``Aᵀw = Uᵀ(I+G)^{-1} dw`` and
+    ``T A = A + S g(G) U`` with ``g(λ) = ((1+λ)^{-1/2} - 1)/λ`` (the ``"sqrt_correction"`` of
     :func:`jaxda.ensemble.batched_gram_functions`, finite at ``λ = 0``), ``O(N m² + m³ + N m n)``;
     otherwise from ``SSᵀ`` (``N×N``). The branch is chosen from the static shapes; both give
     the same result to rounding, and derivatives stay finite for repeated eigenvalues (zero
-    columns of ``S``: missing observations). The analysis is
-    ``E^a = x̄ + wᵀA/√(N-1) + T A`` (:func:`etkf_analysis`).
+    columns of ``S``: missing observations).
 
     Args:
         S: whitened scaled observation anomalies ``(N, m)`` (zero columns where missing).
@@ -98,16 +98,18 @@ def etkf_update(
         >>> import jax, jax.numpy as jnp
         >>> S = jax.random.normal(jax.random.key(0), (8, 3))      # m = 3 < N = 8
         >>> A = jax.random.normal(jax.random.key(1), (8, 4))
-        >>> w, TA = etkf_update(S, jnp.ones(3), A)
-        >>> w_ref, T = etkf_transform(S, jnp.ones(3))             # the explicit 8×8 transform
-        >>> bool(jnp.allclose(TA, T @ A, atol=1e-5)), bool(jnp.allclose(w, w_ref, atol=1e-5))
+        >>> wA, TA = etkf_update(S, jnp.ones(3), A)
+        >>> w, T = etkf_transform(S, jnp.ones(3))                 # the explicit 8×8 transform
+        >>> bool(jnp.allclose(TA, T @ A, atol=1e-5)), bool(jnp.allclose(wA, w @ A, atol=1e-5))
         (True, True)
     """
     N, m = S.shape
     if m < N:  # observation space: m×m
-        v, Z = _apply_functions(S.T @ S, dw, S.T @ A, ("inverse_1p", "sqrt_correction"))
-        return S @ v, A + S @ Z
-    return _apply_functions(S @ S.T, S @ dw, A, ("inverse_1p", "inverse_sqrt_1p"))
+        U = S.T @ A  # (m, n)
+        v, Z = _apply_functions(S.T @ S, dw, U, ("inverse_1p", "sqrt_correction"))
+        return v @ U, A + S @ Z
+    w, TA = _apply_functions(S @ S.T, S @ dw, A, ("inverse_1p", "inverse_sqrt_1p"))
+    return w @ A, TA
 
 
 def etkf_analysis(
@@ -133,9 +135,8 @@ def etkf_analysis(
     N = ensemble.shape[0]
     mean, A = mean_and_anomalies(ensemble)
     os = obs_space(ensemble, obs, y)
-    w, TA = etkf_update(os.S, os.innovation(y), A)
-    mean_a = mean + (w @ A) / jnp.sqrt(N - 1.0)
-    return (mean_a + TA).astype(ensemble.dtype)
+    wA, TA = etkf_update(os.S, os.innovation(y), A)
+    return (mean + wA / jnp.sqrt(N - 1.0) + TA).astype(ensemble.dtype)
 
 
 def mean_preserving_rotation(key: Array, n_members: int) -> Float[Array, "N N"]:
