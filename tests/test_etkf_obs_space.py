@@ -16,7 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxda.ensemble import denkf_analysis, enkf_analysis, etkf_analysis, etkf_update
+from jaxda.ensemble import (
+    denkf_analysis,
+    enkf_analysis,
+    enkf_n_analysis,
+    etkf_analysis,
+    etkf_update,
+)
 from jaxda.observations import linear, observation_model
 
 N = 12
@@ -97,8 +103,8 @@ def test_etkf_analysis_equals_the_dense_ensemble_space_reference(m, n):
 @pytest.mark.parametrize("m", [3, 20])
 def test_transform_is_symmetric_and_preserves_the_mean(m):
     """``etkf_update`` applied to ``I_N`` returns ``T`` itself: symmetric, ``T² (I + SSᵀ) = I``
-    and ``T 1 = 1`` for centred ``S`` (the ensemble mean is kept); ``w`` is the ensemble-space
-    solve."""
+    and ``T 1 = 1`` for centred ``S`` (the ensemble mean is kept), and the weights ``w`` of the
+    ensemble-space solve."""
     rng = np.random.default_rng(m)
     S = rng.normal(size=(N, m))
     S = S - S.mean(0)
@@ -127,7 +133,7 @@ def _shapes_in(jaxpr, out):
 
 def test_observation_space_forms_nothing_ensemble_by_ensemble():
     """With ``m < N`` no ``N×N`` array appears in the ETKF analysis nor in its gradient, nor in
-    the EnKF's and DEnKF's analyses; with ``m >= N`` the ``N×N`` Gram matrix does (the test
+    the EnKF's, DEnKF's and EnKF-N's analyses; with ``m >= N`` the ``N×N`` Gram matrix does (the test
     would notice the branch not taken)."""
     Nb, n, m = 50, 7, 3
     E = jax.random.normal(jax.random.key(0), (Nb, n))
@@ -140,10 +146,11 @@ def test_observation_space_forms_nothing_ensemble_by_ensemble():
     for f in (lambda E: etkf_analysis(E, y, obs), jax.grad(loss)):
         shapes = _shapes_in(jax.make_jaxpr(f)(E).jaxpr, set())
         assert not any(sum(s == Nb for s in shape) >= 2 for shape in shapes), shapes
-    # the stochastic EnKF and the DEnKF (gain in observation space, kalman_increments) neither
+    # nor the stochastic EnKF, the DEnKF (kalman_increments) and the EnKF-N
     for f in (
         lambda E: enkf_analysis(jax.random.key(1), E, y, obs),
         lambda E: denkf_analysis(E, y, obs),
+        lambda E: enkf_n_analysis(E, y, obs)[0],
     ):
         shapes = _shapes_in(jax.make_jaxpr(f)(E).jaxpr, set())
         assert not any(sum(s == Nb for s in shape) >= 2 for shape in shapes), shapes
@@ -193,13 +200,14 @@ def test_etkf_update_matches_the_dense_transform_on_random_shapes(Nh, m, n, dtyp
     S[:, rng.random(m) < 0.2] = 0.0  # some missing observations
     d = rng.normal(size=m) * (S.any(0))
     A = rng.normal(size=(Nh, n))
-    w, TA = jax.jit(etkf_update)(
+    wA, TA = jax.jit(etkf_update)(
         jnp.asarray(S, dtype), jnp.asarray(d, dtype), jnp.asarray(A, dtype)
     )
-    assert w.dtype == dtype and TA.dtype == dtype and w.shape == (Nh,) and TA.shape == (Nh, n)
+    assert wA.dtype == dtype and TA.dtype == dtype and wA.shape == (n,) and TA.shape == (Nh, n)
     lam, V = np.linalg.eigh(S @ S.T)
     T = (V * (1.0 + np.maximum(lam, 0.0)) ** -0.5) @ V.T
     w_ref = np.linalg.solve(np.eye(Nh) + S @ S.T, S @ d)
     tol = 2e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(TA, T @ A, rtol=tol, atol=tol * (1 + np.abs(A).max()))
-    np.testing.assert_allclose(w, w_ref, rtol=tol, atol=tol * (1 + np.abs(w_ref).max()))
+    wA_ref = w_ref @ A
+    np.testing.assert_allclose(wA, wA_ref, rtol=tol, atol=tol * (1 + np.abs(wA_ref).max()))
