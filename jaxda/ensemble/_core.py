@@ -10,7 +10,9 @@ The Kalman gain ``K = P Hᵀ (H P Hᵀ + R)^{-1}`` is never formed as ``n×n`` (
 
 .. math:: K\,d = Xᵀ (I_N + S Sᵀ)^{-1} S\, R^{-1/2} d,
 
-so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory.
+so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory; with fewer
+observations than members (``m < N``) the ``m×m`` form ``Xᵀ S (I_m + SᵀS)^{-1} R^{-1/2} d`` is
+used, ``O(N m (n+m) + m³)``, and nothing ``N×N`` is formed.
 """
 
 from __future__ import annotations
