@@ -45,7 +45,7 @@ from ._esmda import (
     geometric_alpha,
     normalize_alpha,
 )
-from ._etkf import etkf, etkf_analysis, etkf_transform, mean_preserving_rotation
+from ._etkf import etkf, etkf_analysis, etkf_transform, etkf_update, mean_preserving_rotation
 from ._ienks import ienks
 from ._ies import IESResult, ies, ies_kalman, step_length_schedule
 from ._inflation import inflate, rtps
@@ -178,6 +178,7 @@ __all__ = [
     "etkf",
     "etkf_analysis",
     "etkf_transform",
+    "etkf_update",
     "fourdenvar",
     "gain_taper",
     "gaspari_cohn",

@@ -10,7 +10,9 @@ The Kalman gain ``K = P Hᵀ (H P Hᵀ + R)^{-1}`` is never formed as ``n×n`` (
 
 .. math:: K\,d = Xᵀ (I_N + S Sᵀ)^{-1} S\, R^{-1/2} d,
 
-so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory.
+so an analysis costs ``O(N²(n+m) + N³)`` time and ``O(N(n+m))`` memory; with fewer
+observations than members (``m < N``) the ``m×m`` form ``Xᵀ S (I_m + SᵀS)^{-1} R^{-1/2} d`` is
+used, ``O(N m (n+m) + m³)``, and nothing ``N×N`` is formed.
 """
 
 from __future__ import annotations
@@ -127,11 +129,17 @@ def kalman_increments(
 
     .. math:: K d_j = Xᵀ (I_N + SSᵀ)^{-1} S\,(R^{-1/2} d_j) = Xᵀ S (I_m + SᵀS)^{-1} (R^{-1/2} d_j)
 
-    The smaller of the two systems (``N×N`` or ``m×m``) is solved.
+    The smaller of the two systems (``N×N`` or ``m×m``) is solved. With ``m < N`` the
+    products are taken in the cheaper order: ``Z (SᵀX)`` (``Z = Dw (I+SᵀS)^{-1}``, ``k×m``) costs
+    ``O(m n (N + k))`` and forms nothing ``N×N``; ``(Z Sᵀ) X`` costs ``O(k N (m + n))``.
     """
     N, m = S.shape
     if m < N:
-        return (obs_space_solve(S, Dw.T).T @ S.T) @ X
+        Z = obs_space_solve(S, Dw.T).T  # (k, m)
+        k, n = Z.shape[0], X.shape[1]
+        if m * n * (N + k) <= k * N * (m + n):
+            return Z @ (S.T @ X)
+        return (Z @ S.T) @ X
     G = ensemble_solve(S, S @ Dw.T)  # (N, k)
     return G.T @ X
 

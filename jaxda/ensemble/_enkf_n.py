@@ -225,24 +225,26 @@ def enkf_n_analysis(
 
     lam, vecs = sp.lam, sp.vecs
     m = S.shape[1]
+    lA = infl * A
     if m < N:  # m×m eigen-problem: w = lS U (Uᵀd)/(1+l²λ), T = I + l² SU g(l²λ) (SU)ᵀ
         SU = S @ vecs
         w = infl * (SU @ ((vecs.T @ d) / (1.0 + l2 * lam)))
         r = jnp.sqrt(1.0 + l2 * lam)
-        T = jnp.eye(N, dtype=dtype) + l2 * (SU * (-1.0 / (r * (1.0 + r)))) @ SU.T
+        g_lam = -1.0 / (r * (1.0 + r))
+        # T lA without forming the N×N T: O(N m n)
+        TlA = lA + l2 * (SU @ (g_lam[:, None] * (SU.T @ lA)))
     else:
         w = infl * (vecs @ ((vecs.T @ (S @ d)) / (1.0 + l2 * lam)))
-        T = (vecs * jax.lax.rsqrt(1.0 + l2 * lam)) @ vecs.T
+        TlA = ((vecs * jax.lax.rsqrt(1.0 + l2 * lam)) @ vecs.T) @ lA
     if hessian_correction:
         wt = w / jnp.sqrt(N1)
         Hw = jnp.eye(N, dtype=dtype) + l2 * (S @ S.T) - 2.0 * jnp.outer(wt, wt) / (eN + wt @ wt)
         mu, W = jnp.linalg.eigh(Hw)
         # At the minimum the Hessian is positive definite; guard round-off only.
         mu = jnp.maximum(mu, jnp.finfo(dtype).eps)
-        T = (W * jax.lax.rsqrt(mu)) @ W.T
-    lA = infl * A
+        TlA = ((W * jax.lax.rsqrt(mu)) @ W.T) @ lA
     mean_a = mean + (w @ lA) / jnp.sqrt(N1)
-    Ea = (mean_a + T @ lA).astype(dtype)
+    Ea = (mean_a + TlA).astype(dtype)
     base = analysis_info(Ea, mask)
     status = first_failure(
         base.status, jnp.where(converged, Status.SUCCESS, Status.MAX_STEPS).astype(jnp.int32)

@@ -9,18 +9,18 @@ anomalies ``A = E^f - x̄``, the analysis is
     \text{sqrt (ETKF):}\quad E^a = x̄ + \frac{wᵀA}{\sqrt{N-1}} + T A,\qquad
     \text{pertobs (EnKF):}\quad E^a = E^f + C\,\frac{A}{\sqrt{N-1}},
 
-with the ETKF mean weights ``w`` and symmetric square root ``T`` (:func:`letkf_transform`),
-or the perturbed-observation coefficients ``C = D_w Sᵀ (I_N + S Sᵀ)^{-1}`` (``N×N``, applied by
-:func:`kalman_increments`; ``S`` the whitened scaled observation anomalies, row ``i`` of
-``D_w`` the whitened perturbed innovation ``R^{-1/2}(y + ε_i - H(x_i))``). ``w``, ``T`` and
-``C`` are computed from the forecast at the current observation time only. The EnKS applies
-**the same** map to the analyses kept at the previous ``L`` observation times: since the
+with the ETKF mean weights ``w`` and symmetric square root ``T`` (:func:`etkf_update`), or the
+perturbed-observation coefficients ``C = D_w Sᵀ (I_N + S Sᵀ)^{-1}`` (:func:`kalman_increments`;
+both ``N×N``, never formed when ``m < N``; ``S`` the whitened scaled observation anomalies,
+row ``i`` of ``D_w`` the whitened perturbed innovation ``R^{-1/2}(y + ε_i - H(x_i))``). ``w``,
+``T`` and ``C`` are computed from the forecast at the current observation time only. The EnKS
+applies **the same** map to the analyses kept at the previous ``L`` observation times: since the
 update of ``x_j`` by ``y_k`` is the regression ``Cov(x_j, Hx_k)(HP_kHᵀ + R)^{-1}`` and the
 ensemble estimates this covariance from the same members, the lagged ensembles
 ``E_j, j = k-L..k-1`` are updated by replacing ``A`` with their own anomalies. In practice the
 ``L+1`` ensembles are laid side by side as one ``N×(L+1)n`` ensemble (DAPPER's reshaping), so
 the existing ETKF/EnKF algebra serves unchanged and no ``n×n`` matrix is formed: a step costs
-``O(N²(L+1)n + N²m)``.
+``O(N²(L+1)n + N²m)``, or ``O(N m (L+1)n + N m²)`` when ``m < N``.
 
 After the step at time ``k`` the ensemble at time ``k-L`` is final (it has seen every
 observation up to time ``k = (k-L) + L``) and leaves the buffer; ``lag = 0`` is the filter, and
@@ -73,8 +73,8 @@ from ..core import (
 from ..observations import fill_missing
 from ._core import kalman_increments, mean_and_anomalies, obs_space, scaled_anomalies
 from ._enkf import perturbed_observations
+from ._etkf import etkf_update
 from ._inflation import inflate
-from ._letkf import letkf_transform
 
 UPDATES = ("sqrt", "pertobs")
 
@@ -184,8 +184,8 @@ def enks(
         if update == "sqrt":
             # The ETKF analysis (as etkf_analysis) applied to the side-by-side ensembles.
             mean, A = mean_and_anomalies(flat)
-            w, T = letkf_transform(os.S, os.innovation(y))
-            flat_a = mean + (w @ A) / jnp.sqrt(N - 1.0) + T @ A
+            wA, TA = etkf_update(os.S, os.innovation(y), A)
+            flat_a = mean + wA / jnp.sqrt(N - 1.0) + TA
         else:
             # The EnKF analysis (as enkf_analysis): the increments are linear in the anomalies.
             _, X = scaled_anomalies(flat)
