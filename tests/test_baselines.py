@@ -11,7 +11,7 @@ import pytest
 from jaxda.assimilate import assimilate, make_method
 from jaxda.ensemble import climatology, optimal_interpolation
 from jaxda.experiments import sakov2008, sakov2012, twin_experiment
-from jaxda.models import AdditiveNoise, Lorenz96, trajectory
+from jaxda.models import Lorenz96, trajectory, with_noise
 from jaxda.observations import (
     from_callable,
     linear,
@@ -180,7 +180,7 @@ def test_option_checks():
         climatology(mu, C, model=Lorenz96(n=40))
     with pytest.raises(ValueError, match="ensemble has 4 variables"):
         climatology(mu, C).init(jnp.zeros((2, 4)))
-    noisy = AdditiveNoise(Lorenz96(n=8), 0.1)
+    noisy = with_noise(Lorenz96(n=8), 0.1)
     with pytest.raises(ValueError, match="stochastic: give key="):
         optimal_interpolation(model=noisy)
     E = climatology(model=noisy, n_climatology=500, key=jax.random.key(0)).init(jnp.zeros((1, 8)))
