@@ -299,7 +299,7 @@ def table(results: list[dict]) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--rows", nargs="*", default=None, help="run rows whose key contains these")
     p.add_argument("--seed", type=int, default=1, help="first seed (consecutive; DAPPER refuses 0)")
     p.add_argument("--seeds", type=int, default=None, help="override every row's seed count")
