@@ -56,6 +56,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -362,6 +363,11 @@ def main():
         "truth) instead of the CLI's (a free run), through the Python API",
     )
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "named_setups.json"))
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="replace the rows run in --out's existing results, keep the others (one table)",
+    )
     args = p.parse_args()
     import jax
 
@@ -371,6 +377,11 @@ def main():
         rows = [r for r in rows if r.method in ("oi", "climatology")]
         args.no_dapper = True
 
+    out = Path(args.out)
+    kept: dict[str, dict] = {}
+    if args.update and out.exists():
+        kept = {res["row"]["key"]: res for res in json.loads(out.read_text())["results"]}
+    order = [r.key for r in ROWS]
     results = []
     t_all = time.perf_counter()
     for r in rows:
@@ -407,9 +418,10 @@ def main():
             "dapper": d,
             "band": band(score, j),
             "z": z_score(j, d),
+            "run": {"argv": " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M")},
         }
-        results.append(res)
-        out = Path(args.out)
+        kept[r.key] = res
+        results = sorted(kept.values(), key=lambda x: order.index(x["row"]["key"]))
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "args": vars(args),
