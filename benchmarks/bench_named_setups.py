@@ -354,7 +354,7 @@ def table(results: list[dict]) -> str:
         inb = "-" if b is None else ("yes" if b[0] <= j["rmse_a"] <= b[1] else "**no**")
         z = res["z"]
         doc = f"{res['documented']}"
-        if res.get("setups_score") != res["documented"]:
+        if res.get("setups_score", res["documented"]) != res["documented"]:
             doc += f" (SETUPS: {res.get('setups_score')})"
         variant = ", DAPPER's truth climatology (API)" if res["cli"].startswith("API") else ""
         lines.append(
