@@ -735,6 +735,7 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         "seed": args.seed,
         "spread_analysis": float(np.mean(np.asarray(hist.spread_analysis)[b:])),
         "innovation_ratio": float(st.innovation_ratio),
+        "error_spread_ratio": float(st.error_ratio),
         "status": Status(int(st.status)).name,
         "finite": bool(np.all(np.isfinite(np.asarray(hist.spread_analysis)))),
         "compile_seconds": compile_s,
@@ -853,7 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary["status"] == Status.DIVERGED.name:
         print(
             f"jaxda: warning: the filter diverged: {status_message(Status.DIVERGED)} (innovation "
-            f"ratio {summary['innovation_ratio']:.1f}, expected ≈ 1)",
+            f"ratio {summary['innovation_ratio']:.1f}, expected ≈ 1; analysis RMSE / spread "
+            f"{summary['error_spread_ratio']:.1f})",
             file=sys.stderr,
         )
         if args.fail_on_divergence:

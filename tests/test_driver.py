@@ -386,6 +386,12 @@ def test_run_status_flags_divergence_and_nonfinite_analyses():
     )
     assert int(good.status) == Status.SUCCESS
     assert 0.3 < float(run_status(good.history, burn_in=75).innovation_ratio) < 3.0
+    assert 0.5 < float(run_status(good.history, burn_in=75).error_ratio) < 2.0
+    # lost track with a consistent-looking innovation ratio: RMSE 10x the spread -> DIVERGED
+    lost = good.history._replace(rmse_analysis=10.0 * good.history.spread_analysis)
+    st = run_status(lost, burn_in=75)
+    assert float(st.innovation_ratio) < 3.0 and float(st.error_ratio) == pytest.approx(10.0)
+    assert int(st.status) == Status.DIVERGED
     # a model step far beyond stability: the analyses become non-finite
     blowup = Lorenz96(n=8, dt=5.0)
     om = observation_model(identity(8), obs_std=1.0)

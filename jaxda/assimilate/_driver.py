@@ -624,17 +624,29 @@ def log_likelihood(
 
 
 class RunStatus(NamedTuple):
-    """Summary of a run: a :class:`jaxda.core.Status` and the time-mean consistency ratio."""
+    """Summary of a run: a :class:`jaxda.core.Status`, the time-mean consistency ratio and,
+    with a truth, the ratio of the time-mean analysis RMSE to the time-mean spread (``NaN``
+    without a truth or with a single member)."""
 
     status: Int[Array, ""]
     innovation_ratio: Float[Array, ""]
+    error_ratio: Float[Array, ""]
 
 
-def run_status(history: History, *, burn_in: int = 0, divergence_ratio: float = 4.0) -> RunStatus:
-    """The first failed status of the analyses (e.g. ``NONFINITE``); else ``DIVERGED`` if the time-mean innovation
-    consistency ratio after ``burn_in`` exceeds ``divergence_ratio`` (the innovations are that
-    many times larger, in variance, than the ensemble spread and ``R`` explain); else
-    ``SUCCESS``.
+def run_status(
+    history: History,
+    *,
+    burn_in: int = 0,
+    divergence_ratio: float = 4.0,
+    lost_track_ratio: float = 3.0,
+) -> RunStatus:
+    """The first failed status of the analyses (e.g. ``NONFINITE``); else ``DIVERGED`` if the
+    time-mean innovation consistency ratio after ``burn_in`` exceeds ``divergence_ratio`` (the
+    innovations are that many times larger, in variance, than the ensemble spread and ``R``
+    explain), or, when a truth is known, if the time-mean analysis RMSE exceeds
+    ``lost_track_ratio`` times the time-mean spread (the filter has lost track of the truth
+    while its spread says it is confident: with accurate observations of few variables the
+    innovation ratio alone can miss it); else ``SUCCESS``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -650,10 +662,17 @@ def run_status(history: History, *, burn_in: int = 0, divergence_ratio: float = 
     r = history.innovation_ratio[burn_in:]
     mean_ratio = jnp.nanmean(r)
     diverged = mean_ratio > divergence_ratio
+    spread = jnp.mean(history.spread_analysis[burn_in:])
+    if history.rmse_analysis is None:
+        error_ratio = jnp.full((), jnp.nan, spread.dtype)
+    else:
+        err = jnp.mean(history.rmse_analysis[burn_in:])
+        error_ratio = jnp.where(spread > 0, err / jnp.where(spread > 0, spread, 1.0), jnp.nan)
+        diverged = diverged | (error_ratio > lost_track_ratio)
     status = first_failure(
         status.astype(jnp.int32), jnp.where(diverged, Status.DIVERGED, Status.SUCCESS)
     )
-    return RunStatus(status, mean_ratio)
+    return RunStatus(status, mean_ratio, error_ratio)
 
 
 def throw_on_failure(history: History) -> History:
