@@ -32,8 +32,6 @@ its second call; DAPPER: median over its runs).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import os
@@ -45,6 +43,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from _dapper import run_dapper_seeds  # benchmarks/_dapper.py
 
 
 @dataclass
@@ -279,30 +278,16 @@ def dapper_hmm(name: str):
 
 
 def run_dapper(row: Row, cycles: int, burn_in: int, seed: int, seeds: int) -> dict:
-    import dapper as dpr
-    import dapper.da_methods as da
-
     try:
         HMM = dapper_hmm(row.setup)
     except Exception as e:  # e.g. QG's Fortran model not compiled
         return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
     HMM.tseq.Ko = cycles
     HMM.tseq.BurnIn = burn_in * HMM.tseq.dto
-    rmses, spreads, times = [], [], []
-    for s in range(seeds):
-        dpr.set_seed(seed + s)
-        xp = eval(row.dapper, {"da": da})
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                xx, yy = HMM.simulate()
-                t0 = time.perf_counter()
-                xp.assimilate(HMM, xx, yy, liveplots=False)
-                times.append(time.perf_counter() - t0)
-            except Exception as e:
-                return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
-        xp.stats.average_in_time()
-        rmses.append(float(xp.avrgs.err.rms.a.val))
-        spreads.append(float(xp.avrgs.spread.rms.a.val))
+    out = run_dapper_seeds(HMM, row.dapper, range(seed, seed + seeds))
+    if "error" in out:
+        return out
+    rmses, spreads, times = out["rmses"], out["spreads"], out["times"]
     return _summary(cycles, cycles / float(np.median(times)), rmses, spreads)
 
 

@@ -33,7 +33,9 @@ Q = 0.5  # model-error covariance per time unit (times I)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="imperfect-model twin: filters under a misspecified Q")
+    parser = argparse.ArgumentParser(
+        description="imperfect-model twin: filters under a misspecified Q"
+    )
     parser.add_argument("--cycles", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--quick", action="store_true")

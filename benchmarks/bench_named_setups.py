@@ -50,8 +50,6 @@ Notes on matching DAPPER's setups:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import os
@@ -62,6 +60,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from _dapper import run_dapper_seeds  # benchmarks/_dapper.py
 
 # documented scores of the baselines (DAPPER's Climatology / OptInterp), by setup
 BASELINE_SCORES = {
@@ -273,8 +272,6 @@ def run_dapper(row: Row, cycles: int, burn_in: int, seeds: list[int]) -> dict:
     """DAPPER's own HMM of the setup with ``cycles`` observation times, one run per seed."""
     import importlib
 
-    import dapper as dpr
-    import dapper.da_methods as da
     import dapper.mods.Lorenz96 as l96
 
     module = importlib.import_module(DAPPER_MODULES[row.setup])
@@ -285,25 +282,14 @@ def run_dapper(row: Row, cycles: int, burn_in: int, seeds: list[int]) -> dict:
         import dapper.mods as modelling
 
         obs = HMM.Obs.Op1
-        obs.noise = modelling.GaussRV(C=DAPPER_OBS_VARIANCE[row.setup], M=obs.M)
+        obs.noise = modelling.GaussRV(C=DAPPER_OBS_VARIANCE[row.setup], M=obs.M)  # pyright: ignore[reportArgumentType]
     HMM.tseq.BurnIn = burn_in * HMM.tseq.dto  # the times t <= BurnIn are not averaged
     HMM.tseq.Ko = cycles - 1  # observation times ko = 0..Ko
-    rmses, spreads, times = [], [], []
     t0 = time.perf_counter()
-    for s in seeds:
-        dpr.set_seed(s)
-        xp = eval(row.dapper, {"da": da})
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                xx, yy = HMM.simulate()
-                t1 = time.perf_counter()
-                xp.assimilate(HMM, xx, yy, liveplots=False)
-                times.append(time.perf_counter() - t1)
-            except Exception as e:
-                return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
-        xp.stats.average_in_time()
-        rmses.append(float(xp.avrgs.err.rms.a.val))
-        spreads.append(float(xp.avrgs.spread.rms.a.val))
+    out = run_dapper_seeds(HMM, row.dapper, seeds)
+    if "error" in out:
+        return out
+    rmses, spreads, times = out["rmses"], out["spreads"], out["times"]
     return _stats(rmses, spreads) | {
         "cycles": cycles,
         "burn_in": burn_in,
@@ -400,6 +386,9 @@ def main():
         args.no_dapper = True
 
     out = Path(args.out)
+    if args.quick and out.name == "named_setups.json":  # a smoke run keeps the real results
+        out = out.with_name("named_setups_quick.json")
+        args.out = str(out)
     kept: dict[str, dict] = {}
     if args.update and out.exists():
         kept = {res["row"]["key"]: res for res in json.loads(out.read_text())["results"]}

@@ -95,8 +95,11 @@ def run():
         truth=data.truth,
         record=ensemble_mean,
         store_ensembles=True,
+        ranks=True,
     )
     ranks = jax.vmap(rank_counts)(data.truth, hist.ensemble_analysis)
+    # the driver's per-time counts (no ensemble stored) are those of the stored ensembles
+    np.testing.assert_array_equal(hist.rank_counts, ranks)
     return hist, np.asarray(data.truth), ranks
 
 
