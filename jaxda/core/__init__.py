@@ -10,7 +10,14 @@ from ._black_box import (
     not_traceable_as_type_error,
     not_traceable_error,
 )
-from ._checks import check_ensemble, check_in_range, check_vector, is_concrete, positive_or_error
+from ._checks import (
+    check_ensemble,
+    check_in_range,
+    check_sample,
+    check_vector,
+    is_concrete,
+    positive_or_error,
+)
 from ._noise import (
     DiagonalNoise,
     FactorNoise,
@@ -51,6 +58,7 @@ __all__ = [
     "catch_not_traceable",
     "check_ensemble",
     "check_in_range",
+    "check_sample",
     "check_vector",
     "ensemble_init",
     "first_failure",

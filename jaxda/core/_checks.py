@@ -76,3 +76,21 @@ def check_in_range(
         left = "[" if closed_low else "("
         right = "]" if closed_high else ")"
         raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {v}")
+
+
+def check_sample(sample: Any, name: str = "sample", min_rows: int = 1) -> jax.Array:
+    """``sample`` as a floating ``(K, n)`` array of states with ``K >= min_rows``, all finite
+    when concrete (``ValueError`` naming ``name`` otherwise).
+
+    Examples:
+        >>> check_sample([[1, 2], [3, 4]]).dtype.kind, check_sample([[1.0, 2.0]]).shape
+        ('f', (1, 2))
+    """
+    s = jnp.asarray(sample)
+    if not jnp.issubdtype(s.dtype, jnp.floating):
+        s = s.astype(jnp.result_type(float))
+    if s.ndim != 2 or s.shape[0] < min_rows:
+        raise ValueError(f"{name} must be states (K, n) with K >= {min_rows}, got shape {s.shape}")
+    if is_concrete(s) and not np.all(np.isfinite(np.asarray(s))):
+        raise ValueError(f"{name} has non-finite values (a diverged run?)")
+    return s

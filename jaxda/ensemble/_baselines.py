@@ -46,7 +46,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from ..core import EnsembleState, Method, analysis_info, check_ensemble, is_concrete
+from ..core import EnsembleState, Method, analysis_info, check_ensemble, check_sample, is_concrete
 from ..models import Model
 from ..observations import ObservationModel, fill_missing, observed, whitened_residual
 from ..variational import climatological_sample
@@ -107,13 +107,7 @@ def _climatology(mean, cov, sample, model, n_climatology, key, who) -> tuple[Arr
                     "free run, or the climatology itself (sample=, or mean= and cov=)"
                 )
             sample = climatological_sample(model, int(n_climatology), _SPINUP, key=key)
-        X = jnp.asarray(sample)
-        if not jnp.issubdtype(X.dtype, jnp.floating):
-            X = X.astype(jnp.result_type(float))
-        if X.ndim != 2 or X.shape[0] < 2:
-            raise ValueError(f"{who}: sample must be states (K, n) with K >= 2, got {X.shape}")
-        if is_concrete(X) and not np.all(np.isfinite(np.asarray(X))):
-            raise ValueError(f"{who}: the climatological sample is not finite (a diverged run?)")
+        X = check_sample(sample, f"{who}: the climatological sample", min_rows=2)
         mu = jnp.mean(X, axis=0)
         C = jnp.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1])
     if model is not None and mu.shape[0] != model.dim:

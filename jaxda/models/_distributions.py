@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..core import GaussianNoise, is_concrete, singular_noise
+from ..core import GaussianNoise, check_sample, singular_noise
 
 
 class Gaussian(eqx.Module):
@@ -104,14 +104,7 @@ def empirical(sample) -> Empirical:
         >>> empirical(jnp.eye(3)).sample(jax.random.key(1), (3,)).sum(0).tolist()
         [1.0, 1.0, 1.0]
     """
-    s = jnp.asarray(sample)
-    if not jnp.issubdtype(s.dtype, jnp.floating):
-        s = s.astype(jnp.result_type(float))
-    if s.ndim != 2 or s.shape[0] < 1:
-        raise ValueError(f"sample must be (K, n) states with K >= 1, got shape {s.shape}")
-    if is_concrete(s) and not np.all(np.isfinite(np.asarray(s))):
-        raise ValueError("sample has non-finite values")
-    return Empirical(s)
+    return Empirical(check_sample(sample, "sample"))
 
 
 def check_distribution(dist, n: int, name: str = "initial distribution") -> None:
