@@ -6,6 +6,7 @@
   hashes: :func:`save_checkpoint`, :func:`restore_checkpoint`, :func:`latest_checkpoint`).
 * Samplers: :func:`reverse_sde`, :func:`probability_flow`, :func:`predictor_corrector`,
   :func:`ddpm_ancestral`, :func:`sample`.
+* Few-step samplers: :func:`ddim`, :func:`edm_heun`, :func:`dpmpp_2m`.
 * Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
   (windowed trajectories), :func:`ensf` (ensemble score filter).
 * Data: :func:`lorenz63_trajectories`, :func:`sliding_windows`, :data:`LORENZ63_STANDARDIZER`.
@@ -19,6 +20,7 @@ from ._data import (
     sliding_windows,
 )
 from ._ensf import ensf, ensf_sde
+from ._fast_samplers import ddim, dpmpp_2m, edm_heun
 from ._guidance import local_score, posterior_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
 from ._samplers import (
@@ -52,9 +54,12 @@ __all__ = [
     "TrainHistory",
     "TrainResult",
     "TrainState",
+    "ddim",
     "ddpm_ancestral",
     "ddpm_schedule",
+    "dpmpp_2m",
     "dsm_loss",
+    "edm_heun",
     "ensf",
     "ensf_sde",
     "latest_checkpoint",

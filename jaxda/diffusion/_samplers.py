@@ -425,7 +425,7 @@ def ddpm_ancestral(
     return _finish(result, throw)
 
 
-_METHODS = ("euler", "heun", "ode", "pc", "ddpm")
+_METHODS = ("euler", "heun", "ode", "pc", "ddpm", "ddim", "edm", "dpmpp2m")
 
 
 def sample(
@@ -443,6 +443,7 @@ def sample(
 
     ``method``: ``"euler"``/``"heun"`` (reverse SDE), ``"ode"`` (probability flow),
     ``"pc"`` (predictor–corrector) or ``"ddpm"`` (ancestral). ``options`` go to the sampler.
+    Few-step samplers: ``"ddim"``, ``"edm"`` (EDM Heun) and ``"dpmpp2m"`` (DPM-Solver++(2M)).
     Returns a :class:`SampleResult` with ``x`` of shape ``(n_samples, *shape)`` and one
     ``status``/``n_steps`` per sample; ``throw=True`` raises if any sample failed.
 
@@ -474,6 +475,14 @@ def sample(
         fn = lambda k, x: probability_flow(score_fn, sde, x, **options)  # noqa: E731
     elif method == "pc":
         fn = lambda k, x: predictor_corrector(k, score_fn, sde, x, **options)  # noqa: E731
+    elif method in ("ddim", "edm", "dpmpp2m"):
+        from . import _fast_samplers as fs  # imports this module: import at call time
+
+        if method == "dpmpp2m":
+            fn = lambda k, x: fs.dpmpp_2m(score_fn, sde, x, **options)  # noqa: E731
+        else:
+            fast = fs.ddim if method == "ddim" else fs.edm_heun
+            fn = lambda k, x: fast(k, score_fn, sde, x, **options)  # noqa: E731
     else:
         fn = lambda k, x: ddpm_ancestral(k, score_fn, sde, x, **options)  # noqa: E731
     return _finish(jax.vmap(fn)(keys, x_T), throw)
