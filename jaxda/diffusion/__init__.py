@@ -8,6 +8,7 @@
   :func:`ddpm_ancestral`, :func:`sample`.
 * Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
   (windowed trajectories), :func:`ensf` (ensemble score filter).
+* MMPS guidance (moment matching, CG covariance solves): :func:`mmps_score`.
 * Data: :func:`lorenz63_trajectories`, :func:`sliding_windows`, :data:`LORENZ63_STANDARDIZER`.
 """
 
@@ -20,6 +21,7 @@ from ._data import (
 )
 from ._ensf import ensf, ensf_sde
 from ._guidance import local_score, posterior_score
+from ._mmps import mmps_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
 from ._samplers import (
     SampleResult,
@@ -60,6 +62,7 @@ __all__ = [
     "latest_checkpoint",
     "local_score",
     "lorenz63_trajectories",
+    "mmps_score",
     "noisy_lorenz63_step",
     "posterior_score",
     "predictor_corrector",
