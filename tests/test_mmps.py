@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxda.diffusion import mmps_score, posterior_score, sample, vp_linear
+from jaxda.diffusion import guided_score, mmps_score, posterior_score, sample, vp_linear
 
 D = 5
 _rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def test_mmps_sampling_reproduces_exact_posterior_better_than_dps():
     std = 0.1
     y = jnp.array([0.8, -1.2, 0.4])
     R = std**2 * jnp.eye(3)
-    n = 1500
+    n = 1000
     ma, Ca = exact_posterior(H, R, y)
     mu, s = sde.mean_coef(sde.t_min), sde.std(jnp.asarray(sde.t_min))
     mean, cov = np.asarray(mu * ma), np.asarray(mu**2 * Ca + s**2 * jnp.eye(D))
@@ -172,3 +172,25 @@ def test_mmps_validation():
         mmps_score(f, sde, obs, jnp.ones(2), 0.1, cg_steps=0)
     with pytest.raises(ValueError, match="obs_fn returns shape"):
         mmps_score(f, sde, obs, jnp.ones(3), 0.1)(jnp.zeros(4), jnp.asarray(0.5))
+
+
+def test_guided_score_flag_selects_the_likelihood_approximation():
+    sde = vp_linear()
+    prior = prior_score(sde)
+    y, std = jnp.array([0.8, -1.2, 0.4]), 0.2
+    x, t = jnp.linspace(-1.0, 1.0, D), jnp.asarray(0.4)
+    obs = lambda z: H @ z  # noqa: E731
+    R = std**2 * jnp.eye(3)
+    np.testing.assert_allclose(
+        guided_score(prior, sde, obs, y, std, guidance="mmps")(x, t),
+        mmps_score(prior, sde, obs, y, obs_cov=R)(x, t),
+        rtol=1e-10,
+    )
+    for name, gamma in (("dps", 0.0), ("sda", 0.3)):
+        ref = posterior_score(prior, sde, obs, y, std, gamma=gamma)(x, t)
+        got = guided_score(prior, sde, obs, y, std, guidance=name, gamma=gamma)(x, t)
+        full = guided_score(prior, sde, obs, y, obs_cov=R, guidance=name, gamma=gamma)(x, t)
+        np.testing.assert_allclose(got, ref, rtol=1e-10)
+        np.testing.assert_allclose(full, ref, rtol=1e-10)
+    with pytest.raises(ValueError, match="guidance"):
+        guided_score(prior, sde, obs, y, std, guidance="foo")

@@ -8,7 +8,8 @@
   :func:`ddpm_ancestral`, :func:`sample`.
 * Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
   (windowed trajectories), :func:`ensf` (ensemble score filter).
-* MMPS guidance (moment matching, CG covariance solves): :func:`mmps_score`.
+* MMPS guidance (moment matching, CG covariance solves): :func:`mmps_score`; one flag for
+  DPS / SDA / MMPS: :func:`guided_score`.
 * Data: :func:`lorenz63_trajectories`, :func:`sliding_windows`, :data:`LORENZ63_STANDARDIZER`.
 """
 
@@ -21,7 +22,7 @@ from ._data import (
 )
 from ._ensf import ensf, ensf_sde
 from ._guidance import local_score, posterior_score
-from ._mmps import mmps_score
+from ._mmps import guided_score, mmps_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
 from ._samplers import (
     SampleResult,
@@ -59,6 +60,7 @@ __all__ = [
     "dsm_loss",
     "ensf",
     "ensf_sde",
+    "guided_score",
     "latest_checkpoint",
     "local_score",
     "lorenz63_trajectories",

@@ -40,6 +40,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..core import is_concrete, positive_or_error
+from ._guidance import posterior_score
 from ._sde import SDE
 
 ScoreFn = Callable[[Array, Array], Array]
@@ -187,3 +188,55 @@ def mmps_score(
         return s + back(u)
 
     return score
+
+
+_GUIDANCES = ("dps", "sda", "mmps")
+
+
+def guided_score(
+    score_fn: ScoreFn,
+    sde: SDE,
+    obs_fn: Callable[[Array], Array],
+    y: Float[Array, " m"],
+    obs_std: Float[Array, " m"] | float | None = None,
+    *,
+    guidance: str = "mmps",
+    obs_cov: Float[Array, "m m"] | None = None,
+    gamma: float = 1e-2,
+    cg_steps: int = 3,
+) -> ScoreFn:
+    r"""Guided score with the likelihood approximation chosen by one flag.
+
+    * ``"dps"``: ``p(y|x_t) ≈ N(y | A x̂_0, Σ_y)`` (Chung et al. 2023, with a Gaussian
+      likelihood instead of a normalised step);
+    * ``"sda"``: ``N(y | A x̂_0, Σ_y + γ (σ_t/μ_t)² I)`` (Rozet & Louppe 2023);
+    * ``"mmps"``: ``N(y | A x̂_0, Σ_y + A V_t Aᵀ)`` with Tweedie's covariance (:func:`mmps_score`).
+
+    ``"dps"`` and ``"sda"`` call :func:`~jaxda.diffusion.posterior_score` (they need every
+    observation finite); ``gamma`` is used by ``"sda"`` only, ``cg_steps`` by ``"mmps"`` only.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxda.diffusion import vp_linear
+        >>> args = (lambda x, t: -x, vp_linear(), lambda x: x[:1], jnp.ones(1), 0.1)
+        >>> [guided_score(*args, guidance=g)(jnp.zeros(2), 0.5).shape for g in ("dps", "mmps")]
+        [(2,), (2,)]
+    """
+    if guidance not in _GUIDANCES:
+        raise ValueError(f"guidance must be one of {_GUIDANCES}, got {guidance!r}")
+    if guidance == "mmps":
+        return mmps_score(score_fn, sde, obs_fn, y, obs_std, obs_cov=obs_cov, cg_steps=cg_steps)
+    g = 0.0 if guidance == "dps" else gamma
+    if (obs_std is None) == (obs_cov is None):
+        raise ValueError("give exactly one of obs_std and obs_cov")
+    if obs_std is not None:
+        return posterior_score(score_fn, sde, obs_fn, y, obs_std, gamma=g)
+    cov = jnp.asarray(obs_cov)
+    if cov.shape != (jnp.size(y),) * 2:
+        raise ValueError(f"obs_cov must have shape {(jnp.size(y),) * 2}, got {cov.shape}")
+    eye = jnp.eye(cov.shape[0], dtype=cov.dtype)
+
+    def obs_cov_fn(t):
+        return cov + g * (sde.std(t) / sde.mean_coef(t)) ** 2 * eye
+
+    return posterior_score(score_fn, sde, obs_fn, y, 1.0, gamma=g, obs_cov_fn=obs_cov_fn)
