@@ -9,6 +9,8 @@
 * Few-step samplers: :func:`ddim`, :func:`edm_heun`, :func:`dpmpp_2m`.
 * Data assimilation: :func:`posterior_score` (DPS/SDA guidance), :func:`local_score`
   (windowed trajectories), :func:`ensf` (ensemble score filter).
+* MMPS guidance (moment matching, CG covariance solves): :func:`mmps_score`; one flag for
+  DPS / SDA / MMPS: :func:`guided_score`.
 * Data: :func:`lorenz63_trajectories`, :func:`sliding_windows`, :data:`LORENZ63_STANDARDIZER`.
 """
 
@@ -22,6 +24,7 @@ from ._data import (
 from ._ensf import ensf, ensf_sde
 from ._fast_samplers import ddim, dpmpp_2m, edm_heun
 from ._guidance import local_score, posterior_score
+from ._mmps import guided_score, mmps_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
 from ._samplers import (
     SampleResult,
@@ -62,9 +65,11 @@ __all__ = [
     "edm_heun",
     "ensf",
     "ensf_sde",
+    "guided_score",
     "latest_checkpoint",
     "local_score",
     "lorenz63_trajectories",
+    "mmps_score",
     "noisy_lorenz63_step",
     "posterior_score",
     "predictor_corrector",
