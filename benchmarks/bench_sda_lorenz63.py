@@ -1,24 +1,46 @@
-"""Score-based data assimilation (SDA) on noisy Lorenz-63 vs a bootstrap particle filter.
+"""Score-based data assimilation (SDA) on noisy Lorenz-63: samplers × guidance vs a bootstrap PF.
 
 Setting of Rozet & Louppe (2023), Sec. 4.1: noisy Lorenz-63 chain (RK4, dt = 0.025, transition
 noise N(0, dt I)), states standardized with mean (0, 0, 25) and std (8, 9, 8.6), a score network
 trained on windows of 5 consecutive states, trajectories of 65 states, every 8th state observed
-with σ = 0.05 (standardized units). Posterior trajectories are sampled with the windowed local
-score + SDA guidance (predictor–corrector sampler) and compared, on the same cases, with a
-bootstrap particle filter (genealogy-traced trajectories) that knows the true dynamics.
+with σ = 0.05 (standardized units). The network is trained once (or restored from ``--ckpt``);
+posterior trajectories of the SAME cases are then sampled with the windowed local score and
+several sampler × guidance combinations side by side:
+
+* the reference: predictor–corrector (256 steps, one Langevin corrector, curvature step rule)
+  with SDA guidance ``Σ_y + γ(σ_t/μ_t)² I`` (Rozet & Louppe 2023);
+* few-step samplers DDIM, DPM-Solver++(2M) and EDM Heun with SDA or MMPS guidance
+  (moment matching, ``Σ_y + A V_t Aᵀ`` by conjugate gradients; Rozet et al. 2024);
+
+and compared with a bootstrap particle filter (genealogy-traced trajectories) that knows the
+true dynamics, on the same cases.
 
 Metrics per case (standardized units):
 * RMSE of the posterior-sample mean trajectory to the truth (65 × 3 values);
-* data log-likelihood ``E_x log N(y | A(x), σ² I)`` averaged over posterior samples.
+* RMSE of that mean to the PF posterior mean (how close to the reference posterior);
+* data log-likelihood ``E_x log N(y | A(x), σ² I)`` averaged over posterior samples;
+* sample spread; sampling wall time (compiled, ``block_until_ready``) and its ratio to the PC
+  reference; number of score-network evaluations per sample (NFE, network passes, counting
+  a vector–Jacobian or Jacobian–vector product as one).
 
-Run:  python benchmarks/bench_sda_lorenz63.py            (full, ~minutes on 2 CPU cores)
-      python benchmarks/bench_sda_lorenz63.py --quick    (smoke test)
+A combination is ``sampler:steps:guidance[:opt=value,...]`` with sampler ``pc | ddim | dpmpp2m |
+edm``, guidance ``sda | mmps | dps`` and options ``gamma`` (SDA γ), ``cg`` (MMPS CG steps),
+``tswitch`` (use the guidance only for ``t ≤ tswitch`` and SDA with ``gamma`` above),
+``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
+time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
+instead of the noisy state at ``t_end``).
+
+Run:  python benchmarks/bench_sda_lorenz63.py --ckpt /tmp/sda_l63_ckpt     (full)
+      python benchmarks/bench_sda_lorenz63.py --quick                       (smoke test)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import platform
 import time
 
 import jax
@@ -32,10 +54,13 @@ from jaxda.diffusion import (
 )
 from jaxda.diffusion import (
     ResidualMLP,
+    ddim,
+    dpmpp_2m,
+    edm_heun,
+    guided_score,
     local_score,
     lorenz63_trajectories,
     noisy_lorenz63_step,
-    posterior_score,
     predictor_corrector,
     score_fn_from_model,
     sliding_windows,
@@ -46,6 +71,48 @@ from jaxda.ensemble import bootstrap_particle_filter, pf_trajectories
 
 WINDOW, LENGTH, EVERY, SIGMA = 5, 65, 8, 0.05
 
+DEFAULT_COMBOS = (
+    "pc:256:sda",
+    "ddim:64:sda",
+    "dpmpp2m:32:sda",
+    "edm:32:sda",
+    "ddim:64:mmps",
+    "dpmpp2m:32:mmps",
+    "edm:32:mmps",
+)
+QUICK_COMBOS = ("pc:64:sda", "ddim:16:sda", "dpmpp2m:16:mmps", "edm:8:mmps")
+_OPTS = {"gamma", "cg", "eta", "grid", "churn", "rho", "tend", "rule", "denoise", "snr", "tswitch"}
+
+
+def parse_combo(spec: str) -> dict:
+    """``sampler:steps:guidance[:k=v,...]`` -> dict (validated)."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"combo must be sampler:steps:guidance[:opts], got {spec!r}")
+    sampler, steps, guidance = parts[0], int(parts[1]), parts[2]
+    if sampler not in ("pc", "ddim", "dpmpp2m", "edm"):
+        raise ValueError(f"unknown sampler {sampler!r} in {spec!r}")
+    if guidance not in ("sda", "mmps", "dps"):
+        raise ValueError(f"unknown guidance {guidance!r} in {spec!r}")
+    opts: dict = {}
+    if len(parts) == 4 and parts[3]:
+        for kv in parts[3].split(","):
+            k, v = kv.split("=")
+            if k not in _OPTS:
+                raise ValueError(f"unknown option {k!r} in {spec!r} (known: {sorted(_OPTS)})")
+            opts[k] = v
+    return {"spec": spec, "sampler": sampler, "steps": steps, "guidance": guidance, "opts": opts}
+
+
+def nfe(c: dict) -> int:
+    """Network passes per sample (forward, VJP or JVP each count 1), ignoring PC substeps."""
+    per_eval = {"sda": 2, "dps": 2, "mmps": 2 + int(c["opts"].get("cg", 1))}[c["guidance"]]
+    n = c["steps"]
+    evals = {"pc": 2 * n, "ddim": n, "dpmpp2m": n, "edm": 2 * n - 1}[c["sampler"]]
+    if c["sampler"] == "pc" and c["opts"].get("rule", "curvature") == "curvature":
+        per_eval *= 2  # JVP of the guided score for the power iteration
+    return evals * per_eval
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,15 +122,21 @@ def main():
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--sampler-steps", type=int, default=256)
-    ap.add_argument("--gamma", type=float, default=1e-2)
-    ap.add_argument("--step-rule", default="curvature", choices=["curvature", "adaptive", "fixed"])
+    ap.add_argument("--gamma", type=float, default=1e-2, help="default SDA γ")
+    ap.add_argument("--cg", type=int, default=1, help="default MMPS conjugate-gradient steps")
+    ap.add_argument("--combos", nargs="+", default=None, help="sampler:steps:guidance[:opts]")
     ap.add_argument("--particles", type=int, default=32768)
     ap.add_argument("--ckpt", default=None, help="checkpoint directory (resume training)")
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--no-pf", action="store_true", help="skip the particle filter")
+    ap.add_argument("--json", default="benchmarks/results/sda_lorenz63.json")
     args = ap.parse_args()
     if args.quick:
         args.train_traj, args.train_steps, args.cases, args.samples = 64, 300, 2, 8
-        args.sampler_steps, args.particles = 64, 1024
+        args.particles = 1024
+        if args.combos is None:
+            args.combos = list(QUICK_COMBOS)
+    combos = [parse_combo(s) for s in (args.combos or DEFAULT_COMBOS)]
 
     key = jax.random.key(2023)
     k_data, k_train, k_test, k_obs, k_sda, k_pf = jax.random.split(key, 6)
@@ -76,7 +149,7 @@ def main():
     windows = sliding_windows(z, WINDOW).reshape((-1, WINDOW * 3))
     t_data = time.perf_counter() - t0
 
-    # ---- training ----------------------------------------------------------------------
+    # ---- training (once; resumed from --ckpt) -------------------------------------------
     model = ResidualMLP(WINDOW * 3, width=args.width, depth=3, emb_dim=32, rngs=nnx.Rngs(0))
     t0 = time.perf_counter()
     res = train(
@@ -97,8 +170,11 @@ def main():
     print(
         f"data {t_data:.1f}s ({windows.shape[0]} windows), training {t_train:.1f}s "
         f"(steps {len(loss)}, resumed from {res.resumed_from}), "
-        f"loss first/last 100: {loss[:100].mean():.4f} / {loss[-100:].mean():.4f}"
+        f"loss first/last 100: {loss[:100].mean():.4f} / {loss[-100:].mean():.4f}",
+        flush=True,
     )
+    if args.train_only:
+        return
 
     # ---- test cases ------------------------------------------------------------------------
     truth_phys = lorenz63_trajectories(k_test, args.cases, LENGTH)
@@ -114,7 +190,66 @@ def main():
         r = (y - obs_fn(X)) / SIGMA
         return -0.5 * jnp.sum(r**2) - y.size * (math.log(SIGMA) + 0.5 * math.log(2 * math.pi))
 
-    # ---- SDA ---------------------------------------------------------------------------
+    def metrics(X, ref_mean=None):
+        mean = X.mean(axis=1)
+        out = {
+            "rmse": np.asarray(jnp.sqrt(jnp.mean((mean - truth) ** 2, axis=(1, 2)))),
+            "loglik": np.asarray(
+                jax.vmap(lambda Xs, y: jax.vmap(data_loglik, (0, None))(Xs, y).mean())(X, ys_flat)
+            ),
+            "spread": np.asarray(jnp.sqrt(jnp.mean(X.var(axis=1), axis=(1, 2)))),
+        }
+        if ref_mean is not None:
+            out["rmse_to_pf"] = np.asarray(jnp.sqrt(jnp.mean((mean - ref_mean) ** 2, axis=(1, 2))))
+        return out
+
+    # ---- bootstrap particle filter reference -------------------------------------------
+    pf_row = None
+    pf_mean = None
+    if not args.no_pf:
+        pool = trajs.reshape((-1, 3))  # attractor states (physical): prior of the first state
+        mask = (jnp.arange(LENGTH) % EVERY) == 0
+        ys_full = jnp.zeros((args.cases, LENGTH, 3)).at[:, obs_idx].set(ys)
+
+        def pf_case(key, y_full):
+            ki, kf, kt = jax.random.split(key, 3)
+            p0 = pool[jax.random.randint(ki, (args.particles,), 0, pool.shape[0])]
+            p0 = p0 + 0.1 * jax.random.normal(jax.random.fold_in(ki, 1), p0.shape)
+
+            def loglik(x, y):
+                r = (y - STD.forward(x)) / SIGMA
+                return -0.5 * jnp.sum(r**2)
+
+            res = bootstrap_particle_filter(kf, noisy_lorenz63_step, loglik, p0, y_full, mask=mask)
+            return STD.forward(pf_trajectories(kt, res, args.samples)), res.log_evidence, res.ess
+
+        pf = jax.jit(lambda ks, yf: jax.lax.map(lambda a: pf_case(*a), (ks, yf)))
+        keys = jax.random.split(k_pf, args.cases)
+        t0 = time.perf_counter()
+        pf_c = pf.lower(keys, ys_full).compile()
+        t_pf_compile = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        X_pf, log_ev, ess = jax.block_until_ready(pf_c(keys, ys_full))
+        t_pf = time.perf_counter() - t0
+        pf_mean = X_pf.mean(axis=1)
+        m = metrics(X_pf)
+        pf_row = {
+            "name": f"bootstrap PF ({args.particles} particles, true model)",
+            **{k: float(v.mean()) for k, v in m.items()},
+            "rmse_std": float(m["rmse"].std()),
+            "per_case_rmse": np.round(m["rmse"], 4).tolist(),
+            "time": t_pf,
+            "compile": t_pf_compile,
+            "min_ess": float(jnp.min(ess)),
+            "mean_log_evidence": float(jnp.mean(log_ev)),
+        }
+        print(
+            f"PF: RMSE {pf_row['rmse']:.3f}, log-lik {pf_row['loglik']:.1f}, "
+            f"spread {pf_row['spread']:.3f}, {t_pf:.1f}s (compile {t_pf_compile:.1f}s)",
+            flush=True,
+        )
+
+    # ---- diffusion posterior samplers --------------------------------------------------
     net_score = score_fn_from_model(model, sde)
 
     def window_score(w, t):
@@ -122,66 +257,117 @@ def main():
 
     traj_score = local_score(window_score, WINDOW)
 
-    def sda_case(key, y):
-        post = posterior_score(traj_score, sde, obs_fn, y, SIGMA, gamma=args.gamma)
-        k0, k1 = jax.random.split(key)
-        x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
+    def make_sampler(c):
+        o = c["opts"]
+        gamma = float(o.get("gamma", args.gamma))
+        cg = int(o.get("cg", args.cg))
+        t_end = float(o["tend"]) if "tend" in o else None
+        denoise = bool(int(o.get("denoise", 0)))
+        n = c["steps"]
 
-        def run(k, x):
-            return predictor_corrector(
-                k, post, sde, x, n_steps=args.sampler_steps, n_corrector=1, step_rule=args.step_rule
+        def one(key, post, x_T):
+            s = c["sampler"]
+            if s == "pc":
+                return predictor_corrector(
+                    key,
+                    post,
+                    sde,
+                    x_T,
+                    n_steps=n,
+                    n_corrector=1,
+                    snr=float(o.get("snr", 0.16)),
+                    step_rule=o.get("rule", "curvature"),
+                    t_end=t_end,
+                )
+            if s == "ddim":
+                return ddim(
+                    key,
+                    post,
+                    sde,
+                    x_T,
+                    n_steps=n,
+                    eta=float(o.get("eta", 0.0)),
+                    grid=o.get("grid", "t"),
+                    t_end=t_end,
+                )
+            if s == "edm":
+                return edm_heun(
+                    key,
+                    post,
+                    sde,
+                    x_T,
+                    n_steps=n,
+                    rho=float(o.get("rho", 7.0)),
+                    s_churn=float(o.get("churn", 0.0)),
+                    t_end=t_end,
+                )
+            return dpmpp_2m(post, sde, x_T, n_steps=n, t_end=t_end)
+
+        te = sde.t_min if t_end is None else t_end
+
+        def case(key, y):
+            post = guided_score(
+                traj_score, sde, obs_fn, y, SIGMA, guidance=c["guidance"], gamma=gamma, cg_steps=cg
             )
+            if "tswitch" in o:  # this guidance only for t <= tswitch, SDA (γ) above
+                low, t_sw = post, float(o["tswitch"])
+                high = guided_score(traj_score, sde, obs_fn, y, SIGMA, guidance="sda", gamma=gamma)
 
-        return jax.vmap(run)(jax.random.split(k1, args.samples), x_T)
+                def post(x, t):
+                    return jax.lax.cond(jnp.asarray(t) > t_sw, high, low, x, t)
 
-    sda = jax.jit(jax.vmap(sda_case))
-    keys = jax.random.split(k_sda, args.cases)
-    t0 = time.perf_counter()
-    sda_c = sda.lower(keys, ys_flat).compile()
-    t_sda_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res_sda = jax.block_until_ready(sda_c(keys, ys_flat))
-    t_sda = time.perf_counter() - t0
-    raise_on_failure(res_sda)
-    X_sda = res_sda.x  # (B, S, 65, 3)
+            k0, k1 = jax.random.split(key)
+            x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
+            r = jax.vmap(lambda k, x: one(k, post, x))(jax.random.split(k1, args.samples), x_T)
+            x = r.x
+            if denoise:  # Tweedie's x̂_0 of the final state (posterior score at t_end)
+                x = jax.vmap(lambda xi: sde.tweedie(xi, post(xi, te), te))(x)
+            return x, r.status
 
-    # ---- bootstrap particle filter reference -------------------------------------------
-    pool = trajs.reshape((-1, 3))  # attractor states (physical): prior of the first state
-    mask = (jnp.arange(LENGTH) % EVERY) == 0
-    ys_full = jnp.zeros((args.cases, LENGTH, 3)).at[:, obs_idx].set(ys)
+        return jax.jit(jax.vmap(case))
 
-    def pf_case(key, y_full):
-        ki, kf, kt = jax.random.split(key, 3)
-        p0 = pool[jax.random.randint(ki, (args.particles,), 0, pool.shape[0])]
-        p0 = p0 + 0.1 * jax.random.normal(jax.random.fold_in(ki, 1), p0.shape)
+    keys = jax.random.split(k_sda, args.cases)  # the same keys (x_T) for every combination
+    rows = []
+    t_ref = None
+    for c in combos:
+        fn = make_sampler(c)
+        t0 = time.perf_counter()
+        fc = fn.lower(keys, ys_flat).compile()
+        t_comp = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        X, status = jax.block_until_ready(fc(keys, ys_flat))
+        t_run = time.perf_counter() - t0
+        n_bad = int(jnp.sum(status != 0))
+        m = metrics(X, pf_mean)
+        if c["sampler"] == "pc" and t_ref is None:
+            t_ref = t_run
+        row = {
+            "spec": c["spec"],
+            "sampler": c["sampler"],
+            "steps": c["steps"],
+            "guidance": c["guidance"],
+            "opts": c["opts"],
+            "gamma": float(c["opts"].get("gamma", args.gamma)) if c["guidance"] == "sda" else None,
+            "cg": int(c["opts"].get("cg", args.cg)) if c["guidance"] == "mmps" else None,
+            "nfe": nfe(c),
+            **{k: float(np.nanmean(v)) for k, v in m.items()},
+            "rmse_std": float(np.nanstd(m["rmse"])),
+            "per_case_rmse": np.round(m["rmse"], 4).tolist(),
+            "nonfinite_samples": n_bad,
+            "time": t_run,
+            "compile": t_comp,
+        }
+        rows.append(row)
+        print(
+            f"{c['spec']:<36} RMSE {row['rmse']:.3f} ± {row['rmse_std']:.3f}"
+            + (f" (to PF {row['rmse_to_pf']:.3f})" if pf_mean is not None else "")
+            + f", log-lik {row['loglik']:.1f}, spread {row['spread']:.3f}, "
+            f"{t_run:.1f}s (compile {t_comp:.1f}s), nfe {row['nfe']}, bad {n_bad}",
+            flush=True,
+        )
+    for row in rows:
+        row["time_ratio_to_pc"] = None if t_ref is None else row["time"] / t_ref
 
-        def loglik(x, y):
-            r = (y - STD.forward(x)) / SIGMA
-            return -0.5 * jnp.sum(r**2)
-
-        res = bootstrap_particle_filter(kf, noisy_lorenz63_step, loglik, p0, y_full, mask=mask)
-        return STD.forward(pf_trajectories(kt, res, args.samples)), res.log_evidence, res.ess
-
-    pf = jax.jit(lambda ks, yf: jax.lax.map(lambda a: pf_case(*a), (ks, yf)))
-    keys = jax.random.split(k_pf, args.cases)
-    t0 = time.perf_counter()
-    pf_c = pf.lower(keys, ys_full).compile()
-    t_pf_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    X_pf, log_ev, ess = jax.block_until_ready(pf_c(keys, ys_full))
-    t_pf = time.perf_counter() - t0
-
-    # ---- metrics -----------------------------------------------------------------------
-    def metrics(X):
-        mean = X.mean(axis=1)
-        rmse = jnp.sqrt(jnp.mean((mean - truth) ** 2, axis=(1, 2)))
-        ll = jax.vmap(lambda Xs, y: jax.vmap(data_loglik, (0, None))(Xs, y).mean())(X, ys_flat)
-        spread = jnp.sqrt(jnp.mean(X.var(axis=1), axis=(1, 2)))
-        return np.asarray(rmse), np.asarray(ll), np.asarray(spread)
-
-    r_sda, ll_sda, sp_sda = metrics(X_sda)
-    r_pf, ll_pf, sp_pf = metrics(X_pf)
-    ll_truth = np.asarray(jax.vmap(data_loglik)(truth, ys_flat))
     # observation-only baseline: linear interpolation of the observed states
     t_all = np.arange(LENGTH)
     interp = np.stack(
@@ -194,38 +380,66 @@ def main():
         ]
     )
     r_int = np.sqrt(np.mean((interp - np.asarray(truth)) ** 2, axis=(1, 2)))
+    ll_truth = np.asarray(jax.vmap(data_loglik)(truth, ys_flat))
 
     print()
     print(
         f"Lorenz-63 SDA, {args.cases} cases x {args.samples} posterior samples, "
-        f"{LENGTH} states, every {EVERY}th observed, sigma={SIGMA} (standardized units)"
+        f"{LENGTH} states, every {EVERY}th observed, sigma={SIGMA} (standardized units); "
+        f"training {t_train:.0f}s (resumed from step {res.resumed_from})"
     )
     print(
-        "| method | mean-trajectory RMSE | data log-lik | sample spread | run time [s] | compile [s] |"
+        "| sampler | guidance | steps | NFE | RMSE to truth | RMSE to PF mean | data log-lik "
+        "| spread | time [s] | × PC time | compile [s] |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        g = r["guidance"] + (f" γ={r['gamma']:g}" if r["gamma"] is not None else f" cg={r['cg']}")
+        extra = {k: v for k, v in r["opts"].items() if k not in ("gamma", "cg")}
+        s = r["sampler"] + (" " + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
+        ratio = "–" if r["time_ratio_to_pc"] is None else f"{r['time_ratio_to_pc']:.3f}"
+        to_pf = f"{r['rmse_to_pf']:.3f}" if "rmse_to_pf" in r else "–"
+        print(
+            f"| {s} | {g} | {r['steps']} | {r['nfe']} | {r['rmse']:.3f} ± {r['rmse_std']:.3f} | "
+            f"{to_pf} | {r['loglik']:.1f} | {r['spread']:.3f} | {r['time']:.1f} | {ratio} | "
+            f"{r['compile']:.1f} |"
+        )
+    if pf_row is not None:
+        print(
+            f"| {pf_row['name']} | – | – | – | {pf_row['rmse']:.3f} ± {pf_row['rmse_std']:.3f} | 0 | "
+            f"{pf_row['loglik']:.1f} | {pf_row['spread']:.3f} | {pf_row['time']:.1f} | "
+            f"{pf_row['time'] / t_ref if t_ref else float('nan'):.3f} | {pf_row['compile']:.1f} |"
+        )
     print(
-        f"| SDA (window {WINDOW}, PC {args.sampler_steps} steps, {args.step_rule}, gamma={args.gamma}) | "
-        f"{r_sda.mean():.3f} ± {r_sda.std():.3f} | {ll_sda.mean():.1f} | {sp_sda.mean():.3f} | "
-        f"{t_sda:.1f} | {t_sda_compile:.1f} |"
+        f"| linear interpolation of observations | – | – | – | {r_int.mean():.3f} | – | – | – | – | – | – |"
     )
-    print(
-        f"| bootstrap PF ({args.particles} particles, true model) | {r_pf.mean():.3f} ± {r_pf.std():.3f} | "
-        f"{ll_pf.mean():.1f} | {sp_pf.mean():.3f} | {t_pf:.1f} | {t_pf_compile:.1f} |"
-    )
-    print(
-        f"| linear interpolation of observations | {r_int.mean():.3f} ± {r_int.std():.3f} | – | – | – | – |"
-    )
-    print(f"| truth | 0 | {ll_truth.mean():.1f} | – | – | – |")
-    print()
-    print(
-        f"ratio RMSE SDA/PF = {r_sda.mean() / r_pf.mean():.2f}; "
-        f"data log-lik SDA - PF = {ll_sda.mean() - ll_pf.mean():.1f}; "
-        f"PF min ESS = {float(jnp.min(ess)):.0f}; PF mean log-evidence = {float(jnp.mean(log_ev)):.1f}; "
-        f"training time {t_train:.0f}s"
-    )
-    print("per-case RMSE SDA:", np.round(r_sda, 3).tolist())
-    print("per-case RMSE PF: ", np.round(r_pf, 3).tolist())
+    print(f"| truth | – | – | – | 0 | – | {ll_truth.mean():.1f} | – | – | – | – |")
+
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        out = {
+            "benchmark": "bench_sda_lorenz63",
+            "args": vars(args),
+            "machine": {
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "loadavg_at_end": os.getloadavg(),
+                "backend": jax.default_backend(),
+            },
+            "training": {
+                "time": t_train,
+                "resumed_from": int(res.resumed_from),
+                "loss_first100": float(loss[:100].mean()),
+                "loss_last100": float(loss[-100:].mean()),
+            },
+            "rows": rows,
+            "pf": pf_row,
+            "interp_rmse": float(r_int.mean()),
+            "truth_loglik": float(ll_truth.mean()),
+        }
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
