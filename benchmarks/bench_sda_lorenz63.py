@@ -115,7 +115,7 @@ def nfe(c: dict) -> int:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--train-traj", type=int, default=512)
     ap.add_argument("--train-steps", type=int, default=6000)
@@ -303,7 +303,7 @@ def main():
                 )
             return dpmpp_2m(post, sde, x_T, n_steps=n, t_end=t_end)
 
-        te = sde.t_min if t_end is None else t_end
+        te = jnp.asarray(sde.t_min if t_end is None else t_end)
 
         def case(key, y):
             post = guided_score(
@@ -313,8 +313,10 @@ def main():
                 low, t_sw = post, float(o["tswitch"])
                 high = guided_score(traj_score, sde, obs_fn, y, SIGMA, guidance="sda", gamma=gamma)
 
-                def post(x, t):
+                def switched(x, t):
                     return jax.lax.cond(jnp.asarray(t) > t_sw, high, low, x, t)
+
+                post = switched
 
             k0, k1 = jax.random.split(key)
             x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
