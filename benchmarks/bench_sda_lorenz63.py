@@ -30,7 +30,10 @@ edm``, guidance ``sda | mmps | dps`` and options ``gamma`` (SDA γ), ``cg`` (MMP
 time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
 instead of the noisy state at ``t_end``).
 
-Run:  python benchmarks/bench_sda_lorenz63.py --ckpt /tmp/sda_l63_ckpt     (full)
+The first ``pc`` combination is the reference of the time ratio. ``--step-rule``-like options
+go in the combination (``pc:256:sda:rule=adaptive`` is the setting of the README's 0.057).
+
+Run:  python benchmarks/bench_sda_lorenz63.py --ckpt /tmp/sda_l63_ckpt     (~8 min on 2 cores)
       python benchmarks/bench_sda_lorenz63.py --quick                       (smoke test)
 """
 
@@ -72,14 +75,17 @@ from jaxda.ensemble import bootstrap_particle_filter, pf_trajectories
 WINDOW, LENGTH, EVERY, SIGMA = 5, 65, 8, 0.05
 
 DEFAULT_COMBOS = (
-    "pc:256:sda",
-    "ddim:64:sda",
-    "dpmpp2m:32:sda",
-    "edm:32:sda",
-    "ddim:64:mmps",
-    "dpmpp2m:32:mmps",
-    "edm:32:mmps",
+    "pc:256:sda:rule=adaptive",  # the README's 0.057 setting: reference of the time ratio
+    "pc:256:sda",  # curvature step rule (the library default)
+    "ddim:96:sda:eta=1",  # DDPM ancestral steps
+    "ddim:128:sda:eta=1",
+    "ddim:192:sda:eta=1,gamma=0.005",
+    "ddim:64:sda:gamma=0.1",  # deterministic samplers (γ = 0.01 diverges at 64 steps)
+    "dpmpp2m:64:sda:gamma=0.1",
+    "edm:32:sda:gamma=0.1,churn=20",
+    "ddim:128:mmps:eta=1,tswitch=0.4",  # MMPS below t = 0.4, SDA above
 )
+
 QUICK_COMBOS = ("pc:64:sda", "ddim:16:sda", "dpmpp2m:16:mmps", "edm:8:mmps")
 _OPTS = {"gamma", "cg", "eta", "grid", "churn", "rho", "tend", "rule", "denoise", "snr", "tswitch"}
 
