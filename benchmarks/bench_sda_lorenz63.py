@@ -25,7 +25,8 @@ Metrics per case (standardized units):
 
 A combination is ``sampler:steps:guidance[:opt=value,...]`` with sampler ``pc | ddim | dpmpp2m |
 edm``, guidance ``sda | mmps | dps`` and options ``gamma`` (SDA γ), ``cg`` (MMPS CG steps),
-``tswitch`` (use the guidance only for ``t ≤ tswitch`` and SDA with ``gamma`` above),
+``tswitch`` (use the guidance only for ``t ≤ tswitch`` and SDA with ``ghi`` above, default
+``gamma``), ``ghi``, sampler ``ddpmlc`` (DDPM step + one Langevin corrector, adaptive rule),
 ``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
 time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
 instead of the noisy state at ``t_end``).
@@ -57,6 +58,7 @@ from jaxda.diffusion import (
 )
 from jaxda.diffusion import (
     ResidualMLP,
+    SampleResult,
     ddim,
     dpmpp_2m,
     edm_heun,
@@ -87,7 +89,20 @@ DEFAULT_COMBOS = (
 )
 
 QUICK_COMBOS = ("pc:64:sda", "ddim:16:sda", "dpmpp2m:16:mmps", "edm:8:mmps")
-_OPTS = {"gamma", "cg", "eta", "grid", "churn", "rho", "tend", "rule", "denoise", "snr", "tswitch"}
+_OPTS = {
+    "gamma",
+    "cg",
+    "eta",
+    "grid",
+    "churn",
+    "rho",
+    "tend",
+    "rule",
+    "denoise",
+    "snr",
+    "tswitch",
+    "ghi",
+}
 
 
 def parse_combo(spec: str) -> dict:
@@ -96,7 +111,7 @@ def parse_combo(spec: str) -> dict:
     if len(parts) not in (3, 4):
         raise ValueError(f"combo must be sampler:steps:guidance[:opts], got {spec!r}")
     sampler, steps, guidance = parts[0], int(parts[1]), parts[2]
-    if sampler not in ("pc", "ddim", "dpmpp2m", "edm"):
+    if sampler not in ("pc", "ddim", "dpmpp2m", "edm", "ddpmlc"):
         raise ValueError(f"unknown sampler {sampler!r} in {spec!r}")
     if guidance not in ("sda", "mmps", "dps"):
         raise ValueError(f"unknown guidance {guidance!r} in {spec!r}")
@@ -114,7 +129,7 @@ def nfe(c: dict) -> int:
     """Network passes per sample (forward, VJP or JVP each count 1), ignoring PC substeps."""
     per_eval = {"sda": 2, "dps": 2, "mmps": 2 + int(c["opts"].get("cg", 1))}[c["guidance"]]
     n = c["steps"]
-    evals = {"pc": 2 * n, "ddim": n, "dpmpp2m": n, "edm": 2 * n - 1}[c["sampler"]]
+    evals = {"pc": 2 * n, "ddim": n, "dpmpp2m": n, "edm": 2 * n - 1, "ddpmlc": 2 * n}[c["sampler"]]
     if c["sampler"] == "pc" and c["opts"].get("rule", "curvature") == "curvature":
         per_eval *= 2  # JVP of the guided score for the power iteration
     return evals * per_eval
@@ -263,6 +278,27 @@ def main():
 
     traj_score = local_score(window_score, WINDOW)
 
+    def ddpm_langevin(key, post, x_T, n, snr):
+        """DDPM ancestral step (DDIM η = 1) + one Langevin corrector with Song's adaptive step."""
+        ts = jnp.linspace(1.0, sde.t_min, n + 1)
+
+        def step(x, inp):
+            k, t, t1 = inp
+            k1, k2 = jax.random.split(k)
+            a, sg, a1, s1 = sde.mean_coef(t), sde.std(t), sde.mean_coef(t1), sde.std(t1)
+            sc = post(x, t)
+            x0, ep = (x + sg**2 * sc) / a, -sg * sc
+            c = s1 * jnp.sqrt(jnp.clip(1.0 - ((a * s1) / (a1 * sg)) ** 2, 0.0, 1.0))
+            z = jax.random.normal(k1, x.shape)
+            x = a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c**2, 0.0)) * ep + c * z
+            sc = post(x, t1)
+            v = jnp.minimum(sc.size / jnp.maximum(jnp.sum(sc**2), 1e-30), 1.0)
+            eps = 2.0 * snr**2 * v
+            return x + eps * sc + jnp.sqrt(2.0 * eps) * jax.random.normal(k2, x.shape), None
+
+        x, _ = jax.lax.scan(step, x_T, (jax.random.split(key, n), ts[:-1], ts[1:]))
+        return SampleResult(x, jnp.where(jnp.all(jnp.isfinite(x)), 0, 1), jnp.asarray(n))
+
     def make_sampler(c):
         o = c["opts"]
         gamma = float(o.get("gamma", args.gamma))
@@ -296,6 +332,8 @@ def main():
                     grid=o.get("grid", "t"),
                     t_end=t_end,
                 )
+            if s == "ddpmlc":
+                return ddpm_langevin(key, post, x_T, n, float(o.get("snr", 0.16)))
             if s == "edm":
                 return edm_heun(
                     key,
@@ -317,7 +355,8 @@ def main():
             )
             if "tswitch" in o:  # this guidance only for t <= tswitch, SDA (γ) above
                 low, t_sw = post, float(o["tswitch"])
-                high = guided_score(traj_score, sde, obs_fn, y, SIGMA, guidance="sda", gamma=gamma)
+                g_hi = float(o.get("ghi", gamma))
+                high = guided_score(traj_score, sde, obs_fn, y, SIGMA, guidance="sda", gamma=g_hi)
 
                 def switched(x, t):
                     return jax.lax.cond(jnp.asarray(t) > t_sw, high, low, x, t)
