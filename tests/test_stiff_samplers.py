@@ -85,3 +85,24 @@ def test_curvature_rule_matches_the_sharp_posterior_with_few_steps():
     z = (X - mean) @ vec / np.sqrt(lam)  # whitened along the eigenvectors
     np.testing.assert_array_less(np.abs(z.mean(0)), 4.5 / np.sqrt(n))
     np.testing.assert_array_less(np.abs(z.var(0) - 1.0), 4.5 * np.sqrt(2.0 / n) + 0.25)
+
+
+def test_ensf_reports_an_unstable_euler_maruyama_integration():
+    """EnSF with a linear H and σ_y = 0.05: 200 Euler–Maruyama steps are unstable (the old
+    analysis grew to ~1e124 with status SUCCESS); 1000 steps are stable and so is σ_y = 0.5."""
+    from jaxda.diffusion import ensf
+    from jaxda.observations import linear, observation_model
+
+    E = M + jax.random.normal(jax.random.key(3), (50, D)) @ jnp.linalg.cholesky(C).T
+
+    def status(sig, n_steps):
+        method = ensf(n_steps=n_steps)
+        obs = observation_model(linear(H), obs_std=sig)
+        state, info = jax.jit(lambda k: method.step(k, method.init(E), Y, obs))(jax.random.key(4))
+        return int(info.status), float(jnp.abs(state.ensemble).max())
+
+    st, _ = status(0.05, 200)
+    assert st == Status.DIVERGED
+    for sig, n_steps in ((0.05, 1000), (0.5, 200)):
+        st, size = status(sig, n_steps)
+        assert st == Status.SUCCESS and size < 10.0
