@@ -50,6 +50,8 @@ from ..core import (
 from ..observations import observed, whitened_residual
 from ._sde import SDE
 
+_LOG_GROWTH_LIMIT = 2.302585092994046  # log 10: unstable steps amplified a perturbation 10x
+
 
 def ensf_sde(eps_alpha: float = 0.05, eps_beta: float = 0.0) -> SDE:
     r"""The EnSF forward SDE: ``μ(t) = 1 - (1-ε_α)t``, ``σ(t)² = ε_β + (1-ε_β)t``,
@@ -135,11 +137,12 @@ def ensf(
     log-likelihood (``‖Hᵀ R^{-1} H‖`` for a linear ``H``): sharp observations need many steps
     (on the problem above with ``R = 0.05² I``, 200 steps blow the ensemble up to 1e124, 1000
     are stable). Every step measures ``κ`` for free along the member's last move (secant of
-    the likelihood score, a lower bound) and an analysis in which a step was unstable reports
-    ``info.status = Status.DIVERGED`` (the ensemble is returned as computed). The paper's
-    schedule (100 steps, ``ε_β = 0``) on Lorenz-96 with ``arctan`` observations of std 0.05
-    has such steps for members near ``x = 0`` (the filter still tracks, ``arctan`` flattens
-    away from 0); the defaults and the CLI's standardized setting have none there.
+    the likelihood score, a lower bound), so a step with ``b = Δt(g²(1/σ² + hκ) + f) > 2``
+    multiplies some direction by at least ``b - 1``; an analysis in which these factors
+    multiply to more than 10 for a member reports ``info.status = Status.DIVERGED`` (the
+    ensemble is returned as computed). Lorenz-96 with ``arctan`` observations of std 0.05
+    (60 analyses, 2 seeds): the defaults and the CLI's standardized setting are never flagged,
+    the paper's schedule (100 steps, ``ε_β = 0``) in 10–11 of 60 analyses.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -198,7 +201,7 @@ def ensf(
             return -jnp.einsum("ij,ijn->in", w, d) / s2
 
         def step(carry, inp):
-            x, x_prev, g_prev, unstable = carry
+            x, x_prev, g_prev, log_growth = carry
             k, t, first = inp
             g2 = sde.diffusion(t) ** 2
             gl = jax.vmap(lik)(x)
@@ -207,18 +210,20 @@ def ensf(
             kappa = jnp.linalg.norm(gl - g_prev, axis=1) / jnp.where(dx > 0, dx, 1.0)
             kappa = jnp.where(first | (dx <= 0), 0.0, kappa)
             curv = (1.0 / sde.std(t) ** 2 if prior_score == "paired" else 0.0) + h_fn(t) * kappa
-            unstable = unstable | (dt * (g2 * curv + sde.drift(t)) >= 2.0)
+            # an explicit step multiplies that direction by |1 - b|: accumulate the growth
+            b = dt * (g2 * curv + sde.drift(t))
+            log_growth = log_growth + jnp.log(jnp.maximum(b - 1.0, 1.0))
             s = prior(x, t) + h_fn(t) * gl
             x_new = x - dt * (sde.drift(t) * x - g2 * s)
             x_new = x_new + jnp.sqrt(dt * g2) * jax.random.normal(k, x.shape, x.dtype)
-            return (x_new, x, gl, unstable), None
+            return (x_new, x, gl, log_growth), None
 
         ts = 1.0 - dt * jnp.arange(n_steps)
         first = jnp.arange(n_steps) == 0
-        init = (x, x, jnp.zeros_like(x), jnp.zeros(x.shape[0], bool))
-        (x, _, _, unstable), _ = jax.lax.scan(
+        init = (x, x, jnp.zeros_like(x), jnp.zeros(x.shape[0], x.dtype))
+        (x, _, _, log_growth), _ = jax.lax.scan(
             step, init, (jax.random.split(k1, n_steps), ts, first)
         )
-        return x, jnp.any(unstable)
+        return x, jnp.max(log_growth) >= _LOG_GROWTH_LIMIT
 
     return Method(ensemble_init, step)
