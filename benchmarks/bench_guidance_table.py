@@ -320,6 +320,35 @@ def main():
     sde = vp_linear()
     p = gaussian_problem()
     t_start = time.perf_counter()
+    floors = {sig: mc_floor(p, sde, sig, n_mc) for sig in args.obs_std}
+    y_stiff = observations(p, min(args.obs_std))
+    C_a = kalman(p, y_stiff, min(args.obs_std))[1]
+
+    def write(rows, complete):
+        out = dict(
+            problem=dict(
+                d=D,
+                m_obs=M_OBS,
+                seed=SEED,
+                sde="vp_linear",
+                t_end=sde.t_min,
+                obs_std=args.obs_std,
+                posterior_var_min_stiff=float(np.linalg.eigvalsh(np.asarray(C_a))[0]),
+            ),
+            n_mc=n_mc,
+            steps=steps,
+            guidance=guidances,
+            samplers=args.samplers,
+            quick=args.quick,
+            complete=complete,
+            backend=jax.default_backend(),
+            total_s=time.perf_counter() - t_start,
+            mc_floor={str(k): v for k, v in floors.items()},
+            rows=rows,
+        )
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(json.dumps(out, indent=1))
+
     rows = []
     for guidance in guidances:
         for sampler in args.samplers:
@@ -335,33 +364,12 @@ def main():
                         flush=True,
                     )
                 rows += new
-    floors = {sig: mc_floor(p, sde, sig, n_mc) for sig in args.obs_std}
+                write(rows, complete=False)  # partial results survive an interrupted run
     print()
     print(markdown(rows, floors, n_mc))
     for n in steps:
         print(pivot(rows, n))
-    y_stiff = observations(p, min(args.obs_std))
-    C_a = kalman(p, y_stiff, min(args.obs_std))[1]
-    out = dict(
-        problem=dict(
-            d=D,
-            m_obs=M_OBS,
-            seed=SEED,
-            sde="vp_linear",
-            t_end=sde.t_min,
-            obs_std=args.obs_std,
-            posterior_var_min_stiff=float(np.linalg.eigvalsh(np.asarray(C_a))[0]),
-        ),
-        n_mc=n_mc,
-        steps=steps,
-        quick=args.quick,
-        backend=jax.default_backend(),
-        total_s=time.perf_counter() - t_start,
-        mc_floor={str(k): v for k, v in floors.items()},
-        rows=rows,
-    )
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_path).write_text(json.dumps(out, indent=1))
+    write(rows, complete=True)
     print("wrote", out_path)
 
 
