@@ -247,7 +247,9 @@ STATUS_NAMES = {1: "MAX_STEPS", 3: "NONFINITE", 5: "DIVERGED"}
 
 
 def fmt(v, spec=".1e"):
-    return "nan" if v is None or not np.isfinite(v) else format(v, spec)
+    if v is None or not np.isfinite(v):
+        return "nan"
+    return format(v, ".0e" if abs(v) >= 1e4 else spec)
 
 
 def markdown(rows, floors, n_mc) -> str:
@@ -257,7 +259,7 @@ def markdown(rows, floors, n_mc) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        bad = ", ".join(f"{STATUS_NAMES.get(k, k)} {v}" for k, v in r["bad_status"].items())
+        bad = ", ".join(f"{STATUS_NAMES.get(int(k), k)} {v}" for k, v in r["bad_status"].items())
         bad = f"{r['n_bad']} ({bad})" if r["n_bad"] else "0"
         out.append(
             f"| {r['obs_std']} | {r['guidance']} | {r['sampler']} | {r['steps']} | {r['law']} | "
@@ -308,7 +310,21 @@ def main():
     ap.add_argument("--guidance", nargs="+", default=None, choices=list(GUIDANCES))
     ap.add_argument("--obs-std", type=float, nargs="+", default=[0.5, 0.05])
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--tables-from", nargs="+", default=None, help="print the tables of result JSONs, no run"
+    )
     args = ap.parse_args()
+    if args.tables_from:
+        results = [json.loads(Path(f).read_text()) for f in args.tables_from]
+        rows = [r for res in results for r in res["rows"]]
+        rows.sort(
+            key=lambda r: (GUIDANCES.index(r["guidance"]), list(SAMPLERS).index(r["sampler"]))
+        )
+        floors = {float(k): v for k, v in results[0]["mc_floor"].items()}
+        print(markdown(rows, floors, results[0]["n_mc"]))
+        for n in sorted({r["steps"] for r in rows}):
+            print(pivot(rows, n))
+        return
     n_mc = args.n_samples or (400 if args.quick else 1000)
     steps = args.steps or ([20] if args.quick else [20, 100])
     guidances = args.guidance or (["dps", "mmps1", "exact"] if args.quick else list(GUIDANCES))
