@@ -284,7 +284,10 @@ def pivot(rows, steps) -> str:
         if not sub:
             continue
         gs = [g for g in GUIDANCES if any(r["guidance"] == g for r in sub)]
-        out.append(f"\ncov rel error (var ratio max), obs std {sig}, {steps} steps:\n")
+        out.append(
+            f"\ncov rel error [variance ratio min, max], obs std {sig}, {steps} steps "
+            "(bad: samples with a non-SUCCESS status):\n"
+        )
         out.append("| sampler | " + " | ".join(gs) + " |")
         out.append("|---|" + "---|" * len(gs))
         for s in SAMPLERS:
@@ -294,7 +297,10 @@ def pivot(rows, steps) -> str:
                 if r is None:
                     cells.append("–")
                     continue
-                c = f"{fmt(r['cov_rel'])} ({fmt(r['var_ratio_max'], '.2f')})"
+                c = (
+                    f"{fmt(r['cov_rel'])} [{fmt(r['var_ratio_min'], '.2f')}, "
+                    f"{fmt(r['var_ratio_max'], '.2f')}]"
+                )
                 cells.append(c + (f" bad {r['n_bad']}" if r["n_bad"] else ""))
             if any(c != "–" for c in cells):
                 out.append(f"| {s} | " + " | ".join(cells) + " |")
