@@ -302,14 +302,14 @@ def predictor_corrector(
       and its variance bias (about ``dt g² L / 4`` per direction) small; the cost grows only
       where the score is stiff. Measured on an 8-dimensional Gaussian prior with its exact
       score, 3 linear observations of std 0.05 (posterior variances down to 1.4e-3) and the
-      exact guidance: variance ratios to the exact posterior 0.94–1.21 with 20 steps and
-      0.96–1.11 with 100 (``benchmarks/bench_guidance_table.py``).
+      exact guidance: variance ratios to the exact posterior 0.95–1.16 with 20 steps and
+      0.95–1.08 with 100 (1000 samples, ``benchmarks/bench_guidance_table.py``).
     * ``"adaptive"``: Song's rule with one sample's score norm,
       ``v = min(d/‖s_θ(x,t)‖², μ² + σ²)``. Cheaper (no Jacobian–vector product), but
       ``‖s_θ‖`` is small near the mode, so in low dimension the step is often too large, and
       the predictor is one Euler–Maruyama step whatever the stiffness. **Overdispersed** even
       with the exact score: on the problem above, variance ratios up to 1.5–2.1 with
-      observation std 0.5 and 2.4 (500 steps), 4.6 (100 steps) and 150 (20 steps) with
+      observation std 0.5 and 2.4 (500 steps), 4.7 (100 steps) and 155 (20 steps) with
       observation std 0.05. Use ``"curvature"`` when the posterior is sharper than the prior.
     * ``"fixed"``: ``v = μ(t)² + σ(t)²``, the marginal variance of unit-variance data.
       Unstable once a variance of the target falls below ``snr² (μ² + σ²)`` (0.026 for
