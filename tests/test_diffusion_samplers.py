@@ -150,7 +150,7 @@ def test_predictor_corrector_is_stable_for_a_sharp_posterior():
     reproduces the exact conditional Gaussian N(μ m_a, μ² C_a + σ² I) at t_min.
     Tolerances: mean within 4.5 standard errors; variance along each eigenvector of the exact
     covariance within 4.5 standard errors plus 12 % (O(h) Euler–Maruyama bias in the stiff
-    directions, measured 6-7 % with 500 steps and 4000 samples)."""
+    directions, ratios 0.96-1.12 measured with 100 steps and 800 samples, Monte-Carlo sd 0.05)."""
     from jaxda.diffusion import posterior_score
 
     m = jnp.array([1.0, -0.5, 0.3])
@@ -169,7 +169,7 @@ def test_predictor_corrector_is_stable_for_a_sharp_posterior():
         return sig**2 * jnp.eye(2) + h @ v @ h.T
 
     post = posterior_score(prior, sde, lambda x: h @ x, y, sig, obs_cov_fn=obs_cov)
-    res = jax.jit(lambda k: sample(k, post, sde, (3,), n, method="pc", n_steps=500))(
+    res = jax.jit(lambda k: sample(k, post, sde, (3,), n, method="pc", n_steps=100))(
         jax.random.key(7)
     )
     X = np.asarray(res.x)

@@ -106,3 +106,32 @@ def test_ensf_reports_an_unstable_euler_maruyama_integration():
     for sig, n_steps in ((0.05, 1000), (0.5, 200)):
         st, size = status(sig, n_steps)
         assert st == Status.SUCCESS and size < 10.0
+
+
+@pytest.mark.parametrize("method", ["euler", "ode", "ddpm", "ddim", "edm", "dpmpp2m"])
+def test_every_sampler_reports_a_blow_up_of_stiff_dps_guidance(method):
+    """DPS guidance (no ``H V_t Hᵀ`` term) at ``σ_y = 0.05`` is too stiff for 100 explicit steps:
+    the states grew to 1e13–1e256 with status SUCCESS; now the sampler stops with DIVERGED,
+    while the exact guidance at ``σ_y = 0.5`` runs through with SUCCESS."""
+    sde, _, _, _ = problem(0.05)
+    prior = problem(0.5)[1]
+    dps = posterior_score(
+        lambda x, t: (
+            -jnp.linalg.solve(
+                sde.mean_coef(t) ** 2 * C + sde.std(t) ** 2 * jnp.eye(D), x - sde.mean_coef(t) * M
+            )
+        ),
+        sde,
+        lambda x: H @ x,
+        Y,
+        0.05,
+        gamma=0.0,
+    )
+    opts = {"n_steps": 100}
+    for score, expected in ((dps, Status.DIVERGED), (prior, Status.SUCCESS)):
+        res = jax.jit(lambda k, s=score: sample(k, s, sde, (D,), 8, method=method, **opts))(
+            jax.random.key(1)
+        )
+        assert np.all(np.asarray(res.status) == expected), (method, np.asarray(res.status))
+        if expected == Status.DIVERGED:
+            assert np.all(np.isfinite(np.asarray(res.x)))

@@ -15,7 +15,7 @@ name                     value  meaning
 ``LINESEARCH_FAILED``    2      no step satisfying the line-search conditions was found
 ``NONFINITE``            3      a value (objective, gradient, state, loss) became nan/inf
 ``STAGNATED``            4      no progress at round-off level before the tolerance was met
-``DIVERGED``             5      a filter's errors grew far beyond its own spread
+``DIVERGED``             5      errors grew far beyond the spread, or an unstable step blew up
 ``FAILED_MEMBERS``       6      some ensemble members failed and were dropped
 =======================  =====  =========================================================
 
@@ -57,7 +57,7 @@ _MESSAGES = {
     Status.LINESEARCH_FAILED: "line search failed to find an acceptable step",
     Status.NONFINITE: "a value became non-finite (nan or inf)",
     Status.STAGNATED: "stalled at round-off before the tolerance was met",
-    Status.DIVERGED: "diverged: errors far above the ensemble spread",
+    Status.DIVERGED: "diverged: errors far above the ensemble spread, or an unstable step",
     Status.FAILED_MEMBERS: "some ensemble members failed and were dropped",
 }
 

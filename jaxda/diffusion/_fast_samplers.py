@@ -164,7 +164,7 @@ def ddim(
         return a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c**2, 0.0)) * eps + c * z, extra
 
     keys = jax.random.split(key, n_steps)
-    return _finish(_guarded_scan(step, x_T, (keys, ts[:-1], ts[1:])), throw)
+    return _finish(_guarded_scan(step, x_T, (keys, ts[:-1], ts[1:]))[0], throw)
 
 
 def edm_heun(
@@ -270,7 +270,7 @@ def edm_heun(
     xs = (keys, sig[:-1], sig_hat, t_hat, sig[1:], t_next, heun)
     xs = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, xs)
     x_hat_T = x_T / sde.mean_coef(1.0)
-    res = _guarded_scan(step, x_hat_T, xs)
+    res = _guarded_scan(step, x_hat_T, xs)[0]
     return _finish(SampleResult(a_end * res.x, res.status, res.n_steps), throw)
 
 
@@ -322,5 +322,5 @@ def dpmpp_2m(
         d = jnp.where(is_first, x0, (1.0 + 0.5 / r_i) * x0 - (0.5 / r_i) * x0_prev)
         return (s1 / s) * x - a1 * jnp.expm1(-h_i) * d, x0
 
-    res = _guarded_scan(step, x_T, (ts[:-1], ts[1:], h, r, first), extra=jnp.zeros_like(x_T))
+    res, _ = _guarded_scan(step, x_T, (ts[:-1], ts[1:], h, r, first), extra=jnp.zeros_like(x_T))
     return _finish(res, throw)

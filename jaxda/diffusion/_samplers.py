@@ -22,7 +22,9 @@ Heun scheme converges (strong order 1 for additive noise).
 Every sampler returns a :class:`SampleResult` ``(x, status, n_steps)``. A state that becomes
 nan/inf stops the sampler: ``x`` is that (non-finite) state, ``status`` is
 ``Status.NONFINITE`` and ``n_steps`` the steps taken, the failing one included; ``throw=True``
-raises instead (eagerly ``RuntimeError``, under ``jit`` an ``equinox`` runtime error).
+raises instead (eagerly ``RuntimeError``, under ``jit`` an ``equinox`` runtime error). A state
+that blows up (rms above ``10⁶`` times that of ``x_T``, at least 1: an unstable explicit step
+of a stiff guided score) stops it the same way with ``Status.DIVERGED``.
 
 References: Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021), *Score-based generative
 modeling through stochastic differential equations*, ICLR.
@@ -52,6 +54,7 @@ _PRED_STIFFNESS = (
     0.25  # predictor substeps keep dt g² L̂ <= 1/4 (stable below 2, variance bias ~ dt g² L̂ / 4)
 )
 _MAX_SUBSTEPS = 64
+_BLOWUP = 1e6  # a state this many times larger than its start (rms, at least 1) diverged
 
 
 class SampleResult(NamedTuple):
@@ -61,8 +64,10 @@ class SampleResult(NamedTuple):
         x: the final state (shape of ``x_T``; ``(n_samples, *shape)`` from :func:`sample`),
             or the first non-finite state when the sampler stopped.
         status: ``Status.SUCCESS``, ``Status.NONFINITE``, (adaptive ODE only)
-            ``Status.MAX_STEPS`` or (:func:`predictor_corrector` only) ``Status.DIVERGED``,
-            an unstable step detected; one per sample from :func:`sample`.
+            ``Status.MAX_STEPS`` or ``Status.DIVERGED``: an unstable step detected, either a
+            state whose rms grew beyond ``10⁶`` times that of ``x_T`` (at least 1; every
+            sampler) or, in :func:`predictor_corrector`, a step larger than the secant
+            curvature of the score allows; one per sample from :func:`sample`.
         n_steps: steps taken (the non-finite one included).
     """
 
@@ -108,20 +113,44 @@ def _finish(result: SampleResult, throw: bool) -> SampleResult:
     return raise_on_failure(result) if throw else result
 
 
-def _diffrax_result(sol: Any, shape: tuple[int, ...]) -> SampleResult:
+def _rms(x: Array) -> Array:
+    return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
+def _blown_up(x: Array, scale: Array) -> Array:
+    """``True`` once the rms of ``x`` exceeds :data:`_BLOWUP` times ``scale``."""
+    return _rms(x) > _BLOWUP * scale
+
+
+def _scale(x_T: Array) -> Array:
+    """Reference size of a sampler's states: the rms of its start, at least 1."""
+    return jnp.maximum(_rms(x_T), 1.0)
+
+
+def _diffrax_result(sol: Any, shape: tuple[int, ...], scale: Array) -> SampleResult:
     assert sol.ys is not None  # SaveAt(t1=True) is diffrax's default
     x = sol.ys[-1].reshape(shape)
     finite = jnp.all(jnp.isfinite(x))
+    stopped = sol.result == diffrax.RESULTS.event_occurred
     status = jnp.where(
-        ~finite | (sol.result == diffrax.RESULTS.event_occurred),
+        ~finite,
         Status.NONFINITE,
-        jnp.where(sol.result == diffrax.RESULTS.successful, Status.SUCCESS, Status.MAX_STEPS),
+        jnp.where(
+            stopped | _blown_up(x, scale),
+            Status.DIVERGED,
+            jnp.where(sol.result == diffrax.RESULTS.successful, Status.SUCCESS, Status.MAX_STEPS),
+        ),
     )
     return SampleResult(x, status_array(status), jnp.asarray(sol.stats["num_steps"], jnp.int32))
 
 
-def _nonfinite_event() -> diffrax.Event:
-    return diffrax.Event(lambda t, y, args, **kwargs: ~jnp.all(jnp.isfinite(y)))
+def _failure_event(scale: Array) -> diffrax.Event:
+    """Stops the solve at a non-finite state or one blown up beyond ``_BLOWUP * scale``."""
+
+    def cond(t, y, args, **kwargs):
+        return ~jnp.all(jnp.isfinite(y)) | _blown_up(y, scale)
+
+    return diffrax.Event(cond)
 
 
 def reverse_sde(
@@ -183,10 +212,10 @@ def reverse_sde(
         ds,
         y0,
         max_steps=n_steps + 2,
-        event=_nonfinite_event(),
+        event=_failure_event(_scale(y0)),
         throw=False,
     )
-    return _finish(_diffrax_result(sol, shape), throw)
+    return _finish(_diffrax_result(sol, shape, _scale(y0)), throw)
 
 
 def probability_flow(
@@ -238,18 +267,21 @@ def probability_flow(
         y0,
         stepsize_controller=controller,
         max_steps=max_steps,
-        event=_nonfinite_event(),
+        event=_failure_event(_scale(y0)),
         throw=False,
     )
-    return _finish(_diffrax_result(sol, shape), throw)
+    return _finish(_diffrax_result(sol, shape, _scale(y0)), throw)
 
 
 def _guarded_scan(step, x0, xs, extra=None):
-    """``lax.scan`` of ``step(x, extra, inp) -> (x, extra)`` that stops at the first nan/inf.
+    """``lax.scan`` of ``step(x, extra, inp) -> (x, extra)`` that stops at the first failure.
 
-    After a non-finite state the remaining iterations leave the carry untouched; returns
-    ``(x, status, n_steps)``.
+    A non-finite state stops it with ``NONFINITE``; a state whose rms exceeds :data:`_BLOWUP`
+    times that of ``x0`` (at least 1) stops it with ``DIVERGED`` (an unstable explicit step: a
+    stiff guided score with too few steps). After a failure the remaining iterations leave the
+    carry untouched. Returns ``(SampleResult(x, status, n_steps), extra)``.
     """
+    scale = _scale(x0)
 
     def body(carry, inp):
         x, ex, status, n = carry
@@ -257,13 +289,15 @@ def _guarded_scan(step, x0, xs, extra=None):
         running = status == Status.SUCCESS
         x = jnp.where(running, x_new, x)
         ex = jax.tree.map(lambda a, b: jnp.where(running, a, b), ex_new, ex)
-        bad = running & ~jnp.all(jnp.isfinite(x_new))
-        status = jnp.where(bad, jnp.int32(Status.NONFINITE), status)
+        nonfinite = running & ~jnp.all(jnp.isfinite(x_new))
+        blown = running & ~nonfinite & _blown_up(x_new, scale)
+        status = jnp.where(nonfinite, jnp.int32(Status.NONFINITE), status)
+        status = jnp.where(blown, jnp.int32(Status.DIVERGED), status)
         return (x, ex, status, n + running.astype(jnp.int32)), None
 
     init = (x0, extra, status_array(Status.SUCCESS), jnp.int32(0))
-    (x, _, status, n), _ = jax.lax.scan(body, init, xs)
-    return SampleResult(x, status, n)
+    (x, extra, status, n), _ = jax.lax.scan(body, init, xs)
+    return SampleResult(x, status, n), extra
 
 
 def predictor_corrector(
@@ -453,20 +487,10 @@ def predictor_corrector(
         n_ok = n_ok + (~diverged).astype(jnp.int32)
         return x_out, (u, prev, diverged | (worst >= 2.0), n_ok)
 
-    def body(carry, inp):  # _guarded_scan, also returning the extra carry
-        x, ex, status, n = carry
-        x_new, ex_new = step(x, ex, inp)
-        running = status == Status.SUCCESS
-        x = jnp.where(running, x_new, x)
-        ex = jax.tree.map(lambda a, b: jnp.where(running, a, b), ex_new, ex)
-        bad = running & ~jnp.all(jnp.isfinite(x_new))
-        status = jnp.where(bad, jnp.int32(Status.NONFINITE), status)
-        return (x, ex, status, n + running.astype(jnp.int32)), None
-
     keys = jax.random.split(key, n_steps)
     prev0 = (x_T, jnp.zeros_like(x_T), jnp.zeros((), dtype))
-    init = (x_T, (u0, prev0, jnp.asarray(False), jnp.int32(0)), status_array(Status.SUCCESS))
-    (x, extra, status, n), _ = jax.lax.scan(body, (*init, jnp.int32(0)), (keys, ts[:-1], ts[1:]))
+    extra0 = (u0, prev0, jnp.asarray(False), jnp.int32(0))
+    (x, status, n), extra = _guarded_scan(step, x_T, (keys, ts[:-1], ts[1:]), extra0)
     diverged, n_ok = extra[2], extra[3]
     if n_corrector:  # the last Langevin step, against one more score evaluation at t_end
         prev = extra[1]
@@ -507,7 +531,7 @@ def ddpm_ancestral(
         var = b * (1.0 - ab_prev) / (1.0 - ab)
         return mean + jnp.sqrt(var) * jax.random.normal(kk, x.shape, dtype), extra
 
-    result = _guarded_scan(step, x_T, (ks, jax.random.split(key, n_steps)))
+    result = _guarded_scan(step, x_T, (ks, jax.random.split(key, n_steps)))[0]
     return _finish(result, throw)
 
 
