@@ -491,6 +491,7 @@ def predictor_corrector(
     prev0 = (x_T, jnp.zeros_like(x_T), jnp.zeros((), dtype))
     extra0 = (u0, prev0, jnp.asarray(False), jnp.int32(0))
     (x, status, n), extra = _guarded_scan(step, x_T, (keys, ts[:-1], ts[1:]), extra0)
+    assert extra is not None
     diverged, n_ok = extra[2], extra[3]
     if n_corrector:  # the last Langevin step, against one more score evaluation at t_end
         prev = extra[1]
