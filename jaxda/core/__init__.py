@@ -11,6 +11,7 @@ from ._black_box import (
     not_traceable_error,
 )
 from ._checks import (
+    check_count,
     check_ensemble,
     check_in_range,
     check_sample,
@@ -56,6 +57,7 @@ __all__ = [
     "black_box",
     "bounded",
     "catch_not_traceable",
+    "check_count",
     "check_ensemble",
     "check_in_range",
     "check_sample",

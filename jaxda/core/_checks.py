@@ -9,6 +9,7 @@ instead of propagating a silent NaN.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import equinox as eqx
@@ -20,6 +21,22 @@ import numpy as np
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds concrete values (not a tracer)."""
     return not isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+
+
+def check_count(name: str, value: Any, low: int = 1) -> int:
+    """``value`` as a Python ``int``, raising ``ValueError`` unless it is an integer ``>= low``.
+
+    Examples:
+        >>> check_count("n_steps", 20)
+        20
+    """
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
+    if v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v}")
+    return v
 
 
 def positive_or_error(name: str, x: Any) -> jax.Array:

@@ -36,12 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ..core import is_concrete
+from ..core import check_count, is_concrete
 from ._samplers import (
     SampleResult,
     ScoreFn,
     _check_state,
-    _count,
     _finish,
     _guarded_scan,
     _t_end,
@@ -138,7 +137,7 @@ def ddim(
         >>> res.x.shape, int(res.status), int(res.n_steps)
         ((2,), 0, 10)
     """
-    n_steps = _count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     if is_concrete(eta) and not (math.isfinite(float(eta)) and 0.0 <= float(eta) <= 1.0):
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     t_end = _t_end(sde, t_end)
@@ -223,7 +222,7 @@ def edm_heun(
         >>> res.x.shape, int(res.status), int(res.n_steps)
         ((2,), 0, 8)
     """
-    n_steps = _count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     for name, v in (("rho", rho), ("s_noise", s_noise)):
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be finite and > 0, got {v}")
@@ -304,7 +303,7 @@ def dpmpp_2m(
         >>> res.x.shape, int(res.status), int(res.n_steps)
         ((2,), 0, 10)
     """
-    n_steps = _count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     t_end = _t_end(sde, t_end)
     x_T = _check_state(score_fn, x_T)
     dtype = x_T.dtype

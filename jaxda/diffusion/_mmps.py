@@ -31,7 +31,6 @@ score (once CG has converged, at most ``m`` iterations for ``m`` observations). 
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 
 import jax
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..core import is_concrete, positive_or_error
+from ..core import check_count, is_concrete, positive_or_error
 from ._guidance import posterior_score
 from ._sde import SDE
 
@@ -126,12 +125,7 @@ def mmps_score(
         raise ValueError(f"y must be floating point, got dtype {y.dtype}")
     if is_concrete(y) and bool(jnp.any(jnp.isinf(y))):
         raise ValueError("y contains inf values (use NaN for missing observations)")
-    try:
-        cg_steps = operator.index(cg_steps)
-    except TypeError:
-        raise ValueError(f"cg_steps must be an integer >= 1, got {cg_steps!r}") from None
-    if cg_steps < 1:
-        raise ValueError(f"cg_steps must be an integer >= 1, got {cg_steps}")
+    cg_steps = check_count("cg_steps", cg_steps)
     m = y.size
     if (obs_std is None) == (obs_cov is None):
         raise ValueError("give exactly one of obs_std and obs_cov")

@@ -42,7 +42,14 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Int
 
-from ..core import Status, is_concrete, positive_or_error, raise_on_failure, status_array
+from ..core import (
+    Status,
+    check_count,
+    is_concrete,
+    positive_or_error,
+    raise_on_failure,
+    status_array,
+)
 from ._sde import SDE, ddpm_schedule
 
 ScoreFn = Callable[[Array, Array], Array]
@@ -74,16 +81,6 @@ class SampleResult(NamedTuple):
     x: Array
     status: Int[Array, "..."]
     n_steps: Int[Array, "..."]
-
-
-def _count(name: str, value: Any, low: int = 1) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
-    if v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {v}")
-    return v
 
 
 def _t_end(sde: SDE, t_end: float | None) -> float:
@@ -184,7 +181,7 @@ def reverse_sde(
         >>> res.x.shape, int(res.status)
         ((2,), 0)
     """
-    n_steps = _count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     if solver not in _SDE_SOLVERS:
         raise ValueError(f"solver must be one of {sorted(_SDE_SOLVERS)}, got {solver!r}")
     t_end = _t_end(sde, t_end)
@@ -236,7 +233,7 @@ def probability_flow(
     step-size controller is used (``n_steps`` sets the first step, at most ``100 n_steps``
     steps, else ``Status.MAX_STEPS``).
     """
-    n_steps = _count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     if solver not in _ODE_SOLVERS:
         raise ValueError(f"solver must be one of {sorted(_ODE_SOLVERS)}, got {solver!r}")
     t_end = _t_end(sde, t_end)
@@ -385,8 +382,8 @@ def predictor_corrector(
         >>> int(res.status)  # DIVERGED: the target's variance 0.001 is below 2 snr² = 0.05
         5
     """
-    n_steps = _count("n_steps", n_steps)
-    n_corrector = _count("n_corrector", n_corrector, low=0)
+    n_steps = check_count("n_steps", n_steps)
+    n_corrector = check_count("n_corrector", n_corrector, low=0)
     positive_or_error("snr", snr)
     if step_rule not in _STEP_RULES:
         raise ValueError(f"step_rule must be one of {_STEP_RULES}, got {step_rule!r}")
@@ -518,7 +515,7 @@ def ddpm_ancestral(
 
     (``s_θ = -ε_θ/√(1-ᾱ_k)`` recovers the usual ε-parametrisation). Ends at ``t = 0``.
     """
-    n_steps = _count("n_steps", n_steps)
+    n_steps = check_count("n_steps", n_steps)
     sch = ddpm_schedule(sde, n_steps)
     x_T = _check_state(score_fn, x_T)
     dtype = x_T.dtype
@@ -567,7 +564,7 @@ def sample(
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    n_samples = _count("n_samples", n_samples)
+    n_samples = check_count("n_samples", n_samples)
     try:
         shape = tuple(operator.index(n) for n in shape)
     except TypeError:

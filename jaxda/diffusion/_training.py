@@ -44,7 +44,14 @@ import optax
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-from ..core import Status, is_concrete, positive_or_error, raise_on_failure, status_array
+from ..core import (
+    Status,
+    check_count,
+    is_concrete,
+    positive_or_error,
+    raise_on_failure,
+    status_array,
+)
 from ._sde import SDE
 
 _FORMAT = 1
@@ -383,16 +390,6 @@ def restore_checkpoint(
 # training
 
 
-def _count(name: str, value: Any) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v}")
-    return v
-
-
 def train(
     key: Array,
     model: nnx.Module,
@@ -449,11 +446,11 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    n_steps = _count("n_steps", n_steps)
-    batch_size = _count("batch_size", batch_size)
-    chunk = _count("chunk", chunk)
+    n_steps = check_count("n_steps", n_steps)
+    batch_size = check_count("batch_size", batch_size)
+    chunk = check_count("chunk", chunk)
     if checkpoint_every is not None:
-        checkpoint_every = _count("checkpoint_every", checkpoint_every)
+        checkpoint_every = check_count("checkpoint_every", checkpoint_every)
     positive_or_error("learning_rate", learning_rate)
     if on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
