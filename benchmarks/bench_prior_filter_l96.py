@@ -31,7 +31,7 @@ Scores: time-mean analysis RMSE and spread after the burn-in, mean ± s.e. over 
 cost (data generation and DSM training) is reported separately.
 
 Run: python benchmarks/bench_prior_filter_l96.py [--quick] [--seeds 3] [--obs-every 1]
-     [--train-steps 1500] [--channels 16] [--depth 2] [--members 20]
+     [--train-steps 800] [--channels 16] [--depth 2] [--members 20]
 JSON: benchmarks/results/prior_filter_l96[_quick].json
 """
 
@@ -59,7 +59,7 @@ from jaxda.diffusion import (
     train,
     vp_linear,
 )
-from jaxda.ensemble import letkf
+from jaxda.ensemble import gaspari_cohn, letkf, periodic_distance
 from jaxda.experiments import initial_ensemble, sakov2008, simulate
 from jaxda.observations import observation_model, subset
 
@@ -97,12 +97,15 @@ def main():
     ap.add_argument("--letkf-radius", type=float, default=4.0)
     ap.add_argument("--letkf-inflation", type=float, default=1.04)
     ap.add_argument("--train-cycles", type=int, default=2000)
-    ap.add_argument("--train-steps", type=int, default=1500)
+    ap.add_argument("--train-steps", type=int, default=800)
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--n-steps", type=int, default=10, help="reverse-diffusion steps per analysis")
-    ap.add_argument("--cg-steps", type=int, default=1)
-    ap.add_argument("--methods", default="learned,gauss,letkf,ensf,ensfz")
+    ap.add_argument("--cg-steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128, help="DSM mini-batch size")
+    ap.add_argument("--loc-radius", type=float, default=2.0, help="product-prior localization")
+    ap.add_argument("--inflation", type=float, default=1.0, help="prior inflation (learned*)")
+    ap.add_argument("--methods", default="learned_loc,gauss_loc,learned,gauss,letkf,ensf,ensfz")
     ap.add_argument("--out", default=None)
     ap.add_argument("--ckpt", default=None, help="checkpoint directory (reuse a trained model)")
     args = ap.parse_args()
@@ -136,7 +139,7 @@ def main():
     t0 = time.perf_counter()
     net = PeriodicConvNet(channels=args.channels, depth=args.depth, rngs=nnx.Rngs(0))
     res = train(
-        jax.random.key(1), net, sde, jnp.asarray(z), n_steps=args.train_steps, batch_size=256,
+        jax.random.key(1), net, sde, jnp.asarray(z), n_steps=args.train_steps, batch_size=args.batch,
         learning_rate=2e-3, progress=False, checkpoint_dir=args.ckpt,
         checkpoint_every=args.train_steps if args.ckpt else None,
     )  # fmt: skip
@@ -149,15 +152,31 @@ def main():
     learned_score = score_fn_from_model(res.model, sde)
     cov = np.cov(z.T) + 1e-6 * np.eye(40)
     gauss = gaussian_score(jnp.zeros(40), jnp.asarray(cov, jnp.float32), sde)
-    opts = dict(n_steps=args.n_steps, cg_steps=args.cg_steps, sampler="dpmpp2m")
+    opts = dict(
+        n_steps=args.n_steps, cg_steps=args.cg_steps, sampler="dpmpp2m", inflation=args.inflation
+    )
+    idx = jnp.arange(40.0)
+    rho = gaspari_cohn(periodic_distance(idx[:, None], idx[None, :], 40.0), args.loc_radius)
+    loc = dict(localization=rho, prior_cov=jnp.asarray(cov, jnp.float32))
 
     all_methods = {
+        "learned_loc": (
+            f"learned product prior p_θ·N(ρ∘Ĉf)/N(Ĉ) (GC radius {args.loc_radius:g})",
+            diffusion_filter(learned_score, sde, **opts, **loc),
+        ),
+        "gauss_loc": (
+            "same, Gaussian p_θ = N(0, Ĉ): exactly a B-localized EnKF posterior, resampled",
+            diffusion_filter(gauss, sde, **opts, **loc),
+        ),
         "learned": (
-            f"learned prior (PeriodicConvNet c{args.channels} d{args.depth}, MMPS, "
-            f"DPM++2M {args.n_steps} steps)",
+            f"learned increment prior alone (PeriodicConvNet c{args.channels} d{args.depth},"
+            f" MMPS, DPM++2M {args.n_steps} steps)",
             diffusion_filter(learned_score, sde, **opts),
         ),
-        "gauss": ("same filter, Gaussian prior N(0, Ĉ)", diffusion_filter(gauss, sde, **opts)),
+        "gauss": (
+            "increment prior N(0, Ĉ) (static correlations)",
+            diffusion_filter(gauss, sde, **opts),
+        ),
         "letkf": (
             f"LETKF (radius {args.letkf_radius:g}, inflation {args.letkf_inflation:g})",
             letkf_m,
@@ -196,6 +215,7 @@ def main():
             spread=float(np.mean(spread)), rmse_per_seed=rmse.tolist(),
             run_s=t_run, compile_s=t_comp,
         )  # fmt: skip
+        row["diverged_seeds"] = int(np.sum(~np.isfinite(rmse) | (rmse > 2.0)))
         rows.append(row)
         print(f"{name}: rmse {row['rmse']:.3f} ± {row['rmse_se']:.3f}, spread "
               f"{row['spread']:.3f}, run {t_run:.1f} s", flush=True)  # fmt: skip
@@ -205,11 +225,12 @@ def main():
         f"{0.05 * args.obs_every:g}, N = {args.members}, {args.cycles} cycles, burn-in {b}, "
         f"{args.seeds} seeds"
     )
-    print("| method | analysis RMSE (mean ± s.e.) | spread | run [s] | compile [s] |")
-    print("|---|---|---|---|---|")
+    print("| method | analysis RMSE (mean ± s.e.) | spread | lost seeds | run [s] | compile [s] |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['label']} | {r['rmse']:.3f} ± {r['rmse_se']:.3f} | {r['spread']:.3f} | "
+            f"{r['diverged_seeds']}/{len(r['rmse_per_seed'])} | "
             f"{r['run_s']:.1f} | {r['compile_s']:.1f} |"
         )
     print(f"training: data {t_data:.1f} s ({z.shape[0]} vectors), DSM {t_train:.1f} s")

@@ -51,6 +51,27 @@ def test_gaussian_prior_gives_the_kalman_analysis_and_missing_obs_drop_out():
     assert int(info.n_obs) == 2 and int(info.status) == 0
 
 
+def test_product_prior_with_gaussian_fit_is_the_localized_kalman_analysis():
+    """p_θ = N(0, C_θ) cancels its own fit: the prior is N(0, ρ∘Ĉf) scaled by the spread,
+    inflated by ``inflation``."""
+    C, E, obs = _problem()
+    i = np.arange(n)
+    rho = np.exp(-0.5 * (i[:, None] - i[None, :]) ** 2 / 1.5**2)
+    y = jnp.array([1.0, 2.0, 4.5])
+    infl = 1.2
+    method = diffusion_filter(
+        gaussian_score(jnp.zeros(n), C), sampler="dpmpp2m", n_steps=20, inflation=infl,
+        localization=jnp.asarray(rho), prior_cov=C,
+    )  # fmt: skip
+    state, _ = jax.jit(method.step)(jax.random.key(3), method.init(E), y, obs)
+    Ea = np.asarray(state.ensemble)
+    corr = np.corrcoef(np.asarray(E).T)
+    ma, Pa = _kalman(E, infl**2 * rho * corr, [0, 2, 3], np.diag([0.5, 1.0, 0.8]) ** 2, y)
+    sd = np.sqrt(np.diag(Pa))
+    np.testing.assert_array_less(np.abs(Ea.mean(0) - ma) / (sd / np.sqrt(len(Ea))), 4.5)
+    np.testing.assert_allclose(np.cov(Ea.T), Pa, atol=0.12 * np.outer(sd, sd).max(), rtol=0.1)
+
+
 def test_full_noise_whitening_matches_kalman():
     C, E, _ = _problem(N=2000)
     R = np.array([[1.0, 0.5], [0.5, 2.0]])
@@ -122,6 +143,9 @@ def test_sdedit_start_keeps_members_near_their_forecast():
         (dict(prior="state"), "scale"),
         (dict(scale=-1.0), "scale"),
         (dict(cg_steps=0), "cg_steps"),
+        (dict(inflation=0.0), "inflation"),
+        (dict(localization=jnp.eye(3)), "prior_cov"),
+        (dict(localization=jnp.eye(3), prior_cov=jnp.eye(2)), "same shape"),
     ],
 )
 def test_bad_options_raise(kwargs, match):

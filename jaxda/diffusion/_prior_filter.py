@@ -186,6 +186,8 @@ def diffusion_filter(
     prior: str = "increment",
     scale: str | float | Array = "spread",
     inflation: float = 1.0,
+    localization: Array | None = None,
+    prior_cov: Array | None = None,
     loc: float | Array = 0.0,
     guidance: str = "mmps",
     sampler: str = "ddim",
@@ -211,6 +213,15 @@ def diffusion_filter(
             lose the forecast anomalies' alignment with the growing modes, so the next forecast
             spread underestimates the error; the increment prior then needs this inflation,
             as an EnKF does (measured in ``benchmarks/bench_prior_filter_l96.py``).
+        localization: ``(n, n)`` taper ``ρ`` (e.g. Gaspari–Cohn): the prior becomes the
+            *flow-dependent product prior* ``p_θ(z) N(z; 0, ρ∘Ĉ^f) / N(z; 0, C_θ)``, with score
+            ``s_θ - s_{N(0, C_θ)} + s_{N(0, ρ∘Ĉ^f)}`` at every diffusion time (each term
+            diffused separately: exact when ``p_θ`` is Gaussian, an approximation otherwise);
+            ``Ĉ^f`` is the forecast ensemble's covariance in the prior's coordinates. The
+            learned model then only contributes its departure from its own Gaussian fit
+            ``C_θ`` (``prior_cov``, required with ``localization``); the ensemble gives the
+            flow-dependent correlations. Forms ``n × n`` matrices: for small ``n``.
+        prior_cov: ``C_θ`` ``(n, n)``, the covariance of ``p_θ`` (of its training set).
         loc: ``c`` for ``prior="state"`` (scalar or ``(n,)``).
         guidance: ``"mmps"``, ``"dps"`` or ``"sda"`` (:func:`jaxda.diffusion.guided_score`).
         sampler: ``"ddim"`` (with ``eta``) or ``"dpmpp2m"`` (deterministic).
@@ -258,6 +269,12 @@ def diffusion_filter(
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     if not (math.isfinite(float(inflation)) and float(inflation) > 0.0):
         raise ValueError(f"inflation must be finite and > 0, got {inflation}")
+    if (localization is None) != (prior_cov is None):
+        raise ValueError("give both localization and prior_cov (the product prior) or neither")
+    if localization is not None and (
+        jnp.ndim(localization) != 2 or jnp.shape(localization) != jnp.shape(prior_cov)
+    ):
+        raise ValueError("localization and prior_cov must be (n, n) matrices of the same shape")
     if not (math.isfinite(float(gamma)) and float(gamma) >= 0.0):
         raise ValueError(f"gamma must be finite and >= 0, got {gamma}")
     t_end = float(sde.t_min)
@@ -288,7 +305,7 @@ def diffusion_filter(
             d = jnp.maximum(sd, jnp.finfo(E.dtype).eps * (1.0 + jnp.abs(c)))
         else:
             d = jnp.broadcast_to(fixed_scale.astype(E.dtype), (n,))
-        return c, inflation * d
+        return c, d
 
     def step(key, state, y, obs):
         E = state.ensemble
@@ -301,13 +318,26 @@ def diffusion_filter(
         mask = observed(y)
         noise = obs.noise.restrict(mask)
         yw = noise.whiten(fill_missing(y, mask)) * mask
-        c, d = coords(E)
+        c, d0 = coords(E)
+        d = inflation * d0
 
         def obs_fn(z):
             return noise.whiten(obs.operator(c + d * z)) * mask
 
+        prior_score = score_fn
+        if localization is not None:
+            Zf = (E - c) / d0  # unit forecast variance: d = inflation · d0 scales the prior
+            Zf = Zf - Zf.mean(0)
+            Cf = jnp.asarray(localization, E.dtype) * (Zf.T @ Zf) / (E.shape[0] - 1)
+            zero = jnp.zeros(E.shape[1], E.dtype)
+            g_ens = gaussian_score(zero, Cf, sde)
+            g_fit = gaussian_score(zero, jnp.asarray(prior_cov, E.dtype), sde)
+
+            def prior_score(z, t):
+                return score_fn(z, t) - g_fit(z, t) + g_ens(z, t)
+
         post = guided_score(
-            score_fn, sde, obs_fn, yw, 1.0, guidance=guidance, gamma=gamma, cg_steps=cg_steps
+            prior_score, sde, obs_fn, yw, 1.0, guidance=guidance, gamma=gamma, cg_steps=cg_steps
         )
         k_start, k_run = jax.random.split(key)
         eps = jax.random.normal(k_start, E.shape, E.dtype)
