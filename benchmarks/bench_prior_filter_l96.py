@@ -81,13 +81,14 @@ def training_errors(key, setup, method, members: int, burn_in: int):
         k_run, method, setup.model, data.observations, E0, truth=data.truth,
         store_ensembles=True,
     )  # fmt: skip
-    Ef = hist.ensemble_forecast[burn_in:]
-    z = (data.truth[burn_in:] - Ef.mean(1)) / Ef.std(1, ddof=1)
-    return z, hist.rmse_analysis[burn_in:].mean()
+    Ef, rmse = hist.ensemble_forecast, hist.rmse_analysis
+    assert Ef is not None and rmse is not None
+    z = (data.truth[burn_in:] - Ef[burn_in:].mean(1)) / Ef[burn_in:].std(1, ddof=1)
+    return z, rmse[burn_in:].mean()
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, short runs")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--cycles", type=int, default=500)
@@ -152,12 +153,12 @@ def main():
     learned_score = score_fn_from_model(res.model, sde)
     cov = np.cov(z.T) + 1e-6 * np.eye(40)
     gauss = gaussian_score(jnp.zeros(40), jnp.asarray(cov, jnp.float32), sde)
-    opts = dict(
+    opts: dict = dict(
         n_steps=args.n_steps, cg_steps=args.cg_steps, sampler="dpmpp2m", inflation=args.inflation
     )
     idx = jnp.arange(40.0)
     rho = gaspari_cohn(periodic_distance(idx[:, None], idx[None, :], 40.0), args.loc_radius)
-    loc = dict(localization=rho, prior_cov=jnp.asarray(cov, jnp.float32))
+    loc: dict = dict(localization=rho, prior_cov=jnp.asarray(cov, jnp.float32))
 
     all_methods = {
         "learned_loc": (
@@ -200,6 +201,7 @@ def main():
 
         def one(k, d, E0, method=method):
             _, h = assimilate(k, method, setup.model, d.observations, E0, truth=d.truth)
+            assert h.rmse_analysis is not None
             return h.rmse_analysis[b:].mean(), h.spread_analysis[b:].mean()
 
         run = jax.jit(jax.vmap(one))
