@@ -5,9 +5,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxda.assimilate import assimilate
-from jaxda.diffusion import diffusion_filter, gaussian_score, vp_linear
+from jaxda.diffusion import (
+    GaussianResidual,
+    diffusion_filter,
+    gaussian_score,
+    score_fn_from_model,
+    vp_linear,
+)
 from jaxda.models import Lorenz96
 from jaxda.observations import identity, observation_model, observation_series, subset
 
@@ -151,3 +158,19 @@ def test_sdedit_start_keeps_members_near_their_forecast():
 def test_bad_options_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         diffusion_filter(lambda z, t: -z, vp_linear(), **kwargs)
+
+
+class _Zero(nnx.Module):
+    def __call__(self, x, t):
+        return jnp.zeros_like(x)
+
+
+def test_gaussian_residual_with_zero_correction_is_the_gaussian_score():
+    C, _, _ = _problem(N=2)
+    sde = vp_linear()
+    score = score_fn_from_model(GaussianResidual(_Zero(), C, sde), sde)
+    x = jnp.linspace(-1.0, 1.0, n)
+    for t in jnp.array([0.01, 0.3, 0.9]):
+        np.testing.assert_allclose(
+            score(x, t), gaussian_score(jnp.zeros(n), C, sde)(x, t), rtol=1e-8
+        )
