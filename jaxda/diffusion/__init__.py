@@ -26,6 +26,7 @@ from ._fast_samplers import ddim, dpmpp_2m, edm_heun
 from ._guidance import local_score, posterior_score
 from ._mmps import guided_score, mmps_score
 from ._networks import PeriodicConvNet, ResidualMLP, score_fn_from_model, sinusoidal_embedding
+from ._prior_filter import GaussianResidual, diffusion_filter, gaussian_score
 from ._samplers import (
     SampleResult,
     ddpm_ancestral,
@@ -50,6 +51,7 @@ __all__ = [
     "LORENZ63_STANDARDIZER",
     "SDE",
     "DDPMSchedule",
+    "GaussianResidual",
     "PeriodicConvNet",
     "ResidualMLP",
     "SampleResult",
@@ -60,11 +62,13 @@ __all__ = [
     "ddim",
     "ddpm_ancestral",
     "ddpm_schedule",
+    "diffusion_filter",
     "dpmpp_2m",
     "dsm_loss",
     "edm_heun",
     "ensf",
     "ensf_sde",
+    "gaussian_score",
     "guided_score",
     "latest_checkpoint",
     "local_score",
