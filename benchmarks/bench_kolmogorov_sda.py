@@ -33,6 +33,19 @@ The experiment of SDA (Rozet & Louppe 2023) at a size a CPU affords, all in one 
 Writes ``benchmarks/results/kolmogorov_sda[_quick].json`` and the figures
 ``kolmogorov_sda[_quick].png`` (fields and spectra) and ``kolmogorov_sda[_quick]_loss.png``.
 
+Measured (CPU default, 2 cores shared with other jobs: data 36 s, training 1000 steps 15 min,
+U-Net (8, 16, 32) with 126k parameters, final DSM loss 0.26; climatological std 5.06, RMSE of the
+climatological mean 4.85; N = 16 members, inflation 1.05; RMSE / spread at the last time):
+
+* coarse observations (4×4 block means, m = 64): diffusion from the last observation only
+  MMPS + DPM++(2M) 16 steps 3.78 / 4.11, MMPS + EDM 12 steps 3.80 / 4.20, SDA + DDIM 32 steps
+  3.87 / 4.36 (sample spectra within +2% to +42% of the truth's per band), MMPS + DDIM 32 steps
+  diverged (11.4 / 30.3), DPS diverged; cycled over 10 times: 4DEnVar r = 3 3.13 / 1.73,
+  LETKF r = 3 3.72 / 2.13; one LETKF analysis of the last observation 5.36 / 2.65;
+* sparse observations (every 4th point, m = 64): nothing beats the climatological mean by much
+  at this resolution (grid-scale vorticity): diffusion 4.42–4.69 with spread 4.7–5.1, the
+  filters collapse (spread 0.3–0.8) with RMSE 6.0–10.2.
+
 Usage::
 
     python benchmarks/bench_kolmogorov_sda.py --quick            # smoke run (minutes on CPU)
