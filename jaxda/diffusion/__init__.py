@@ -2,6 +2,7 @@
 
 * SDEs: :func:`vp_linear`, :func:`vp_cosine`, :func:`ve` (and :func:`ddpm_schedule`).
 * Networks (flax.nnx): :class:`ResidualMLP`, :class:`PeriodicConvNet`, :func:`score_fn_from_model`.
+* 2-D U-Net on the torus (flax.nnx): :class:`UNet2D`.
 * Training: :func:`dsm_loss`, :func:`train` (optax, jit, tqdm, orbax checkpoints with content
   hashes: :func:`save_checkpoint`, :func:`restore_checkpoint`, :func:`latest_checkpoint`).
 * Samplers: :func:`reverse_sde`, :func:`probability_flow`, :func:`predictor_corrector`,
@@ -46,6 +47,7 @@ from ._training import (
     save_checkpoint,
     train,
 )
+from ._unet import UNet2D
 
 __all__ = [
     "LORENZ63_STANDARDIZER",
@@ -59,6 +61,7 @@ __all__ = [
     "TrainHistory",
     "TrainResult",
     "TrainState",
+    "UNet2D",
     "ddim",
     "ddpm_ancestral",
     "ddpm_schedule",
