@@ -172,6 +172,17 @@ def test_fourdenvar_is_the_4d_etkf_on_a_linear_model(problem):
         np.testing.assert_allclose(run(method).ensemble_analysis, ref2, atol=1e-9)
     wide = fourdenvar(model, lag=2, localization_radius=1e6, periodic=False)
     np.testing.assert_allclose(run(wide, located).ensemble_analysis, ref2, atol=1e-8)
+    # the same with 2-D coordinates (m, 2): the window's S copies stack along the observations
+    located_2d = observation_series(
+        series.y,
+        observation_model(
+            linear(jnp.asarray(H), locations=[[0.0, 0.0], [1.5, 0.0]]), obs_std=jnp.asarray(R_STD)
+        ),
+        n_steps=STEPS,
+    )
+    xy = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    wide_2d = fourdenvar(model, lag=2, localization_radius=1e6, periodic=False, state_locations=xy)
+    np.testing.assert_allclose(run(wide_2d, located_2d).ensemble_analysis, ref2, atol=1e-8)
 
 
 def test_fourdenvar_beats_the_letkf_at_small_ensembles():

@@ -116,7 +116,8 @@ def fourdenvar(
         locations = obs.operator.locations
         if locations is None:
             raise ValueError("localized 4DEnVar needs an observation operator with locations")
-        locs = jnp.tile(jnp.asarray(locations, float), shift)
+        locs = jnp.asarray(locations)  # (m,) indices or coordinates, or (m, d) coordinates
+        locs = jnp.concatenate([locs] * shift, axis=0)  # the S copies of the window
         coeffs = gain_taper(
             n, locs, radius, periodic,
             state_locations=state_locations, domain_length=domain_length,
