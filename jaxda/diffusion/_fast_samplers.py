@@ -128,7 +128,7 @@ def ddim(
         grid: ``"t"`` (uniform in time, as DDIM) or ``"log_snr"`` (uniform in ``λ``, as
             DPM-Solver; deterministic DDIM is then DPM-Solver-1, usually more accurate).
         t_end: final time (default ``sde.t_min``).
-        throw: raise instead of returning a ``NONFINITE`` status.
+        throw: raise instead of returning a ``NONFINITE`` or ``DIVERGED`` status.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -213,7 +213,7 @@ def edm_heun(
         rho: grid exponent ``ρ > 0`` (7 in EDM; 1 is uniform in ``\tilde σ``).
         s_churn, s_tmin, s_tmax, s_noise: churn options of Alg. 2 (in ``\tilde σ`` units).
         t_end: final time (default ``sde.t_min``).
-        throw: raise instead of returning a ``NONFINITE`` status.
+        throw: raise instead of returning a ``NONFINITE`` or ``DIVERGED`` status.
 
     Examples:
         >>> import jax, jax.numpy as jnp

@@ -171,7 +171,7 @@ def reverse_sde(
         n_steps: number of constant steps.
         solver: ``"euler"`` (Euler–Maruyama) or ``"heun"``.
         t_end: final time (default ``sde.t_min``).
-        throw: raise instead of returning a ``NONFINITE`` status.
+        throw: raise instead of returning a ``NONFINITE`` or ``DIVERGED`` status.
 
     Examples:
         >>> import jax, jax.numpy as jnp
