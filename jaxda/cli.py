@@ -48,7 +48,7 @@ from .experiments import (
     twin_stream,
 )
 from .models import smoothed_record
-from .observations import from_callable, observation_model
+from .observations import from_callable, observation_model, subset
 
 # --model -> its default setup (DEFAULT_SETUP): lorenz96 = DAPPER Lorenz96/sakov2008,
 # lorenz63 = Lorenz63/sakov2012, ks = KS/bocquet2019 (Kuramoto–Sivashinsky),
@@ -72,6 +72,8 @@ _METHOD_FLAGS = {
     "shift": "--shift",
     "ordering": "--ordering",
     "n_climatology": "--n-climatology",
+    "score_checkpoint": "--score-checkpoint",
+    "guidance": "--guidance",
 }
 
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
@@ -234,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="observe x or arctan(x) (every variable)",
     )
     run.add_argument(
+        "--obs-stride",
+        type=_positive_int("obs-stride"),
+        default=None,
+        help="observe every k-th state variable (2: every other one) instead of all",
+    )
+    run.add_argument(
         "--dim",
         type=_positive_int("dim"),
         default=None,
@@ -294,7 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampler-steps",
         type=_positive_int("sampler-steps"),
         default=None,
-        help="EnSF: reverse-SDE steps (default 200)",
+        help="EnSF, diffusion_filter: reverse-diffusion steps (default 200 EnSF, "
+        "20 diffusion_filter)",
+    )
+    run.add_argument(
+        "--score-checkpoint",
+        default=None,
+        help="diffusion_filter: directory of a score model trained by jaxda.diffusion.train on "
+        "standardized forecast errors (a GaussianResidual for --localization-radius; see "
+        "benchmarks/bench_prior_filter_l96.py --ckpt)",
+    )
+    run.add_argument(
+        "--guidance",
+        choices=["mmps", "dps", "sda"],
+        default=None,
+        help="diffusion_filter: likelihood guidance (default mmps)",
     )
     run.add_argument(
         "--reg",
@@ -434,6 +456,13 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--rotate does not apply to {method}")
         if args.adaptive_inflation:
             raise ValueError(f"--adaptive-inflation does not apply to {method}")
+    if args.observations is not None and (
+        args.obs_stride is not None or args.obs_operator != "identity"
+    ):
+        raise ValueError(
+            "--obs-stride/--obs-operator describe a twin's observations; a file given with "
+            "--observations carries its own operator"
+        )
     if args.climatology != "free-run":
         if method not in _BASELINES:
             raise ValueError(f"--climatology applies to {', '.join(_BASELINES)}, not {method}")
@@ -507,10 +536,21 @@ def make_setup(args: argparse.Namespace) -> TwinSetup:
             f"the burn-in must be in [0, {chron.n_cycles}) observation times, got {burn}"
         )
     setup = base.replace(chronology=dataclasses.replace(chron, burn_in=burn))
-    if args.obs_operator == "arctan":
+    if args.obs_operator == "arctan" or args.obs_stride is not None:
         n = setup.model.dim
-        op = from_callable(jnp.arctan, n, n=n, locations=jnp.arange(n))
-        setup = setup.replace(obs=observation_model(op, obs_std=setup.obs.noise.std))
+        if setup.obs.dim != n:
+            raise ValueError(
+                f"--obs-operator/--obs-stride replace an operator that observes every variable; "
+                f"the setup observes {setup.obs.dim} of {n}"
+            )
+        idx = np.arange(0, n, args.obs_stride or 1)
+        if args.obs_operator == "arctan":
+            op = from_callable(lambda x: jnp.arctan(x[idx]), idx.size, n=n, locations=idx)
+        else:
+            op = subset(idx, n=n)
+        std = jnp.asarray(setup.obs.noise.std)
+        std = std[idx] if std.ndim else std
+        setup = setup.replace(obs=observation_model(op, obs_std=std))
     return setup
 
 
@@ -728,6 +768,7 @@ def run_experiment(args: argparse.Namespace, progress: bool = True) -> tuple[dic
         "method": args.method,
         "dim": setup.model.dim,
         "obs_operator": args.obs_operator,
+        "obs_stride": args.obs_stride or 1,
         "observations": args.observations or "twin",
         **{k: (float(v) if isinstance(v, float) else v) for k, v in settings.items()},
         "cycles": K,
@@ -819,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary, outputs = run_experiment(args, progress=not (args.no_progress or args.json))
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:  # bad options, a missing checkpoint
         parser.exit(2, f"jaxda: error: {e}\n")
     code = 0
     if outputs is not None and args.output:

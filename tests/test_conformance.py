@@ -6,13 +6,18 @@ once (no retrace per cycle, nor for new data of the same shape); handle a missin
 an all-missing time and irregular observation times.
 """
 
+import functools
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxda.assimilate import assimilate, available_methods, make_method
 from jaxda.core import Method, Status
+from jaxda.diffusion import GaussianResidual, PeriodicConvNet, train, vp_linear
 from jaxda.models import Lorenz96
 from jaxda.observations import observation_model, observation_series, subset
 from jaxda.variational import background_covariance
@@ -37,6 +42,8 @@ SETTINGS = {
     "ensrf": ({"localization_radius": 2.0}, 10),
     "climatology": ({}, 2 * n),  # 2n sigma points whatever the initial ensemble
     "oi": ({}, 2 * n),
+    # score_checkpoint: a Gaussian-residual checkpoint (_score_checkpoint)
+    "diffusion_filter": ({"localization_radius": 2.0, "n_steps": 4}, 10),
 }
 # Baselines that never run the model: with nothing observed they stay at the climatology.
 STATIC_BASELINES = ("climatology", "oi")
@@ -55,8 +62,27 @@ def _problem(dtype, K=8):
     return series, E0
 
 
+@functools.cache
+def _score_checkpoint() -> str:
+    """A :class:`GaussianResidual` score on ``n`` variables whose learned correction is zero
+    (network weights zero, negligible learning rate), i.e. the Gaussian prior ``N(0, I)``: a
+    barely trained network is a prior far off the forecast errors, under which the analyses
+    blow up (the filter then reports NONFINITE), which is not what conformance tests."""
+    directory = tempfile.mkdtemp(prefix="jaxda-conformance-score-")
+    sde = vp_linear()
+    net = PeriodicConvNet(channels=4, depth=1, rngs=nnx.Rngs(0))
+    nnx.update(net, jax.tree.map(jnp.zeros_like, nnx.state(net, nnx.Param)))
+    errors = jax.random.normal(jax.random.key(0), (64, n))
+    model = GaussianResidual(net, jnp.eye(n), sde)
+    train(jax.random.key(1), model, sde, errors, n_steps=2, batch_size=16, learning_rate=1e-12,
+          checkpoint_dir=directory, progress=False)  # fmt: skip
+    return directory
+
+
 def _method(name):
     options, N = SETTINGS[name]
+    if name == "diffusion_filter":
+        options = {**options, "score_checkpoint": _score_checkpoint()}
     return make_method(name, context={"model": MODEL}, **options), N
 
 

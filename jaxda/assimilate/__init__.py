@@ -17,6 +17,7 @@ from ._driver import (
     run_status,
     throw_on_failure,
 )
+from ._learned_prior import diffusion_filter_from_checkpoint
 from ._registry import (
     REQUIRED,
     available_methods,
@@ -36,6 +37,7 @@ __all__ = [
     "assimilate",
     "assimilate_stream",
     "available_methods",
+    "diffusion_filter_from_checkpoint",
     "ensemble_mean",
     "get_factory",
     "innovation_statistics",

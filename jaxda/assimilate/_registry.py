@@ -35,6 +35,7 @@ from ..ensemble import (
     particle_filter,
 )
 from ..variational import var3d, var4d
+from ._learned_prior import diffusion_filter_from_checkpoint
 
 CONTEXT = ("model",)
 
@@ -120,3 +121,4 @@ register("denkf", denkf)
 register("ensrf", ensrf)
 register("climatology", climatology)
 register("oi", optimal_interpolation)
+register("diffusion_filter", diffusion_filter_from_checkpoint)

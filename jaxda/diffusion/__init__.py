@@ -36,7 +36,7 @@ from ._samplers import (
     reverse_sde,
     sample,
 )
-from ._sde import SDE, DDPMSchedule, ddpm_schedule, ve, vp_cosine, vp_linear
+from ._sde import SDE, DDPMSchedule, ddpm_schedule, sde_from_params, ve, vp_cosine, vp_linear
 from ._training import (
     TrainHistory,
     TrainResult,
@@ -86,6 +86,7 @@ __all__ = [
     "sample",
     "save_checkpoint",
     "score_fn_from_model",
+    "sde_from_params",
     "sinusoidal_embedding",
     "sliding_windows",
     "train",

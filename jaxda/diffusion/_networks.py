@@ -178,6 +178,7 @@ def score_fn_from_model(model: nnx.Module, sde: SDE) -> Callable[[Array, Array],
 
     def score_fn(x, t):
         net = nnx.merge(graphdef, state)
-        return -net(x, t) / sde.std(jnp.asarray(t))
+        x = jnp.asarray(x)  # the score keeps the state's dtype (a float32 state stays float32)
+        return (-net(x, t) / sde.std(jnp.asarray(t))).astype(x.dtype)
 
     return score_fn

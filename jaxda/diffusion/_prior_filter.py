@@ -102,7 +102,8 @@ from jaxtyping import Array, Float
 from ..core import EnsembleState, Method, analysis_info, check_vector, ensemble_init, is_concrete
 from ..observations import fill_missing, observed
 from ._mmps import guided_score
-from ._sde import SDE, vp_linear
+from ._sde import SDE, sde_from_params, vp_linear
+from ._training import _model_from_manifest, _model_info
 
 ScoreFn = Callable[[Array, Array], Array]
 
@@ -156,8 +157,11 @@ class GaussianResidual(nnx.Module):
     multiplies the network's Jacobian errors by ``σ²/μ``. With :func:`diffusion_filter`'s
     product prior, ``s_θ - s_{N(0,C)} = -μ\,\mathrm{net}/σ`` is exactly the learned
     non-Gaussian part (pass ``prior_cov=C``). Train it with :func:`jaxda.diffusion.train`
-    like any noise predictor (only ``net``'s parameters are ``nnx.Param``); restore a
-    checkpoint with a template ``model=GaussianResidual(...)``.
+    like any noise predictor (only ``net``'s parameters are ``nnx.Param``). When ``net`` has a
+    ``config()`` (:class:`PeriodicConvNet`, :class:`ResidualMLP`) and ``sde`` is a built-in
+    one, the checkpoint manifest records ``C``, the network and the SDE, and
+    :func:`jaxda.diffusion.restore_checkpoint` rebuilds the model without a template (what
+    ``jaxda run --method diffusion_filter --score-checkpoint DIR`` does).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -175,9 +179,27 @@ class GaussianResidual(nnx.Module):
             raise ValueError(f"cov must be a square (n, n) matrix, got shape {cov.shape}")
         lam, U = jnp.linalg.eigh(0.5 * (cov + cov.T))
         self.net = net
+        self.cov = nnx.Variable(cov)
         self.lam = nnx.Variable(jnp.maximum(lam, 0.0))
         self.U = nnx.Variable(U)
         self.sde = sde
+
+    def config(self) -> dict[str, Any] | None:
+        """``C``, the network's class and ``config()`` and the SDE, stored in training
+        checkpoints; ``None`` when the network has no ``config()`` or the SDE is custom."""
+        net = _model_info(self.net)
+        if net["config"] is None or self.sde.params is None:
+            return None
+        sde = {"name": self.sde.name, "params": dict(self.sde.params)}
+        return {"net": net, "cov": np.asarray(self.cov[...]).tolist(), "sde": sde}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, rngs: nnx.Rngs) -> GaussianResidual:
+        """The model described by :meth:`config` (a fresh network, initialised from ``rngs``)."""
+        net = _model_from_manifest("(the network of a GaussianResidual)", config["net"])
+        sde = sde_from_params(config["sde"]["name"], config["sde"]["params"])
+        del rngs  # the network is built by its own config
+        return cls(net, jnp.asarray(config["cov"]), sde)
 
     def __call__(self, x: Array, t: Array) -> Array:
         t = jnp.broadcast_to(jnp.asarray(t), x.shape[:-1])[..., None]

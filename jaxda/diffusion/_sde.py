@@ -54,6 +54,9 @@ class SDE:
         drift: ``t ↦ f(t) = d log μ / dt``.
         diffusion: ``t ↦ g(t)``.
         t_min: smallest time used for training / where sampling stops (``σ(t_min) > 0``).
+        params: the constructor arguments of a built-in SDE (``vp_linear(**params)``), recorded
+            in training checkpoints so :func:`sde_from_params` rebuilds it; ``None`` for a
+            custom SDE.
     """
 
     name: str
@@ -62,6 +65,7 @@ class SDE:
     drift: ScalarFn
     diffusion: ScalarFn
     t_min: float = 1e-3
+    params: dict[str, float] | None = None
 
     def mean_coef(self, t: Array | float) -> Array:
         """``μ(t)``, the scale of the clean signal at time ``t``."""
@@ -120,6 +124,7 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3
         drift=lambda t: -0.5 * beta(t),
         diffusion=lambda t: jnp.sqrt(beta(t)),
         t_min=t_min,
+        params={"beta_min": beta_min, "beta_max": beta_max, "t_min": t_min},
     )
 
 
@@ -152,6 +157,7 @@ def vp_cosine(s: float = 0.008, mu_min: float = 0.02, t_min: float = 1e-3) -> SD
         drift=lambda t: -0.5 * beta(t),
         diffusion=lambda t: jnp.sqrt(beta(t)),
         t_min=t_min,
+        params={"s": s, "mu_min": mu_min, "t_min": t_min},
     )
 
 
@@ -173,7 +179,23 @@ def ve(sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-3) ->
         drift=lambda t: jnp.zeros_like(t),
         diffusion=lambda t: std(t) * math.sqrt(2.0 * log_ratio),
         t_min=t_min,
+        params={"sigma_min": sigma_min, "sigma_max": sigma_max, "t_min": t_min},
     )
+
+
+def sde_from_params(name: str, params: dict[str, float]) -> SDE:
+    """Rebuild a built-in SDE from its ``name`` and ``params`` (``SDE.name``, ``SDE.params``),
+    as recorded in a training checkpoint.
+
+    Examples:
+        >>> sde = vp_linear(beta_max=10.0)
+        >>> sde_from_params(sde.name, sde.params).params == sde.params
+        True
+    """
+    builders = {"vp_linear": vp_linear, "vp_cosine": vp_cosine, "ve": ve}
+    if name not in builders:
+        raise ValueError(f"no built-in SDE named {name!r}; choose one of {sorted(builders)}")
+    return builders[name](**params)
 
 
 class DDPMSchedule(NamedTuple):

@@ -20,8 +20,10 @@ Checkpoint layout (``directory/ckpt_00000100`` for step 100):
 * ``ckpt_00000100/`` – orbax ``StandardCheckpointer`` tree ``{params, opt_state, loss}``;
 * ``ckpt_00000100.json`` – manifest written last (a checkpoint without it is incomplete): the
   step, the model's class and constructor arguments (``model.config()`` when the class has it,
-  as :class:`ResidualMLP` and :class:`PeriodicConvNet`), parameter shapes and dtypes, the
-  optimizer (default or custom), the sha256 of every file of the orbax directory and the sha256
+  as :class:`ResidualMLP` and :class:`PeriodicConvNet`; ``config()`` and a ``from_config``
+  class method for a model built from other modules, as :class:`GaussianResidual`), parameter
+  shapes and dtypes, the optimizer (default or custom), the training SDE (a built-in one,
+  rebuilt by :func:`restore_checkpoint` into ``TrainState.sde``), the sha256 of every file of the orbax directory and the sha256
   of the saved arrays. :func:`restore_checkpoint` checks all of them, so a corrupt file or a
   model of another width fails with one sentence instead of an orbax traceback.
 """
@@ -52,7 +54,7 @@ from ..core import (
     raise_on_failure,
     status_array,
 )
-from ._sde import SDE
+from ._sde import SDE, sde_from_params
 
 _FORMAT = 1
 
@@ -72,12 +74,15 @@ class TrainState(NamedTuple):
         opt_state: the optax state.
         step: number of optimisation steps done.
         history: the per-step losses of those steps.
+        sde: the forward SDE the model was trained with (recorded in the manifest when it is a
+            built-in one, see :func:`jaxda.diffusion.sde_from_params`; ``None`` otherwise).
     """
 
     model: nnx.Module
     opt_state: Any
     step: int
     history: TrainHistory
+    sde: SDE | None = None
 
 
 class TrainResult(NamedTuple):
@@ -204,6 +209,12 @@ def _default_optimizer(learning_rate: float, n_steps: int) -> optax.GradientTran
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
 
 
+def _sde_info(sde: SDE | None) -> dict[str, Any] | None:
+    if sde is None or sde.params is None:
+        return None
+    return {"name": sde.name, "params": dict(sde.params)}
+
+
 def save_checkpoint(
     directory: str | os.PathLike, state: TrainState, *, optimizer_spec: dict | None = None
 ) -> Path:
@@ -242,6 +253,7 @@ def save_checkpoint(
         "model": _model_info(state.model),
         "params": _param_specs(params),
         "optimizer": optimizer_spec,
+        "sde": _sde_info(state.sde),
         "arrays_sha256": _tree_hash(tree),
         "files_sha256": _file_hashes(path),
     }
@@ -282,7 +294,9 @@ def _verify_files(path: Path, manifest: dict[str, Any]) -> None:
             raise ValueError(f"checkpoint {path} is corrupt: hash mismatch in file {name}")
 
 
-def _model_from_manifest(path: Path, info: dict[str, Any]) -> nnx.Module:
+def _model_from_manifest(path: Path | str, info: dict[str, Any]) -> nnx.Module:
+    """The model described by ``info`` (``_model_info``), freshly initialised; ``path`` names
+    where ``info`` comes from in error messages."""
     if info.get("config") is None:
         raise ValueError(
             f"checkpoint {path} holds a {_describe(info)} without constructor arguments "
@@ -297,6 +311,8 @@ def _model_from_manifest(path: Path, info: dict[str, Any]) -> nnx.Module:
         raise ValueError(
             f"checkpoint {path}: cannot import model class {info['class']} ({e})"
         ) from None
+    if callable(getattr(obj, "from_config", None)):  # a model built from other modules
+        return obj.from_config(info["config"], rngs=nnx.Rngs(0))
     return obj(**info["config"], rngs=nnx.Rngs(0))
 
 
@@ -378,11 +394,13 @@ def restore_checkpoint(
         ) from None
     if _tree_hash(restored) != manifest["arrays_sha256"]:
         raise ValueError(f"checkpoint {path} is corrupt: hash mismatch of the restored arrays")
+    info = manifest.get("sde")
     return TrainState(
         model=nnx.merge(graphdef, restored["params"], rest),
         opt_state=restored["opt_state"],
         step=int(manifest["step"]),
         history=TrainHistory(restored["loss"]),
+        sde=None if info is None else sde_from_params(info["name"], info["params"]),
     )
 
 
@@ -485,6 +503,11 @@ def train(
         last = latest_checkpoint(checkpoint_dir, max_step=n_steps)
         if last is not None:
             state = restore_checkpoint(checkpoint_dir, last, model=model, optimizer=optimizer)
+            if _sde_info(state.sde) != _sde_info(sde):
+                raise ValueError(
+                    f"the checkpoint in {checkpoint_dir} was trained with the SDE "
+                    f"{_sde_info(state.sde)}, not {_sde_info(sde)}: resume with the same SDE"
+                )
             params = nnx.state(state.model, nnx.Param)
             opt_state, start = state.opt_state, state.step
             losses = np.asarray(state.history.loss)
@@ -546,6 +569,7 @@ def train(
                 opt_state,
                 step,
                 TrainHistory(jnp.asarray(np.concatenate(history))),
+                sde,
             )
             save_checkpoint(checkpoint_dir, state, optimizer_spec=optimizer_spec)
     bar.close()
