@@ -98,7 +98,7 @@ forecast spreads at the first bad analyses, then a forecast blows up); at 0.5 it
 its own Gaussian fit (0.381 vs 0.383) but no better: the learned correction adds nothing
 measurable here. The controls separate the two effects: ``t_start = 0.5`` is what keeps the
 learned prior from blowing up (its i.i.d. SDEdit draws track too, at 0.928), transport is what
-makes it accurate (0.928 → 0.381; Gaussian, same inflation: 0.619 → 0.367). DPS guidance with transport also diverged (2/2 seeds, 300 cycles); 10
+makes it accurate (0.928 → 0.381; Gaussian, same inflation: 0.619 → 0.367). DPS guidance with transport from ``t_start = 1`` also diverged (2/2 seeds, 300 cycles); 10
 DPM++(2M) steps per flow, MMPS with 3 CG steps throughout.
 
 Scores: time-mean analysis RMSE and spread after the burn-in, mean ± s.e. over seeds; training
