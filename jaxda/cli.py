@@ -74,6 +74,8 @@ _METHOD_FLAGS = {
     "n_climatology": "--n-climatology",
     "score_checkpoint": "--score-checkpoint",
     "guidance": "--guidance",
+    "pairing": "--pairing",
+    "t_start": "--t-start",
 }
 
 _ENSEMBLE_FREE = ("3dvar", "4dvar")
@@ -317,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mmps", "dps", "sda"],
         default=None,
         help="diffusion_filter: likelihood guidance (default mmps)",
+    )
+    run.add_argument(
+        "--pairing",
+        choices=["independent", "transport"],
+        default=None,
+        help="diffusion_filter: i.i.d. posterior draws, or each forecast member carried to the "
+        "posterior through the prior's and the posterior's probability-flow ODEs (default "
+        "independent)",
+    )
+    run.add_argument(
+        "--t-start",
+        type=_unit_float("t-start"),
+        default=None,
+        help="diffusion_filter: diffusion time the analysis starts from, in (t_min, 1]: below 1 "
+        "it starts from the diffused forecast (default 1)",
     )
     run.add_argument(
         "--reg",
