@@ -26,7 +26,8 @@ Metrics per case (standardized units):
 A combination is ``sampler:steps:guidance[:opt=value,...]`` with sampler ``pc | ddim | dpmpp2m |
 edm``, guidance ``sda | mmps | dps`` and options ``gamma`` (SDA γ), ``cg`` (MMPS CG steps),
 ``tswitch`` (use the guidance only for ``t ≤ tswitch`` and SDA with ``ghi`` above, default
-``gamma``), ``ghi``, sampler ``ddpmlc`` (DDPM step + one Langevin corrector, adaptive rule),
+``gamma``), ``ghi``, sampler ``ddpmlc`` (DDPM step + one Langevin corrector, adaptive rule,
+after the steps ending below ``t = lcbelow``, default 1),
 ``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
 time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
 instead of the noisy state at ``t_end``).
@@ -102,6 +103,7 @@ _OPTS = {
     "snr",
     "tswitch",
     "ghi",
+    "lcbelow",
 }
 
 
@@ -130,6 +132,9 @@ def nfe(c: dict) -> int:
     per_eval = {"sda": 2, "dps": 2, "mmps": 2 + int(c["opts"].get("cg", 1))}[c["guidance"]]
     n = c["steps"]
     evals = {"pc": 2 * n, "ddim": n, "dpmpp2m": n, "edm": 2 * n - 1, "ddpmlc": 2 * n}[c["sampler"]]
+    if c["sampler"] == "ddpmlc":  # correctors only after the steps ending below t = lcbelow
+        ts = np.linspace(1.0, 1e-3, n + 1)[1:]
+        evals = n + int(np.sum(ts < float(c["opts"].get("lcbelow", 1.0))))
     if c["sampler"] == "pc" and c["opts"].get("rule", "curvature") == "curvature":
         per_eval *= 2  # JVP of the guided score for the power iteration
     return evals * per_eval
@@ -278,8 +283,9 @@ def main():
 
     traj_score = local_score(window_score, WINDOW)
 
-    def ddpm_langevin(key, post, x_T, n, snr):
-        """DDPM ancestral step (DDIM η = 1) + one Langevin corrector with Song's adaptive step."""
+    def ddpm_langevin(key, post, x_T, n, snr, below=1.0):
+        """DDPM ancestral step (DDIM η = 1) + one Langevin corrector with Song's adaptive step
+        after the steps that end below ``t = below``."""
         ts = jnp.linspace(1.0, sde.t_min, n + 1)
 
         def step(x, inp):
@@ -291,10 +297,14 @@ def main():
             c = s1 * jnp.sqrt(jnp.clip(1.0 - ((a * s1) / (a1 * sg)) ** 2, 0.0, 1.0))
             z = jax.random.normal(k1, x.shape)
             x = a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c**2, 0.0)) * ep + c * z
-            sc = post(x, t1)
-            v = jnp.minimum(sc.size / jnp.maximum(jnp.sum(sc**2), 1e-30), 1.0)
-            eps = 2.0 * snr**2 * v
-            return x + eps * sc + jnp.sqrt(2.0 * eps) * jax.random.normal(k2, x.shape), None
+
+            def correct(x):
+                sc = post(x, t1)
+                v = jnp.minimum(sc.size / jnp.maximum(jnp.sum(sc**2), 1e-30), 1.0)
+                eps = 2.0 * snr**2 * v
+                return x + eps * sc + jnp.sqrt(2.0 * eps) * jax.random.normal(k2, x.shape)
+
+            return jax.lax.cond(t1 < below, correct, lambda x: x, x), None
 
         x, _ = jax.lax.scan(step, x_T, (jax.random.split(key, n), ts[:-1], ts[1:]))
         return SampleResult(x, jnp.where(jnp.all(jnp.isfinite(x)), 0, 1), jnp.asarray(n))
@@ -333,7 +343,8 @@ def main():
                     t_end=t_end,
                 )
             if s == "ddpmlc":
-                return ddpm_langevin(key, post, x_T, n, float(o.get("snr", 0.16)))
+                below = float(o.get("lcbelow", 1.0))
+                return ddpm_langevin(key, post, x_T, n, float(o.get("snr", 0.16)), below)
             if s == "edm":
                 return edm_heun(
                     key,
