@@ -24,10 +24,12 @@ Metrics per case (standardized units):
   a vector–Jacobian or Jacobian–vector product as one).
 
 A combination is ``sampler:steps:guidance[:opt=value,...]`` with sampler ``pc | ddim | dpmpp2m |
-edm``, guidance ``sda | mmps | dps`` and options ``gamma`` (SDA γ), ``cg`` (MMPS CG steps),
+edm``, guidance ``sda | mmps | dps | kalman`` and options ``gamma`` (SDA γ), ``cg`` (MMPS CG steps),
 ``tswitch`` (use the guidance only for ``t ≤ tswitch`` and SDA with ``ghi`` above, default
 ``gamma``), ``ghi``, sampler ``ddpmlc`` (DDPM step + one Langevin corrector, adaptive rule,
-after the steps ending below ``t = lcbelow``, default 1),
+after the steps ending below ``t = lcbelow``, default 1), ``kappa`` (guidance ``kalman``: DDPM
+/ DDIM steps whose Tweedie mean is Kalman-updated by the observations with the isotropic
+covariance ``κ σ²/(μ² + σ²)``, no Jacobian: one network pass per step),
 ``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
 time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
 instead of the noisy state at ``t_end``).
@@ -104,6 +106,7 @@ _OPTS = {
     "tswitch",
     "ghi",
     "lcbelow",
+    "kappa",
 }
 
 
@@ -115,8 +118,10 @@ def parse_combo(spec: str) -> dict:
     sampler, steps, guidance = parts[0], int(parts[1]), parts[2]
     if sampler not in ("pc", "ddim", "dpmpp2m", "edm", "ddpmlc"):
         raise ValueError(f"unknown sampler {sampler!r} in {spec!r}")
-    if guidance not in ("sda", "mmps", "dps"):
+    if guidance not in ("sda", "mmps", "dps", "kalman"):
         raise ValueError(f"unknown guidance {guidance!r} in {spec!r}")
+    if guidance == "kalman" and sampler != "ddim":
+        raise ValueError(f"guidance 'kalman' is a DDIM/DDPM step: use ddim:N:kalman, got {spec!r}")
     opts: dict = {}
     if len(parts) == 4 and parts[3]:
         for kv in parts[3].split(","):
@@ -129,7 +134,9 @@ def parse_combo(spec: str) -> dict:
 
 def nfe(c: dict) -> int:
     """Network passes per sample (forward, VJP or JVP each count 1), ignoring PC substeps."""
-    per_eval = {"sda": 2, "dps": 2, "mmps": 2 + int(c["opts"].get("cg", 1))}[c["guidance"]]
+    per_eval = {"sda": 2, "dps": 2, "mmps": 2 + int(c["opts"].get("cg", 1)), "kalman": 1}[
+        c["guidance"]
+    ]
     n = c["steps"]
     evals = {"pc": 2 * n, "ddim": n, "dpmpp2m": n, "edm": 2 * n - 1, "ddpmlc": 2 * n}[c["sampler"]]
     if c["sampler"] == "ddpmlc":  # correctors only after the steps ending below t = lcbelow
@@ -360,7 +367,35 @@ def main():
 
         te = jnp.asarray(sde.t_min if t_end is None else t_end)
 
+        def kalman_ddpm(key, y, x_T):
+            """DDPM/DDIM steps whose Tweedie mean is updated by the observations with the
+            isotropic covariance ``r² = κ σ²/(μ² + σ²)`` (no Jacobian, no VJP)."""
+            ts = jnp.linspace(1.0, sde.t_min, n + 1)
+            eta = float(o.get("eta", 1.0))
+            kappa = float(o.get("kappa", 1.0))
+            yo = y.reshape(-1, 3)
+
+            def step(x, inp):
+                k, t, t1 = inp
+                a, sg, a1, s1 = sde.mean_coef(t), sde.std(t), sde.mean_coef(t1), sde.std(t1)
+                sc = traj_score(x, t)
+                x0, ep = (x + sg**2 * sc) / a, -sg * sc
+                r2 = kappa * sg**2 / (a**2 + sg**2)
+                x0 = x0.at[obs_idx].add(r2 / (r2 + SIGMA**2) * (yo - x0[obs_idx]))
+                c_ = eta * s1 * jnp.sqrt(jnp.clip(1.0 - ((a * s1) / (a1 * sg)) ** 2, 0.0, 1.0))
+                z = jax.random.normal(k, x.shape)
+                return a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c_**2, 0.0)) * ep + c_ * z, None
+
+            x, _ = jax.lax.scan(step, x_T, (jax.random.split(key, n), ts[:-1], ts[1:]))
+            return SampleResult(x, jnp.where(jnp.all(jnp.isfinite(x)), 0, 1), jnp.asarray(n))
+
         def case(key, y):
+            if c["guidance"] == "kalman":
+                k0, k1 = jax.random.split(key)
+                x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
+                ks = jax.random.split(k1, args.samples)
+                r = jax.vmap(lambda k, x: kalman_ddpm(k, y, x))(ks, x_T)
+                return r.x, r.status
             post = guided_score(
                 traj_score, sde, obs_fn, y, SIGMA, guidance=c["guidance"], gamma=gamma, cg_steps=cg
             )
