@@ -140,7 +140,7 @@ def nfe(c: dict) -> int:
     n = c["steps"]
     evals = {"pc": 2 * n, "ddim": n, "dpmpp2m": n, "edm": 2 * n - 1, "ddpmlc": 2 * n}[c["sampler"]]
     if c["sampler"] == "ddpmlc":  # correctors only after the steps ending below t = lcbelow
-        ts = np.linspace(1.0, 1e-3, n + 1)[1:]
+        ts = np.linspace(1.0, vp_linear().t_min, n + 1)[1:]  # the benchmark's SDE
         evals = n + int(np.sum(ts < float(c["opts"].get("lcbelow", 1.0))))
     if c["sampler"] == "pc" and c["opts"].get("rule", "curvature") == "curvature":
         per_eval *= 2  # JVP of the guided score for the power iteration
@@ -290,6 +290,12 @@ def main():
 
     traj_score = local_score(window_score, WINDOW)
 
+    def ddim_move(x0, ep, t, t1, z, eta):
+        """The DDIM step from ``t`` to ``t1`` given Tweedie's ``x̂_0, ε̂`` (``eta = 1``: DDPM)."""
+        a, sg, a1, s1 = sde.mean_coef(t), sde.std(t), sde.mean_coef(t1), sde.std(t1)
+        c = eta * s1 * jnp.sqrt(jnp.clip(1.0 - ((a * s1) / (a1 * sg)) ** 2, 0.0, 1.0))
+        return a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c**2, 0.0)) * ep + c * z
+
     def ddpm_langevin(key, post, x_T, n, snr, below=1.0):
         """DDPM ancestral step (DDIM η = 1) + one Langevin corrector with Song's adaptive step
         after the steps that end below ``t = below``."""
@@ -298,12 +304,10 @@ def main():
         def step(x, inp):
             k, t, t1 = inp
             k1, k2 = jax.random.split(k)
-            a, sg, a1, s1 = sde.mean_coef(t), sde.std(t), sde.mean_coef(t1), sde.std(t1)
+            a, sg = sde.mean_coef(t), sde.std(t)
             sc = post(x, t)
             x0, ep = (x + sg**2 * sc) / a, -sg * sc
-            c = s1 * jnp.sqrt(jnp.clip(1.0 - ((a * s1) / (a1 * sg)) ** 2, 0.0, 1.0))
-            z = jax.random.normal(k1, x.shape)
-            x = a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c**2, 0.0)) * ep + c * z
+            x = ddim_move(x0, ep, t, t1, jax.random.normal(k1, x.shape), 1.0)
 
             def correct(x):
                 sc = post(x, t1)
@@ -377,23 +381,21 @@ def main():
 
             def step(x, inp):
                 k, t, t1 = inp
-                a, sg, a1, s1 = sde.mean_coef(t), sde.std(t), sde.mean_coef(t1), sde.std(t1)
+                a, sg = sde.mean_coef(t), sde.std(t)
                 sc = traj_score(x, t)
                 x0, ep = (x + sg**2 * sc) / a, -sg * sc
                 r2 = kappa * sg**2 / (a**2 + sg**2)
                 x0 = x0.at[obs_idx].add(r2 / (r2 + SIGMA**2) * (yo - x0[obs_idx]))
-                c_ = eta * s1 * jnp.sqrt(jnp.clip(1.0 - ((a * s1) / (a1 * sg)) ** 2, 0.0, 1.0))
-                z = jax.random.normal(k, x.shape)
-                return a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c_**2, 0.0)) * ep + c_ * z, None
+                return ddim_move(x0, ep, t, t1, jax.random.normal(k, x.shape), eta), None
 
             x, _ = jax.lax.scan(step, x_T, (jax.random.split(key, n), ts[:-1], ts[1:]))
             return SampleResult(x, jnp.where(jnp.all(jnp.isfinite(x)), 0, 1), jnp.asarray(n))
 
         def case(key, y):
+            k0, k1 = jax.random.split(key)
+            x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
+            ks = jax.random.split(k1, args.samples)
             if c["guidance"] == "kalman":
-                k0, k1 = jax.random.split(key)
-                x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
-                ks = jax.random.split(k1, args.samples)
                 r = jax.vmap(lambda k, x: kalman_ddpm(k, y, x))(ks, x_T)
                 return r.x, r.status
             post = guided_score(
@@ -409,9 +411,7 @@ def main():
 
                 post = switched
 
-            k0, k1 = jax.random.split(key)
-            x_T = sde.sample_terminal(k0, (args.samples, LENGTH, 3))
-            r = jax.vmap(lambda k, x: one(k, post, x))(jax.random.split(k1, args.samples), x_T)
+            r = jax.vmap(lambda k, x: one(k, post, x))(ks, x_T)
             x = r.x
             if denoise:  # Tweedie's x̂_0 of the final state (posterior score at t_end)
                 x = jax.vmap(lambda xi: sde.tweedie(xi, post(xi, te), te))(x)
