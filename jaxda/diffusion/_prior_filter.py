@@ -155,7 +155,7 @@ from ..core import EnsembleState, Method, analysis_info, check_vector, ensemble_
 from ..observations import fill_missing, observed
 from ._mmps import guided_score
 from ._sde import SDE, sde_from_params, vp_linear
-from ._training import _model_from_manifest, _model_info
+from ._training import _model_from_manifest, _model_info, _sde_info
 
 ScoreFn = Callable[[Array, Array], Array]
 
@@ -240,10 +240,9 @@ class GaussianResidual(nnx.Module):
     def config(self) -> dict[str, Any] | None:
         """``C``, the network's class and ``config()`` and the SDE, stored in training
         checkpoints; ``None`` when the network has no ``config()`` or the SDE is custom."""
-        net = _model_info(self.net)
-        if net["config"] is None or self.sde.params is None:
+        net, sde = _model_info(self.net), _sde_info(self.sde)
+        if net["config"] is None or sde is None:
             return None
-        sde = {"name": self.sde.name, "params": dict(self.sde.params)}
         return {"net": net, "cov": np.asarray(self.cov[...]).tolist(), "sde": sde}
 
     @classmethod
