@@ -273,37 +273,24 @@ def main():
         label = label + (f" [{', '.join(tags)}]" if tags else "")
         return label, diffusion_filter(score, sde, **{**opts, **extra, **kw})
 
-    base_diffusion = {
+    base_diffusion = {  # name: (label, (prior score, extra diffusion_filter options))
         "learned_loc": (
             f"learned product prior p_θ·N(ρ∘Ĉf)/N(Ĉ) (GC radius {args.loc_radius:g})",
             (learned_score, loc),
         ),
         "gauss_loc": (
-            "same, Gaussian p_θ = N(0, Ĉ): exactly a B-localized EnKF posterior",
-            (gauss, loc),
-        ),
-        "learned": ("learned increment prior alone", (learned_score, {})),
-        "gauss": ("increment prior N(0, Ĉ) (static correlations)", (gauss, {})),
-    }
-
-    all_methods = {
-        "learned_loc": (
-            f"learned product prior p_θ·N(ρ∘Ĉf)/N(Ĉ) (GC radius {args.loc_radius:g})",
-            diffusion_filter(learned_score, sde, **opts, **loc),
-        ),
-        "gauss_loc": (
             "same, Gaussian p_θ = N(0, Ĉ): exactly a B-localized EnKF posterior, resampled",
-            diffusion_filter(gauss, sde, **opts, **loc),
+            (gauss, loc),
         ),
         "learned": (
             f"learned increment prior alone (PeriodicConvNet c{args.channels} d{args.depth},"
-            f" MMPS, DPM++2M {args.n_steps} steps)",
-            diffusion_filter(learned_score, sde, **opts),
+            f" DPM++2M {args.n_steps} steps)",
+            (learned_score, {}),
         ),
-        "gauss": (
-            "increment prior N(0, Ĉ) (static correlations)",
-            diffusion_filter(gauss, sde, **opts),
-        ),
+        "gauss": ("increment prior N(0, Ĉ) (static correlations)", (gauss, {})),
+    }
+
+    all_methods = {  # the baselines; the diffusion methods come from diffusion_variant
         "letkf": (
             f"LETKF (radius {args.letkf_radius:g}, inflation {args.letkf_inflation:g})",
             letkf_m,
