@@ -19,8 +19,8 @@ Metrics per case (standardized units):
 * RMSE of the posterior-sample mean trajectory to the truth (65 × 3 values);
 * RMSE of that mean to the PF posterior mean (how close to the reference posterior);
 * data log-likelihood ``E_x log N(y | A(x), σ² I)`` averaged over posterior samples;
-* sample spread; sampling wall time (compiled, ``block_until_ready``) and its ratio to the PC
-  reference; number of score-network evaluations per sample (NFE, network passes, counting
+* sample spread; sampling wall time (compiled, ``block_until_ready``, median of
+  ``--repeats`` runs) and its ratio to the PC reference; number of score-network evaluations per sample (NFE, network passes, counting
   a vector–Jacobian or Jacobian–vector product as one).
 
 A combination is ``sampler:steps:guidance[:opt=value,...]`` with sampler ``pc | ddim | dpmpp2m |
@@ -30,15 +30,26 @@ edm``, guidance ``sda | mmps | dps | kalman`` and options ``gamma`` (SDA γ), ``
 after the steps ending below ``t = lcbelow``, default 1), ``kappa`` (guidance ``kalman``: DDPM
 / DDIM steps whose Tweedie mean is Kalman-updated by the observations with the isotropic
 covariance ``κ σ²/(μ² + σ²)``, no Jacobian: one network pass per step),
-``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
+``sparse=1`` (guidance ``sda``: the same guided score, but the vector–Jacobian product goes
+through the 9 windows whose centres are observed instead of all 61: only they carry the
+observed states' Tweedie means; identical up to rounding, about half the cost per evaluation),
+``width``, ``depth``, ``traj``, ``steps`` (the prior: network width and residual blocks,
+training trajectories and training steps; default ``--width``, ``--depth``, ``--train-traj``,
+``--train-steps``; each prior is
+trained once, all of them before any sampling), ``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
 time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
 instead of the noisy state at ``t_end``).
 
-The first ``pc`` combination is the reference of the time ratio. ``--step-rule``-like options
-go in the combination (``pc:256:sda:rule=adaptive`` is the setting of the README's 0.057).
+``--ckpt DIR`` keeps one checkpoint per prior under ``DIR`` (``w64-d3-traj512-steps6000``
+for the defaults) and resumes from it. The first ``pc`` combination is the reference of the
+time ratio. ``--step-rule``-like options go in the combination (``pc:256:sda:rule=adaptive``
+is the setting of the README's 0.057).
 
 Run:  python benchmarks/bench_sda_lorenz63.py --ckpt /tmp/sda_l63_ckpt     (~8 min on 2 cores)
       python benchmarks/bench_sda_lorenz63.py --quick                       (smoke test)
+      python benchmarks/bench_sda_lorenz63.py --combos pc:256:sda:rule=adaptive \
+          pc:256:sda:rule=adaptive,sparse=1,width=32,depth=1,traj=4096,steps=80000
+          (the README's small prior against the reference, ~2 min)
 """
 
 from __future__ import annotations
@@ -107,6 +118,11 @@ _OPTS = {
     "ghi",
     "lcbelow",
     "kappa",
+    "sparse",
+    "width",
+    "depth",
+    "traj",
+    "steps",
 }
 
 
@@ -153,6 +169,7 @@ def main():
     ap.add_argument("--train-traj", type=int, default=512)
     ap.add_argument("--train-steps", type=int, default=6000)
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--gamma", type=float, default=1e-2, help="default SDA γ")
@@ -160,13 +177,16 @@ def main():
     ap.add_argument("--combos", nargs="+", default=None, help="sampler:steps:guidance[:opts]")
     ap.add_argument("--particles", type=int, default=32768)
     ap.add_argument("--ckpt", default=None, help="checkpoint directory (resume training)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="sampling runs per combination (median time)"
+    )
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--no-pf", action="store_true", help="skip the particle filter")
     ap.add_argument("--json", default="benchmarks/results/sda_lorenz63.json")
     args = ap.parse_args()
     if args.quick:
         args.train_traj, args.train_steps, args.cases, args.samples = 64, 300, 2, 8
-        args.particles = 1024
+        args.particles, args.repeats = 1024, 1
         if args.combos is None:
             args.combos = list(QUICK_COMBOS)
     combos = [parse_combo(s) for s in (args.combos or DEFAULT_COMBOS)]
@@ -175,37 +195,77 @@ def main():
     k_data, k_train, k_test, k_obs, k_sda, k_pf = jax.random.split(key, 6)
     sde = vp_linear()
 
-    # ---- data --------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    trajs = jax.block_until_ready(lorenz63_trajectories(k_data, args.train_traj, 129))
-    z = STD.forward(trajs)
-    windows = sliding_windows(z, WINDOW).reshape((-1, WINDOW * 3))
-    t_data = time.perf_counter() - t0
+    # ---- priors: data and training, once per (width, trajectories, steps); resumed from --ckpt
+    priors: dict[tuple[int, int, int, int], dict] = {}
 
-    # ---- training (once; resumed from --ckpt) -------------------------------------------
-    model = ResidualMLP(WINDOW * 3, width=args.width, depth=3, emb_dim=32, rngs=nnx.Rngs(0))
-    t0 = time.perf_counter()
-    res = train(
-        k_train,
-        model,
-        sde,
-        windows,
-        n_steps=args.train_steps,
-        batch_size=256,
-        learning_rate=2e-3,
-        chunk=250,
-        checkpoint_dir=args.ckpt,
-    )
-    t_train = time.perf_counter() - t0
-    raise_on_failure(res)
-    model = res.model
-    loss = np.asarray(res.history.loss)
-    print(
-        f"data {t_data:.1f}s ({windows.shape[0]} windows), training {t_train:.1f}s "
-        f"(steps {len(loss)}, resumed from {res.resumed_from}), "
-        f"loss first/last 100: {loss[:100].mean():.4f} / {loss[-100:].mean():.4f}",
-        flush=True,
-    )
+    def prior(width: int, depth: int, n_traj: int, n_steps: int) -> dict:
+        """The window score network of this size trained on ``n_traj`` trajectories."""
+        spec = (width, depth, n_traj, n_steps)
+        if spec in priors:
+            return priors[spec]
+        t0 = time.perf_counter()
+        trajs = jax.block_until_ready(lorenz63_trajectories(k_data, n_traj, 129))
+        windows = sliding_windows(STD.forward(trajs), WINDOW).reshape((-1, WINDOW * 3))
+        t_data = time.perf_counter() - t0
+        model = ResidualMLP(WINDOW * 3, width=width, depth=depth, emb_dim=32, rngs=nnx.Rngs(0))
+        t0 = time.perf_counter()
+        res = train(
+            k_train,
+            model,
+            sde,
+            windows,
+            n_steps=n_steps,
+            batch_size=256,
+            learning_rate=2e-3,
+            chunk=250,
+            checkpoint_dir=(
+                None
+                if args.ckpt is None
+                else os.path.join(args.ckpt, f"w{width}-d{depth}-traj{n_traj}-steps{n_steps}")
+            ),
+        )
+        t_train = time.perf_counter() - t0
+        raise_on_failure(res)
+        loss = np.asarray(res.history.loss)
+        print(
+            f"prior width {width}, depth {depth}, {n_traj} trajectories: data {t_data:.1f}s "
+            f"({windows.shape[0]} windows), training {t_train:.1f}s (steps {len(loss)}, "
+            f"resumed from {res.resumed_from}), loss first/last 100: "
+            f"{loss[:100].mean():.4f} / {loss[-100:].mean():.4f}",
+            flush=True,
+        )
+        net_score = score_fn_from_model(res.model, sde)
+
+        def window_score(w, t):
+            return net_score(w.reshape(-1), t).reshape(w.shape)
+
+        priors[spec] = {
+            "window_score": window_score,
+            "traj_score": local_score(window_score, WINDOW),
+            "training": {
+                "width": width,
+                "depth": depth,
+                "train_traj": n_traj,
+                "train_steps": n_steps,
+                "time": t_train,
+                "resumed_from": int(res.resumed_from),
+                "loss_first100": float(loss[:100].mean()),
+                "loss_last100": float(loss[-100:].mean()),
+            },
+        }
+        return priors[spec]
+
+    def prior_of(c: dict) -> dict:
+        o = c["opts"]
+        return prior(
+            int(o.get("width", args.width)),
+            int(o.get("depth", args.depth)),
+            int(o.get("traj", args.train_traj)),
+            int(o.get("steps", args.train_steps)),
+        )
+
+    for c in combos:  # train every prior before any timing
+        prior_of(c)
     if args.train_only:
         return
 
@@ -240,7 +300,8 @@ def main():
     pf_row = None
     pf_mean = None
     if not args.no_pf:
-        pool = trajs.reshape((-1, 3))  # attractor states (physical): prior of the first state
+        # attractor states (physical), the default prior's training data: prior of the first state
+        pool = lorenz63_trajectories(k_data, args.train_traj, 129).reshape((-1, 3))
         mask = (jnp.arange(LENGTH) % EVERY) == 0
         ys_full = jnp.zeros((args.cases, LENGTH, 3)).at[:, obs_idx].set(ys)
 
@@ -283,12 +344,34 @@ def main():
         )
 
     # ---- diffusion posterior samplers --------------------------------------------------
-    net_score = score_fn_from_model(model, sde)
+    # the window read for each observed state in local_score (start, position in the window)
+    k_half = WINDOW // 2
+    obs_start = jnp.clip(obs_idx - k_half, 0, LENGTH - WINDOW)
+    obs_pos = obs_idx - obs_start
+    obs_windows = obs_start[:, None] + jnp.arange(WINDOW)[None, :]
 
-    def window_score(w, t):
-        return net_score(w.reshape(-1), t).reshape(w.shape)
+    def sparse_sda_score(p, y, gamma):
+        """SDA guided score whose VJP runs through the observed states' windows only.
 
-    traj_score = local_score(window_score, WINDOW)
+        ``obs_fn(x̂_0(x))`` reads ``x̂_0`` at the observed states, and local_score takes the
+        score of state ``i`` from one window, so the likelihood term depends on ``x`` only
+        through those windows; the prior score of every state is a forward pass."""
+
+        def score(x, t):
+            t = jnp.asarray(t)
+            s = p["traj_score"](x, t)
+
+            def predict(x):
+                s_w = jax.vmap(p["window_score"], in_axes=(0, None))(x[obs_windows], t)
+                s_o = s_w[jnp.arange(obs_idx.size), obs_pos]
+                return sde.tweedie(x[obs_idx], s_o, t).ravel()
+
+            h, vjp_fn = jax.vjp(predict, x)
+            w = (y - h) / (SIGMA**2 + gamma * (sde.std(t) / sde.mean_coef(t)) ** 2)
+            (g,) = vjp_fn(w)
+            return s + g
+
+        return score
 
     def ddim_move(x0, ep, t, t1, z, eta):
         """The DDIM step from ``t`` to ``t1`` given Tweedie's ``x̂_0, ε̂`` (``eta = 1``: DDPM)."""
@@ -327,6 +410,8 @@ def main():
         t_end = float(o["tend"]) if "tend" in o else None
         denoise = bool(int(o.get("denoise", 0)))
         n = c["steps"]
+        p = prior_of(c)
+        traj_score = p["traj_score"]
 
         def one(key, post, x_T):
             s = c["sampler"]
@@ -398,9 +483,21 @@ def main():
             if c["guidance"] == "kalman":
                 r = jax.vmap(lambda k, x: kalman_ddpm(k, y, x))(ks, x_T)
                 return r.x, r.status
-            post = guided_score(
-                traj_score, sde, obs_fn, y, SIGMA, guidance=c["guidance"], gamma=gamma, cg_steps=cg
-            )
+            if bool(int(o.get("sparse", 0))):
+                if c["guidance"] != "sda" or "tswitch" in o:
+                    raise ValueError(f"sparse=1 is for plain sda guidance, got {c['spec']!r}")
+                post = sparse_sda_score(p, y, gamma)
+            else:
+                post = guided_score(
+                    traj_score,
+                    sde,
+                    obs_fn,
+                    y,
+                    SIGMA,
+                    guidance=c["guidance"],
+                    gamma=gamma,
+                    cg_steps=cg,
+                )
             if "tswitch" in o:  # this guidance only for t <= tswitch, SDA (γ) above
                 low, t_sw = post, float(o["tswitch"])
                 g_hi = float(o.get("ghi", gamma))
@@ -419,6 +516,24 @@ def main():
 
         return jax.jit(jax.vmap(case))
 
+    for c in combos:  # the sparse score is the dense one, up to rounding
+        if not bool(int(c["opts"].get("sparse", 0))):
+            continue
+        p = prior_of(c)
+        xs = jax.random.normal(jax.random.key(7), (3, LENGTH, 3))
+        dense = guided_score(
+            p["traj_score"], sde, obs_fn, ys_flat[0], SIGMA, guidance="sda", gamma=args.gamma
+        )
+        sparse = sparse_sda_score(p, ys_flat[0], args.gamma)
+        rel = []
+        for t in (0.9, 0.3, 0.05, 0.002):
+            a = jax.vmap(dense, in_axes=(0, None))(xs, jnp.asarray(t))
+            b = jax.vmap(sparse, in_axes=(0, None))(xs, jnp.asarray(t))
+            rel.append(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a))))
+        print(f"{c['spec']}: sparse vs dense SDA score, max relative difference {max(rel):.1e}")
+        if not max(rel) < 1e-4:
+            raise RuntimeError(f"sparse SDA score differs from the dense one: {rel}")
+
     keys = jax.random.split(k_sda, args.cases)  # the same keys (x_T) for every combination
     rows = []
     t_ref = None
@@ -427,9 +542,12 @@ def main():
         t0 = time.perf_counter()
         fc = fn.lower(keys, ys_flat).compile()
         t_comp = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        X, status = jax.block_until_ready(fc(keys, ys_flat))
-        t_run = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):  # the same inputs, so the same samples each time
+            t0 = time.perf_counter()
+            X, status = jax.block_until_ready(fc(keys, ys_flat))
+            times.append(time.perf_counter() - t0)
+        t_run = float(np.median(times))
         n_bad = int(jnp.sum(status != 0))
         m = metrics(X, pf_mean)
         if c["sampler"] == "pc" and t_ref is None:
@@ -440,6 +558,10 @@ def main():
             "steps": c["steps"],
             "guidance": c["guidance"],
             "opts": c["opts"],
+            "prior": {
+                k: prior_of(c)["training"][k]
+                for k in ("width", "depth", "train_traj", "train_steps")
+            },
             "gamma": float(c["opts"].get("gamma", args.gamma)) if c["guidance"] == "sda" else None,
             "cg": int(c["opts"].get("cg", args.cg)) if c["guidance"] == "mmps" else None,
             "nfe": nfe(c),
@@ -448,6 +570,7 @@ def main():
             "per_case_rmse": np.round(m["rmse"], 4).tolist(),
             "nonfinite_samples": n_bad,
             "time": t_run,
+            "times": times,
             "compile": t_comp,
         }
         rows.append(row)
@@ -458,8 +581,13 @@ def main():
             f"{t_run:.1f}s (compile {t_comp:.1f}s), nfe {row['nfe']}, bad {n_bad}",
             flush=True,
         )
+    ref = next((r for r in rows if r["sampler"] == "pc"), None)
     for row in rows:
         row["time_ratio_to_pc"] = None if t_ref is None else row["time"] / t_ref
+        if ref is not None:  # paired over the same cases: mean and standard error
+            d = np.asarray(row["per_case_rmse"]) - np.asarray(ref["per_case_rmse"])
+            row["rmse_minus_ref"] = float(d.mean())
+            row["rmse_minus_ref_se"] = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
 
     # observation-only baseline: linear interpolation of the observed states
     t_all = np.arange(LENGTH)
@@ -479,34 +607,55 @@ def main():
     print(
         f"Lorenz-63 SDA, {args.cases} cases x {args.samples} posterior samples, "
         f"{LENGTH} states, every {EVERY}th observed, sigma={SIGMA} (standardized units); "
-        f"training {t_train:.0f}s (resumed from step {res.resumed_from})"
+        "priors (width/depth/training trajectories/steps: training time): "
+        + ", ".join(
+            f"{w}/{dp}/{n}/{k}: {p['training']['time']:.0f}s (resumed from step "
+            f"{p['training']['resumed_from']})"
+            for (w, dp, n, k), p in priors.items()
+        )
     )
     print(
-        "| sampler | guidance | steps | NFE | RMSE to truth | RMSE to PF mean | data log-lik "
-        "| spread | time [s] | × PC time | compile [s] |"
+        "| sampler | guidance | prior | steps | NFE | RMSE to truth | − reference (paired) "
+        "| RMSE to PF mean | data log-lik | spread | time [s] | × PC time | compile [s] |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        g = r["guidance"] + (f" γ={r['gamma']:g}" if r["gamma"] is not None else f" cg={r['cg']}")
-        extra = {k: v for k, v in r["opts"].items() if k not in ("gamma", "cg")}
+        g = r["guidance"] + (
+            f" γ={r['gamma']:g}"
+            if r["gamma"] is not None
+            else (f" cg={r['cg']}" if r["cg"] is not None else "")
+        )
+        extra = {
+            k: v
+            for k, v in r["opts"].items()
+            if k not in ("gamma", "cg", "width", "depth", "traj", "steps")
+        }
+        pr = "/".join(str(v) for v in r["prior"].values())
+        diff = (
+            f"{r['rmse_minus_ref']:+.4f} ± {r['rmse_minus_ref_se']:.4f}"
+            if "rmse_minus_ref" in r
+            else "–"
+        )
         s = r["sampler"] + (" " + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
         ratio = "–" if r["time_ratio_to_pc"] is None else f"{r['time_ratio_to_pc']:.3f}"
         to_pf = f"{r['rmse_to_pf']:.3f}" if "rmse_to_pf" in r else "–"
         print(
-            f"| {s} | {g} | {r['steps']} | {r['nfe']} | {r['rmse']:.3f} ± {r['rmse_std']:.3f} | "
-            f"{to_pf} | {r['loglik']:.1f} | {r['spread']:.3f} | {r['time']:.1f} | {ratio} | "
+            f"| {s} | {g} | {pr} | {r['steps']} | {r['nfe']} | {r['rmse']:.3f} ± {r['rmse_std']:.3f} "
+            f"| {diff} | {to_pf} | {r['loglik']:.1f} | {r['spread']:.3f} | {r['time']:.1f} | {ratio} | "
             f"{r['compile']:.1f} |"
         )
     if pf_row is not None:
         print(
-            f"| {pf_row['name']} | – | – | – | {pf_row['rmse']:.3f} ± {pf_row['rmse_std']:.3f} | 0 | "
+            f"| {pf_row['name']} | – | – | – | – | {pf_row['rmse']:.3f} ± {pf_row['rmse_std']:.3f} "
+            "| – | 0 | "
             f"{pf_row['loglik']:.1f} | {pf_row['spread']:.3f} | {pf_row['time']:.1f} | "
             f"{pf_row['time'] / t_ref if t_ref else float('nan'):.3f} | {pf_row['compile']:.1f} |"
         )
     print(
-        f"| linear interpolation of observations | – | – | – | {r_int.mean():.3f} | – | – | – | – | – | – |"
+        f"| linear interpolation of observations | – | – | – | – | {r_int.mean():.3f} | – | – | – "
+        "| – | – | – | – |"
     )
-    print(f"| truth | – | – | – | 0 | – | {ll_truth.mean():.1f} | – | – | – | – |")
+    print(f"| truth | – | – | – | – | 0 | – | – | {ll_truth.mean():.1f} | – | – | – | – |")
 
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
@@ -519,12 +668,7 @@ def main():
                 "loadavg_at_end": os.getloadavg(),
                 "backend": jax.default_backend(),
             },
-            "training": {
-                "time": t_train,
-                "resumed_from": int(res.resumed_from),
-                "loss_first100": float(loss[:100].mean()),
-                "loss_last100": float(loss[-100:].mean()),
-            },
+            "training": [p["training"] for p in priors.values()],
             "rows": rows,
             "pf": pf_row,
             "interp_rmse": float(r_int.mean()),
