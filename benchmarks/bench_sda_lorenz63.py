@@ -19,9 +19,9 @@ Metrics per case (standardized units):
 * RMSE of the posterior-sample mean trajectory to the truth (65 × 3 values);
 * RMSE of that mean to the PF posterior mean (how close to the reference posterior);
 * data log-likelihood ``E_x log N(y | A(x), σ² I)`` averaged over posterior samples;
-* sample spread; sampling wall time (compiled, ``block_until_ready``, median of
-  ``--repeats`` runs) and its ratio to the PC reference; number of score-network evaluations per sample (NFE, network passes, counting
-  a vector–Jacobian or Jacobian–vector product as one).
+* sample spread; sampling wall time (compiled, ``block_until_ready``, median of ``--repeats``
+  runs) and its ratio to the PC reference; number of score-network evaluations per sample
+  (NFE, network passes, counting a vector–Jacobian or Jacobian–vector product as one).
 
 A combination is ``sampler:steps:guidance[:opt=value,...]`` with sampler ``pc | ddim | dpmpp2m |
 edm``, guidance ``sda | mmps | dps | kalman`` and options ``gamma`` (SDA γ), ``cg`` (MMPS CG steps),
@@ -35,10 +35,10 @@ through the 9 windows whose centres are observed instead of all 61: only they ca
 observed states' Tweedie means; identical up to rounding, about half the cost per evaluation),
 ``width``, ``depth``, ``traj``, ``steps`` (the prior: network width and residual blocks,
 training trajectories and training steps; default ``--width``, ``--depth``, ``--train-traj``,
-``--train-steps``; each prior is
-trained once, all of them before any sampling), ``eta`` (DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final
-time), ``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state
-instead of the noisy state at ``t_end``).
+``--train-steps``; each prior is trained once, all of them before any sampling), ``eta``
+(DDIM), ``grid`` (DDIM ``t`` | ``log_snr``), ``churn``/``rho`` (EDM), ``tend`` (final time),
+``rule`` (PC step rule), ``denoise=1`` (return Tweedie's ``x̂_0`` of the last state instead of
+the noisy state at ``t_end``).
 
 ``--ckpt DIR`` keeps one checkpoint per prior under ``DIR`` (``w64-d3-traj512-steps6000``
 for the defaults) and resumes from it. The first ``pc`` combination is the reference of the
@@ -195,7 +195,7 @@ def main():
     k_data, k_train, k_test, k_obs, k_sda, k_pf = jax.random.split(key, 6)
     sde = vp_linear()
 
-    # ---- priors: data and training, once per (width, trajectories, steps); resumed from --ckpt
+    # ---- priors: data and training, once per (width, depth, trajectories, steps) ------------
     priors: dict[tuple[int, int, int, int], dict] = {}
 
     def prior(width: int, depth: int, n_traj: int, n_steps: int) -> dict:
