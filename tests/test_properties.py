@@ -13,6 +13,8 @@ from jaxda.observations import linear, observation_model, subset
 shapes = st.tuples(st.integers(2, 12), st.integers(1, 9), st.integers(1, 9))  # N, n, m
 dtypes = st.sampled_from([jnp.float32, jnp.float64])
 SETTINGS = settings(max_examples=4, deadline=None)
+# each example has new shapes: one jitted program compiles faster than every primitive eagerly
+_enkf, _etkf, _letkf = jax.jit(enkf_analysis), jax.jit(etkf_analysis), jax.jit(letkf_analysis)
 
 
 def _case(seed, N, n, m, dtype):
@@ -29,7 +31,7 @@ def _case(seed, N, n, m, dtype):
 def test_etkf_mean_is_the_kalman_mean_and_anomalies_stay_centred(shape, dtype, seed):
     N, n, m = shape
     E, obs, y, H, std = _case(seed, N, n, m, dtype)
-    Ea = etkf_analysis(E, y, obs)
+    Ea = _etkf(E, y, obs)
     assert Ea.shape == (N, n) and Ea.dtype == dtype and bool(jnp.all(jnp.isfinite(Ea)))
     # dense Kalman update of the mean with the ensemble covariance (float64 reference)
     E64, H64, s64 = (np.asarray(a, np.float64) for a in (E, H, std))
@@ -53,7 +55,7 @@ def test_enkf_equals_the_dense_perturbed_observation_formula(shape, seed):
     N, n, m = shape
     E, obs, y, H, std = _case(seed, N, n, m, jnp.float64)
     key = jax.random.key(seed % 1000)
-    Ea = enkf_analysis(key, E, y, obs)
+    Ea = _enkf(key, E, y, obs)
     eps = obs.noise.sample(key, (N,))
     eps = eps - eps.mean(0)
     E64 = np.asarray(E)
@@ -74,14 +76,14 @@ def test_missing_observation_equals_dropping_it(shape, dtype, seed):
     j = seed % m
     y_missing = y.at[j].set(jnp.nan)
     keep = np.delete(np.arange(m), j)
-    Ea = etkf_analysis(E, y_missing, obs)
+    Ea = _etkf(E, y_missing, obs)
     assert bool(jnp.all(jnp.isfinite(Ea)))
     tol = 1e-4 if dtype == jnp.float32 else 1e-10
     if keep.size == 0:  # nothing observed: the forecast comes back (up to round-off)
         np.testing.assert_allclose(Ea, E, rtol=tol, atol=tol)
         return
     reduced = observation_model(linear(H[keep]), obs_std=std[keep])
-    np.testing.assert_allclose(Ea, etkf_analysis(E, y[keep], reduced), rtol=tol, atol=tol)
+    np.testing.assert_allclose(Ea, _etkf(E, y[keep], reduced), rtol=tol, atol=tol)
 
 
 @SETTINGS
@@ -93,7 +95,7 @@ def test_letkf_with_infinite_radius_is_the_etkf(N, n, dtype, seed):
     E = jnp.asarray(rng.normal(size=(N, n)), dtype)
     y = jnp.asarray(rng.normal(size=idx.size), dtype)
     local = local_observations(n, idx, radius=1e6)
-    Ea = letkf_analysis(E, y, obs, local)
+    Ea = _letkf(E, y, obs, local)
     assert Ea.dtype == dtype
     tol = 2e-4 if dtype == jnp.float32 else 1e-9
-    np.testing.assert_allclose(Ea, etkf_analysis(E, y, obs), rtol=tol, atol=tol)
+    np.testing.assert_allclose(Ea, _etkf(E, y, obs), rtol=tol, atol=tol)
